@@ -1,0 +1,520 @@
+//! `cluster.toml`: the one file that describes a speedbox cluster.
+//!
+//! [`ClusterConfig::load`] reads the file through the `config` crate, applies `SPEEDBOX_`
+//! environment overrides (`SPEEDBOX_MONGODB__URI=...`, `__` separates sections), and runs
+//! [`ClusterConfig::validate`], which collects every problem at once and names the key of each.
+//! Validation is pure so the balancer can check a live edit before it swaps it in.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// The default GridFS chunk size (255 KiB), as the GridFS spec and every driver use.
+pub const DEFAULT_CHUNK_SIZE: u32 = 255 * 1024;
+/// Chunks are stored as BSON documents, which MongoDB caps at 16 MiB.
+pub const MAX_CHUNK_SIZE: u32 = 15 * 1024 * 1024;
+
+/// Why a configuration could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: config::ConfigError,
+    },
+    #[error("{path} is invalid:\n  - {}", .problems.join("\n  - "))]
+    Invalid { path: String, problems: Vec<String> },
+}
+
+/// The whole cluster: what every process of it reads.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    #[serde(default)]
+    pub balancer: BalancerConfig,
+    pub mongodb: MongoConfig,
+    #[serde(default)]
+    pub storage: StorageConfig,
+    #[serde(default)]
+    pub nodes: Vec<NodeConfig>,
+}
+
+/// How the balancer picks a node for each request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Algorithm {
+    /// The node with the fewest requests in flight, relative to its weight.
+    #[default]
+    LeastOutstanding,
+    /// Weighted round robin.
+    RoundRobin,
+}
+
+/// `[balancer]`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BalancerConfig {
+    pub listen: SocketAddr,
+    pub algorithm: Algorithm,
+    /// Every node's `/healthz` is requested this often.
+    pub health_interval_ms: u64,
+    /// A health check slower than this counts as a failure.
+    pub health_timeout_ms: u64,
+    /// Consecutive failed checks that take a node down.
+    pub fall: u32,
+    /// Consecutive good checks that bring it back.
+    pub rise: u32,
+    pub connect_timeout_ms: u64,
+    /// From the request's last byte sent to the node's response headers.
+    pub response_timeout_ms: u64,
+    /// A body (either way) that moves no byte for this long is cut.
+    pub idle_timeout_ms: u64,
+    /// A client must finish sending request headers within this.
+    pub header_timeout_ms: u64,
+    /// On SIGTERM, in-flight transfers get this long to finish.
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for BalancerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            algorithm: Algorithm::default(),
+            health_interval_ms: 1000,
+            health_timeout_ms: 800,
+            fall: 2,
+            rise: 2,
+            connect_timeout_ms: 1000,
+            response_timeout_ms: 30_000,
+            idle_timeout_ms: 60_000,
+            header_timeout_ms: 10_000,
+            drain_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// `[mongodb]`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MongoConfig {
+    pub uri: String,
+    #[serde(default = "default_database")]
+    pub database: String,
+    /// The local cluster and the tests start SecantusDB at `uri` themselves.
+    #[serde(default)]
+    pub embedded: bool,
+    /// Where the embedded database keeps its files (relative to the config file).
+    #[serde(default = "default_data_dir")]
+    pub data_dir: String,
+    /// Operations that cannot reach the database fail after this, so a node answers 503
+    /// quickly during an outage instead of hanging.
+    #[serde(default = "default_server_selection_timeout_ms")]
+    pub server_selection_timeout_ms: u64,
+}
+
+fn default_database() -> String {
+    "speedbox".into()
+}
+fn default_data_dir() -> String {
+    "data/db".into()
+}
+fn default_server_selection_timeout_ms() -> u64 {
+    2000
+}
+
+/// `[storage]`: how nodes lay files out in GridFS. Every node must agree.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// GridFS bucket name: collections `<bucket>.files` and `<bucket>.chunks`.
+    pub bucket: String,
+    /// Bytes per GridFS chunk of new files.
+    pub chunk_size: u32,
+    /// Chunks written per `insert_many` round trip.
+    pub chunks_per_write: u32,
+    /// Chunks fetched per query when serving a file.
+    pub chunks_per_read: u32,
+    /// Replaced or deleted revisions, and uploads whose node went silent, are removed
+    /// after this long: readers of the old revision get this long to finish.
+    pub gc_grace_secs: u64,
+    /// How often each node looks for garbage.
+    pub sweep_interval_secs: u64,
+    /// A request body that sends nothing for this long is abandoned.
+    pub body_idle_timeout_secs: u64,
+    /// Largest file accepted, in bytes (0 = no limit).
+    pub max_file_size: u64,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            bucket: "fs".into(),
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            chunks_per_write: 4,
+            chunks_per_read: 8,
+            gc_grace_secs: 600,
+            sweep_interval_secs: 60,
+            body_idle_timeout_secs: 120,
+            max_file_size: 0,
+        }
+    }
+}
+
+/// One `[[nodes]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub id: String,
+    pub listen: SocketAddr,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+impl BalancerConfig {
+    pub fn health_interval(&self) -> Duration {
+        Duration::from_millis(self.health_interval_ms)
+    }
+    pub fn health_timeout(&self) -> Duration {
+        Duration::from_millis(self.health_timeout_ms)
+    }
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+    pub fn response_timeout(&self) -> Duration {
+        Duration::from_millis(self.response_timeout_ms)
+    }
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_timeout_ms)
+    }
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
+    }
+}
+
+impl ClusterConfig {
+    /// Reads, overrides from the environment, and validates `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let shown = path.display().to_string();
+        let read = |source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        };
+        let cfg: ClusterConfig = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix("SPEEDBOX")
+                    .prefix_separator("_")
+                    .separator("__")
+                    .try_parsing(true),
+            )
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(read)?;
+        cfg.validate().map_err(|problems| ConfigError::Invalid {
+            path: shown,
+            problems,
+        })?;
+        Ok(cfg)
+    }
+
+    /// Parses TOML text without environment overrides (tests, live reload checks).
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let cfg: ClusterConfig = config::Config::builder()
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|source| ConfigError::Read {
+                path: "<text>".into(),
+                source,
+            })?;
+        cfg.validate().map_err(|problems| ConfigError::Invalid {
+            path: "<text>".into(),
+            problems,
+        })?;
+        Ok(cfg)
+    }
+
+    /// Every problem in the configuration, each naming its key; empty means usable.
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let mut problems = Vec::new();
+        let mut ids: HashMap<&str, usize> = HashMap::new();
+        let mut listens: HashMap<SocketAddr, String> = HashMap::new();
+        listens.insert(self.balancer.listen, "balancer.listen".into());
+        if let Some(port) = self.mongodb.embedded_port() {
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            listens.insert(addr, "mongodb.uri".into());
+        }
+        for (i, node) in self.nodes.iter().enumerate() {
+            let key = format!("nodes[{i}]");
+            if !valid_node_id(&node.id) {
+                problems.push(format!(
+                    "{key}.id = {:?}: use 1 to 64 letters, digits, '-' or '_'",
+                    node.id
+                ));
+            }
+            if let Some(first) = ids.insert(&node.id, i) {
+                problems.push(format!(
+                    "{key}.id = {:?} is already used by nodes[{first}]",
+                    node.id
+                ));
+            }
+            if node.listen.port() == 0 {
+                problems.push(format!("{key}.listen = {}: needs a port", node.listen));
+            }
+            if let Some(other) = listens.insert(node.listen, format!("{key}.listen")) {
+                problems.push(format!(
+                    "{key}.listen = {} is already used by {other}",
+                    node.listen
+                ));
+            }
+            if !(1..=1000).contains(&node.weight) {
+                problems.push(format!("{key}.weight = {}: use 1 to 1000", node.weight));
+            }
+        }
+        let b = &self.balancer;
+        if b.fall == 0 {
+            problems.push("balancer.fall must be at least 1".into());
+        }
+        if b.rise == 0 {
+            problems.push("balancer.rise must be at least 1".into());
+        }
+        for (key, value) in [
+            ("balancer.health_interval_ms", b.health_interval_ms),
+            ("balancer.health_timeout_ms", b.health_timeout_ms),
+            ("balancer.connect_timeout_ms", b.connect_timeout_ms),
+            ("balancer.response_timeout_ms", b.response_timeout_ms),
+            ("balancer.idle_timeout_ms", b.idle_timeout_ms),
+            ("balancer.header_timeout_ms", b.header_timeout_ms),
+        ] {
+            if value == 0 {
+                problems.push(format!("{key} must be more than 0"));
+            }
+        }
+        let m = &self.mongodb;
+        if !(m.uri.starts_with("mongodb://") || m.uri.starts_with("mongodb+srv://")) {
+            problems.push(format!(
+                "mongodb.uri = {:?}: must start with mongodb:// or mongodb+srv://",
+                m.uri
+            ));
+        } else if m.embedded && m.embedded_port().is_none() {
+            problems.push(format!(
+                "mongodb.uri = {:?}: with mongodb.embedded = true it must be mongodb://127.0.0.1:PORT (or localhost:PORT)",
+                m.uri
+            ));
+        }
+        if m.database.is_empty() || m.database.contains(['/', '\\', '.', ' ', '"', '$']) {
+            problems.push(format!(
+                "mongodb.database = {:?} is not a valid database name",
+                m.database
+            ));
+        }
+        let s = &self.storage;
+        if !(1024..=MAX_CHUNK_SIZE).contains(&s.chunk_size) {
+            problems.push(format!(
+                "storage.chunk_size = {}: use 1024 to {MAX_CHUNK_SIZE}",
+                s.chunk_size
+            ));
+        }
+        if !(1..=64).contains(&s.chunks_per_write) {
+            problems.push(format!(
+                "storage.chunks_per_write = {}: use 1 to 64",
+                s.chunks_per_write
+            ));
+        }
+        if !(1..=64).contains(&s.chunks_per_read) {
+            problems.push(format!(
+                "storage.chunks_per_read = {}: use 1 to 64",
+                s.chunks_per_read
+            ));
+        }
+        if s.bucket.is_empty() || s.bucket.contains(['$', ' ']) {
+            problems.push(format!(
+                "storage.bucket = {:?} is not a valid bucket name",
+                s.bucket
+            ));
+        }
+        if s.sweep_interval_secs == 0 {
+            problems.push("storage.sweep_interval_secs must be more than 0".into());
+        }
+        if s.body_idle_timeout_secs == 0 {
+            problems.push("storage.body_idle_timeout_secs must be more than 0".into());
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(problems)
+        }
+    }
+
+    /// The `[[nodes]]` entry with this id.
+    pub fn node(&self, id: &str) -> Option<&NodeConfig> {
+        self.nodes.iter().find(|n| n.id == id)
+    }
+}
+
+impl MongoConfig {
+    /// The port of an embedded database at `mongodb://127.0.0.1:PORT` or `localhost:PORT`.
+    pub fn embedded_port(&self) -> Option<u16> {
+        if !self.embedded {
+            return None;
+        }
+        let rest = self.uri.strip_prefix("mongodb://")?;
+        let host_port = rest.split(['/', '?']).next()?;
+        let (host, port) = host_port.rsplit_once(':')?;
+        if host != "127.0.0.1" && host != "localhost" {
+            return None;
+        }
+        port.parse().ok().filter(|p| *p != 0)
+    }
+}
+
+fn valid_node_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[balancer]
+listen = "127.0.0.1:3000"
+
+[mongodb]
+uri = "mongodb://127.0.0.1:27017"
+database = "speedbox"
+embedded = true
+
+[[nodes]]
+id = "node-1"
+listen = "127.0.0.1:8001"
+
+[[nodes]]
+id = "node-2"
+listen = "127.0.0.1:8002"
+weight = 3
+"#;
+
+    fn problems(text: &str) -> String {
+        match ClusterConfig::from_toml(text) {
+            Ok(_) => String::new(),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn good_config_loads_with_defaults() {
+        let cfg = ClusterConfig::from_toml(GOOD).unwrap();
+        assert_eq!(cfg.nodes.len(), 2);
+        assert_eq!(cfg.nodes[0].weight, 1);
+        assert_eq!(cfg.nodes[1].weight, 3);
+        assert_eq!(cfg.balancer.algorithm, Algorithm::LeastOutstanding);
+        assert_eq!(cfg.balancer.fall, 2);
+        assert_eq!(cfg.storage.chunk_size, DEFAULT_CHUNK_SIZE);
+        assert_eq!(cfg.mongodb.embedded_port(), Some(27017));
+        assert_eq!(cfg.node("node-2").unwrap().listen.port(), 8002);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let text = GOOD.replace("embedded = true", "embedded = true\nurl = \"x\"");
+        let err = problems(&text);
+        assert!(err.contains("url"), "{err}");
+    }
+
+    #[test]
+    fn unknown_section_is_named() {
+        let err = problems(&format!("{GOOD}\n[balancr]\nlisten = \"127.0.0.1:1\"\n"));
+        assert!(err.contains("balancr"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_ids_and_ports_are_refused() {
+        let text = GOOD
+            .replace("id = \"node-2\"", "id = \"node-1\"")
+            .replace("8002", "8001");
+        let err = problems(&text);
+        assert!(
+            err.contains("nodes[1].id = \"node-1\" is already used by nodes[0]"),
+            "{err}"
+        );
+        assert!(
+            err.contains("nodes[1].listen = 127.0.0.1:8001 is already used by nodes[0].listen"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn node_port_clashing_with_balancer_or_database_is_refused() {
+        let err = problems(&GOOD.replace("8002", "3000"));
+        assert!(err.contains("already used by balancer.listen"), "{err}");
+        let err = problems(&GOOD.replace("8002", "27017"));
+        assert!(err.contains("already used by mongodb.uri"), "{err}");
+    }
+
+    #[test]
+    fn bad_address_names_the_key() {
+        let err = problems(&GOOD.replace("127.0.0.1:8002", "localhost-8002"));
+        assert!(err.contains("nodes") && err.contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_all_reported() {
+        let text = GOOD
+            .replace(
+                "[balancer]",
+                "[balancer]\nfall = 0\nalgorithm = \"round-robin\"",
+            )
+            .replace("weight = 3", "weight = 0")
+            .replace("id = \"node-1\"", "id = \"node 1\"")
+            + "\n[storage]\nchunk_size = 10\n";
+        let err = problems(&text);
+        for needle in [
+            "balancer.fall",
+            "nodes[1].weight = 0",
+            "nodes[0].id = \"node 1\"",
+            "storage.chunk_size = 10",
+        ] {
+            assert!(err.contains(needle), "missing {needle}: {err}");
+        }
+    }
+
+    #[test]
+    fn bad_algorithm_is_refused() {
+        let err = problems(&GOOD.replace(
+            "listen = \"127.0.0.1:3000\"",
+            "listen = \"127.0.0.1:3000\"\nalgorithm = \"random\"",
+        ));
+        assert!(err.contains("random"), "{err}");
+    }
+
+    #[test]
+    fn embedded_database_must_be_local() {
+        let err = problems(&GOOD.replace("127.0.0.1:27017", "db.example.com:27017"));
+        assert!(err.contains("mongodb.embedded = true"), "{err}");
+        let external = GOOD
+            .replace("127.0.0.1:27017", "db.example.com:27017")
+            .replace("embedded = true", "embedded = false");
+        assert!(ClusterConfig::from_toml(&external).is_ok());
+    }
+
+    #[test]
+    fn bad_uri_scheme_is_refused() {
+        let err = problems(&GOOD.replace("mongodb://127.0.0.1:27017", "http://x"));
+        assert!(err.contains("mongodb.uri"), "{err}");
+    }
+}

@@ -1,0 +1,13 @@
+//! Pieces shared by `speedbox-node` and `speedbox-balancer`.
+//!
+//! Start with [`config`]: `cluster.toml` is the one file that describes a cluster, and both
+//! binaries load and validate it through [`config::ClusterConfig::load`]. The rest is small:
+//! header names ([`headers`]), JSON responses ([`respond`]), the shutdown signal
+//! ([`shutdown`]) and logging ([`telemetry`]).
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod headers;
+pub mod respond;
+pub mod shutdown;
+pub mod telemetry;

@@ -1,0 +1,126 @@
+//! Serving a stored file: conditional requests, ranges, and the chunk-window body.
+//!
+//! The body is produced by a task that reads `chunks_per_read` chunks per query, starting at
+//! the chunk that holds the first requested byte, and hands them to hyper through a channel one
+//! window deep: the next window is fetched while the previous one is being sent, and memory
+//! stays at about two windows per download. A client that goes away closes the channel and
+//! the task stops.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
+use tokio::sync::mpsc;
+
+use crate::error::{NodeError, Result};
+use crate::range::{chunk_span, if_range_holds, none_match, parse_range, RangeRequest};
+use crate::store::{FileInfo, Store};
+use crate::{empty_body, Body};
+
+/// The response to GET or HEAD of `file`.
+pub fn respond(
+    store: &Store,
+    file: FileInfo,
+    headers: &HeaderMap,
+    head: bool,
+    chunks_per_read: u64,
+) -> Result<Response<Body>> {
+    let etag = etag(&file);
+    let last_modified = http_date(&file);
+    let header_str = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+    };
+    let mut builder = Response::builder()
+        .header(header::ETAG, &etag)
+        .header(header::LAST_MODIFIED, &last_modified)
+        .header(header::ACCEPT_RANGES, "bytes");
+    if none_match(header_str(header::IF_NONE_MATCH), &etag) {
+        return builder
+            .status(StatusCode::NOT_MODIFIED)
+            .body(empty_body())
+            .map_err(|e| NodeError::Corrupt(e.to_string()));
+    }
+    let length = file.length as u64;
+    let range = if if_range_holds(header_str(header::IF_RANGE), &etag, &last_modified) {
+        parse_range(header_str(header::RANGE), length)
+    } else {
+        RangeRequest::Full
+    };
+    let (status, start, count) = match range {
+        RangeRequest::Unsatisfiable => return Err(NodeError::RangeNotSatisfiable { length }),
+        RangeRequest::Full => (StatusCode::OK, 0, length),
+        RangeRequest::Partial { start, end } => {
+            builder = builder.header(
+                header::CONTENT_RANGE,
+                format!("bytes {start}-{end}/{length}"),
+            );
+            (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
+        }
+    };
+    let body = if head || count == 0 {
+        empty_body()
+    } else {
+        stream_chunks(store.clone(), file.clone(), start, count, chunks_per_read)
+    };
+    builder
+        .status(status)
+        .header(header::CONTENT_TYPE, &file.content_type)
+        .header(header::CONTENT_LENGTH, count)
+        .body(body)
+        .map_err(|e| NodeError::BadRequest(format!("cannot build response: {e}")))
+}
+
+/// A strong validator that any node derives alike: the content's SHA-256.
+pub fn etag(file: &FileInfo) -> String {
+    format!("\"{}\"", file.sha256)
+}
+
+fn http_date(file: &FileInfo) -> String {
+    let millis = file.uploaded_at.timestamp_millis().max(0) as u64;
+    httpdate::fmt_http_date(SystemTime::UNIX_EPOCH + Duration::from_millis(millis))
+}
+
+fn stream_chunks(store: Store, file: FileInfo, start: u64, count: u64, window: u64) -> Body {
+    let (tx, rx) = mpsc::channel::<std::io::Result<Frame<Bytes>>>(window as usize);
+    tokio::spawn(async move {
+        let chunk_size = file.chunk_size as u64;
+        let (first, last, mut skip) = chunk_span(start, start + count - 1, chunk_size);
+        let mut remaining = count;
+        let mut n = first;
+        while n <= last {
+            let to = (n + window).min(last + 1);
+            let chunks = match store.read_chunks(&file, n, to).await {
+                Ok(chunks) => chunks,
+                Err(e) => {
+                    tracing::error!(file = %file.name, chunk = n, error = %e, "download cut short");
+                    // An error frame makes hyper abort the response: the client sees a
+                    // truncated body rather than wrong bytes.
+                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                    return;
+                }
+            };
+            for mut chunk in chunks {
+                if skip > 0 {
+                    chunk = chunk.slice(skip..);
+                    skip = 0;
+                }
+                if chunk.len() as u64 > remaining {
+                    chunk.truncate(remaining as usize);
+                }
+                remaining -= chunk.len() as u64;
+                if tx.send(Ok(Frame::data(chunk))).await.is_err() {
+                    return; // client went away
+                }
+            }
+            n = to;
+        }
+    });
+    let frames = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|frame| (frame, rx))
+    });
+    StreamBody::new(frames).boxed_unsync()
+}

@@ -1,0 +1,76 @@
+//! `NodeError`: everything a request can fail with, and the one place it becomes HTTP.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::Full;
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("no file named {0:?}")]
+    NotFound(String),
+    #[error("no route for {0}")]
+    NoRoute(String),
+    #[error("method {method} not allowed; allowed: {allow}")]
+    MethodNotAllowed { method: String, allow: &'static str },
+    #[error("range not satisfiable")]
+    RangeNotSatisfiable { length: u64 },
+    #[error("file is larger than the limit of {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("{header} does not match the body: expected {expected}, got {actual}")]
+    DigestMismatch {
+        header: &'static str,
+        expected: String,
+        actual: String,
+    },
+    #[error("request body: {0}")]
+    Body(String),
+    #[error("the client sent nothing for {0} s")]
+    BodyIdle(u64),
+    #[error("database unavailable: {0}")]
+    Database(#[from] mongodb::error::Error),
+    #[error("stored file is damaged: {0}")]
+    Corrupt(String),
+}
+
+impl NodeError {
+    pub fn status(&self) -> StatusCode {
+        use NodeError::*;
+        match self {
+            BadRequest(_) | DigestMismatch { .. } | Body(_) => StatusCode::BAD_REQUEST,
+            NotFound(_) | NoRoute(_) => StatusCode::NOT_FOUND,
+            MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
+            TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyIdle(_) => StatusCode::REQUEST_TIMEOUT,
+            Database(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Corrupt(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The JSON error response, with the headers some statuses require.
+    pub fn into_response(self) -> Response<Full<Bytes>> {
+        let status = self.status();
+        let mut response = speedbox_common::respond::error(status, "node", &self.to_string());
+        let headers = response.headers_mut();
+        match &self {
+            NodeError::RangeNotSatisfiable { length } => {
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{length}")) {
+                    headers.insert(header::CONTENT_RANGE, v);
+                }
+            }
+            NodeError::MethodNotAllowed { allow, .. } => {
+                headers.insert(header::ALLOW, HeaderValue::from_static(allow));
+            }
+            NodeError::Database(_) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+pub type Result<T, E = NodeError> = std::result::Result<T, E>;

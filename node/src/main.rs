@@ -1,0 +1,73 @@
+//! `speedbox-node --config cluster.toml --id node-1`
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{anyhow, Context};
+use clap::Parser;
+use speedbox_common::config::ClusterConfig;
+use speedbox_node::{maintenance, store::Store, upload::Limits, AppState};
+use tokio::net::TcpListener;
+
+/// A speedbox storage node: streams files into MongoDB GridFS and back.
+#[derive(Parser)]
+#[command(version)]
+struct Args {
+    /// The cluster description.
+    #[arg(long, default_value = "cluster.toml", env = "SPEEDBOX_CONFIG")]
+    config: PathBuf,
+    /// Which `[[nodes]]` entry this process is.
+    #[arg(long)]
+    id: String,
+    /// Listen here instead of the entry's `listen` (e.g. 127.0.0.1:0 for a free port).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    speedbox_common::telemetry::init();
+    let config = ClusterConfig::load(&args.config)?;
+    let node = config.node(&args.id).ok_or_else(|| {
+        let ids: Vec<_> = config.nodes.iter().map(|n| n.id.as_str()).collect();
+        anyhow!(
+            "{}: no [[nodes]] entry with id {:?} (ids: {})",
+            args.config.display(),
+            args.id,
+            ids.join(", ")
+        )
+    })?;
+    let addr = args.listen.unwrap_or(node.listen);
+    let storage = &config.storage;
+    let store = Store::connect(&config.mongodb, storage, &node.id)
+        .await
+        .context("invalid [mongodb] settings")?;
+    maintenance::spawn(
+        store.clone(),
+        Duration::from_secs(storage.gc_grace_secs),
+        Duration::from_secs(storage.sweep_interval_secs),
+    );
+    let state = Arc::new(AppState {
+        store,
+        node_id: node.id.clone(),
+        limits: Limits {
+            chunks_per_write: storage.chunks_per_write as usize,
+            idle: Duration::from_secs(storage.body_idle_timeout_secs),
+            max_size: storage.max_file_size,
+        },
+        chunks_per_read: u64::from(storage.chunks_per_read),
+    });
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    tracing::info!(node = %node.id, "listening on {}", listener.local_addr()?);
+    let shutdown = async {
+        let signal = speedbox_common::shutdown::signal_received().await;
+        tracing::info!(signal, "shutdown requested");
+    };
+    speedbox_node::run(listener, state, shutdown).await;
+    Ok(())
+}

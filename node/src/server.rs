@@ -1,0 +1,172 @@
+//! The request path: route, handle, and turn every error into a JSON response once.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyDataStream, BodyExt, Full};
+use hyper::body::Incoming;
+use serde_json::json;
+use speedbox_common::headers::{X_REQUEST_ID, X_SPEEDBOX_NODE};
+use speedbox_common::respond;
+use tracing::Instrument;
+
+use crate::digest;
+use crate::download;
+use crate::error::{NodeError, Result};
+use crate::multipart;
+use crate::routes::{self, Route};
+use crate::store::{FileInfo, Store};
+use crate::upload::{self, Limits};
+use crate::{empty_body, Body};
+
+/// What every request handler shares.
+pub struct AppState {
+    pub store: Store,
+    pub node_id: String,
+    pub limits: Limits,
+    pub chunks_per_read: u64,
+}
+
+/// hyper's service function: never fails, errors become responses.
+pub async fn handle(
+    state: Arc<AppState>,
+    req: Request<Incoming>,
+) -> std::result::Result<Response<Body>, Infallible> {
+    let request_id = req
+        .headers()
+        .get(X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_string)
+        .unwrap_or_else(|| bson::oid::ObjectId::new().to_hex());
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        method = %req.method(),
+        path = %req.uri().path(),
+    );
+    async move {
+        let mut response = match dispatch(&state, req).await {
+            Ok(response) => response,
+            Err(e) => {
+                let status = e.status();
+                if status.is_server_error() {
+                    tracing::warn!(%status, error = %e, "request failed");
+                } else {
+                    tracing::info!(%status, error = %e, "request refused");
+                }
+                full(e.into_response())
+            }
+        };
+        tracing::debug!(status = %response.status(), "response");
+        let headers = response.headers_mut();
+        if let Ok(v) = HeaderValue::from_str(&request_id) {
+            headers.insert(X_REQUEST_ID, v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&state.node_id) {
+            headers.insert(X_SPEEDBOX_NODE, v);
+        }
+        Ok(response)
+    }
+    .instrument(span)
+    .await
+}
+
+async fn dispatch(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>> {
+    let route = routes::parse(req.method(), req.uri().path(), req.uri().query())?;
+    let store = &state.store;
+    match route {
+        Route::Health => health(state).await,
+        Route::Get { name, head } => {
+            let file = store
+                .lookup(&name)
+                .await?
+                .ok_or(NodeError::NotFound(name))?;
+            download::respond(store, file, req.headers(), head, state.chunks_per_read)
+        }
+        Route::Put(name) => {
+            let (parts, body) = req.into_parts();
+            upload::check_declared_length(&parts.headers, &state.limits)?;
+            let expected = digest::expected(&parts.headers)?;
+            let data = BodyDataStream::new(body).map_err(|e| NodeError::Body(e.to_string()));
+            let info = upload::store_stream(
+                store,
+                &name,
+                upload::content_type(&parts.headers),
+                &expected,
+                data,
+                state.limits,
+            )
+            .await?;
+            tracing::info!(file = %info.name, length = info.length, "stored");
+            let mut response = json(StatusCode::CREATED, &file_json(&info));
+            if let Ok(v) = HeaderValue::from_str(&download::etag(&info)) {
+                response.headers_mut().insert(header::ETAG, v);
+            }
+            Ok(response)
+        }
+        Route::Multipart => {
+            let (parts, body) = req.into_parts();
+            upload::check_declared_length(&parts.headers, &state.limits)?;
+            let stored = multipart::store_form(store, &parts.headers, body, state.limits).await?;
+            let files: Vec<_> = stored.iter().map(file_json).collect();
+            Ok(json(StatusCode::CREATED, &json!({ "files": files })))
+        }
+        Route::Delete(name) => {
+            if store.delete(&name).await? {
+                tracing::info!(file = %name, "deleted");
+                let mut response = Response::new(empty_body());
+                *response.status_mut() = StatusCode::NO_CONTENT;
+                Ok(response)
+            } else {
+                Err(NodeError::NotFound(name))
+            }
+        }
+        Route::List(query) => {
+            let (page, more) = store.list(&query).await?;
+            let next_after = more.then(|| page.last().map(|f| f.name.clone())).flatten();
+            let files: Vec<_> = page.iter().map(file_json).collect();
+            Ok(json(
+                StatusCode::OK,
+                &json!({ "files": files, "next_after": next_after }),
+            ))
+        }
+    }
+}
+
+async fn health(state: &AppState) -> Result<Response<Body>> {
+    match state.store.check().await {
+        Ok(()) => Ok(json(
+            StatusCode::OK,
+            &json!({"status": "ok", "node": state.node_id}),
+        )),
+        Err(e) => Ok(json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"status": "unavailable", "node": state.node_id, "error": e.to_string()}),
+        )),
+    }
+}
+
+/// The JSON shape of a stored file, as PUT answers and GET /files lists it.
+pub fn file_json(info: &FileInfo) -> serde_json::Value {
+    json!({
+        "id": info.file_id.to_hex(),
+        "name": info.name,
+        "length": info.length,
+        "content_type": info.content_type,
+        "md5": info.md5,
+        "sha256": info.sha256,
+        "uploaded_at": info.uploaded_at.try_to_rfc3339_string().unwrap_or_default(),
+    })
+}
+
+fn json(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    full(respond::json(status, value))
+}
+
+fn full(response: Response<Full<Bytes>>) -> Response<Body> {
+    response.map(|b| b.map_err(|never| match never {}).boxed_unsync())
+}

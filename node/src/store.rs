@@ -1,0 +1,530 @@
+//! The only module that talks to MongoDB.
+//!
+//! Files are laid out as the GridFS spec says (`<bucket>.files`, `<bucket>.chunks`), so any
+//! GridFS driver can read them, but the node writes and reads chunks itself rather than through
+//! the driver's GridFS streams: uploads need digests checked before commit, tus (later) needs
+//! writes at a given chunk `n`, and serving needs reads that start at any chunk in bounded
+//! windows (the driver's download stream has no offset and makes the server hold the whole
+//! file's cursor). Three more collections complete the picture:
+//! - `<bucket>.names`: name → current file id, swapped by compare-and-set on `version`, so a
+//!   replacement becomes visible at one instant and "latest revision" never depends on clocks.
+//!   It carries the file's metadata, so serving a file is one lookup plus chunk windows.
+//! - `<bucket>.uploads`: one document per upload in progress with a heartbeat; the sweep
+//!   removes the chunks of uploads whose node went silent (killed mid-upload).
+//! - `metadata.retired_at` on a files document marks a revision that lost its name; the sweep
+//!   deletes it after a grace period, so readers already streaming it can finish.
+//!
+//! Every write is journaled (`j: true`) unless the URI says otherwise: an acknowledged file
+//! must survive a crash of the database.
+
+use std::time::{Duration, Instant};
+
+use bson::oid::ObjectId;
+use bson::spec::BinarySubtype;
+use bson::{doc, rawdoc, DateTime, Document, RawBinaryRef, RawDocumentBuf};
+use bytes::Bytes;
+use futures::TryStreamExt;
+use mongodb::error::{ErrorKind, WriteFailure};
+use mongodb::options::{Acknowledgment, ClientOptions, IndexOptions, WriteConcern};
+use mongodb::{Client, Collection, IndexModel};
+use serde::{Deserialize, Serialize};
+use speedbox_common::config::{MongoConfig, StorageConfig};
+
+use crate::error::{NodeError, Result};
+use crate::routes::ListQuery;
+
+/// What a name points at: the current revision of a file and its metadata.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FileInfo {
+    #[serde(rename = "_id")]
+    pub name: String,
+    pub file_id: ObjectId,
+    pub length: i64,
+    pub chunk_size: i32,
+    pub content_type: String,
+    /// Hex digests of the content, computed while it streamed in.
+    pub md5: String,
+    pub sha256: String,
+    pub uploaded_at: DateTime,
+    /// Bumped on every swap; the compare-and-set guard.
+    pub version: i64,
+}
+
+/// Digests and type of a completely received upload.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    pub length: u64,
+    pub content_type: String,
+    pub md5: String,
+    pub sha256: String,
+}
+
+/// What one sweep removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    pub abandoned_uploads: u64,
+    pub retired_files: u64,
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    files: Collection<Document>,
+    chunks: Collection<RawDocumentBuf>,
+    names: Collection<FileInfo>,
+    uploads: Collection<Document>,
+    chunk_size: u32,
+    node_id: String,
+    heartbeat_every: Duration,
+}
+
+impl Store {
+    /// A client for `cfg`; connects lazily, so a node starts even while the database is down.
+    pub async fn connect(
+        cfg: &MongoConfig,
+        storage: &StorageConfig,
+        node_id: &str,
+    ) -> Result<Self> {
+        let mut opts = ClientOptions::parse(&cfg.uri).await?;
+        opts.server_selection_timeout =
+            Some(Duration::from_millis(cfg.server_selection_timeout_ms));
+        opts.app_name = Some(format!("speedbox-node/{node_id}"));
+        let mut wc = opts
+            .write_concern
+            .take()
+            .unwrap_or_else(|| WriteConcern::builder().w(Acknowledgment::Nodes(1)).build());
+        if wc.journal.is_none() {
+            wc.journal = Some(true);
+        }
+        opts.write_concern = Some(wc);
+        let db = Client::with_options(opts)?.database(&cfg.database);
+        let bucket = &storage.bucket;
+        Ok(Self {
+            files: db.collection(&format!("{bucket}.files")),
+            chunks: db.collection(&format!("{bucket}.chunks")),
+            names: db.collection(&format!("{bucket}.names")),
+            uploads: db.collection(&format!("{bucket}.uploads")),
+            chunk_size: storage.chunk_size,
+            node_id: node_id.to_string(),
+            // Well inside the grace period, so a live upload is never taken for abandoned.
+            heartbeat_every: Duration::from_secs(storage.gc_grace_secs.max(1)).div_f64(4.0),
+        })
+    }
+
+    pub fn chunk_size(&self) -> u32 {
+        self.chunk_size
+    }
+
+    /// Creates the indexes GridFS requires and the ones our queries use. The unique
+    /// `{files_id, n}` index is what makes a replayed chunk write harmless.
+    pub async fn ensure_indexes(&self) -> Result<()> {
+        let index = |keys: Document, opts: Option<IndexOptions>| {
+            IndexModel::builder().keys(keys).options(opts).build()
+        };
+        let unique = IndexOptions::builder().unique(true).build();
+        let sparse = IndexOptions::builder().sparse(true).build();
+        self.chunks
+            .create_index(index(doc! {"files_id": 1, "n": 1}, Some(unique)))
+            .await?;
+        self.files
+            .create_index(index(doc! {"filename": 1, "uploadDate": 1}, None))
+            .await?;
+        self.files
+            .create_index(index(doc! {"metadata.retired_at": 1}, Some(sparse)))
+            .await?;
+        self.names
+            .create_index(index(doc! {"file_id": 1}, None))
+            .await?;
+        self.uploads
+            .create_index(index(doc! {"heartbeat_at": 1}, None))
+            .await?;
+        Ok(())
+    }
+
+    /// A real read, because a database can answer `ping` while its storage is broken.
+    pub async fn check(&self) -> Result<()> {
+        self.names.find_one(doc! {"_id": "\u{1}healthz"}).await?;
+        Ok(())
+    }
+
+    pub async fn lookup(&self, name: &str) -> Result<Option<FileInfo>> {
+        Ok(self.names.find_one(doc! {"_id": name}).await?)
+    }
+
+    /// One page of names in order, and whether more follow.
+    pub async fn list(&self, q: &ListQuery) -> Result<(Vec<FileInfo>, bool)> {
+        let mut range = Document::new();
+        if !q.prefix.is_empty() {
+            range.insert("$gte", &q.prefix);
+            if let Some(upper) = prefix_upper_bound(&q.prefix) {
+                range.insert("$lt", upper);
+            }
+        }
+        if let Some(after) = &q.after {
+            range.insert("$gt", after);
+        }
+        let filter = if range.is_empty() {
+            doc! {}
+        } else {
+            doc! {"_id": range}
+        };
+        let mut page: Vec<FileInfo> = self
+            .names
+            .find(filter)
+            .sort(doc! {"_id": 1})
+            .limit(i64::from(q.limit) + 1)
+            .await?
+            .try_collect()
+            .await?;
+        let more = page.len() > q.limit as usize;
+        page.truncate(q.limit as usize);
+        Ok((page, more))
+    }
+
+    /// Removes a name; its content goes after the grace period. False if there was none.
+    pub async fn delete(&self, name: &str) -> Result<bool> {
+        loop {
+            let Some(current) = self.lookup(name).await? else {
+                return Ok(false);
+            };
+            self.retire(current.file_id).await?;
+            let gone = self
+                .names
+                .delete_one(doc! {"_id": name, "version": current.version})
+                .await?;
+            if gone.deleted_count == 1 {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Chunks `from..to` of a file, in order, each checked for its number and size.
+    pub async fn read_chunks(&self, file: &FileInfo, from: u64, to: u64) -> Result<Vec<Bytes>> {
+        let filter = doc! {"files_id": file.file_id, "n": {"$gte": from as i64, "$lt": to as i64}};
+        let mut cursor = self
+            .chunks
+            .find(filter)
+            .sort(doc! {"n": 1})
+            .batch_size((to - from) as u32)
+            .await?;
+        let mut out = Vec::with_capacity((to - from) as usize);
+        let cs = file.chunk_size as u64;
+        let length = file.length as u64;
+        while let Some(raw) = cursor.try_next().await? {
+            let n = from + out.len() as u64;
+            let corrupt =
+                |what: &str| NodeError::Corrupt(format!("file {} chunk {n}: {what}", file.file_id));
+            let got_n = raw.get_i32("n").map_err(|_| corrupt("no n"))?;
+            if got_n as u64 != n {
+                return Err(corrupt(&format!("missing (found chunk {got_n} instead)")));
+            }
+            let data = raw.get_binary("data").map_err(|_| corrupt("no data"))?;
+            let expected = cs.min(length - n * cs);
+            if data.bytes.len() as u64 != expected {
+                return Err(corrupt(&format!(
+                    "{} bytes where {expected} were expected",
+                    data.bytes.len()
+                )));
+            }
+            out.push(Bytes::copy_from_slice(data.bytes));
+        }
+        if (out.len() as u64) < to - from {
+            let n = from + out.len() as u64;
+            return Err(NodeError::Corrupt(format!(
+                "file {} chunk {n}: missing",
+                file.file_id
+            )));
+        }
+        Ok(out)
+    }
+
+    /// Registers a new upload under a fresh file id; its chunks are invisible until commit.
+    pub async fn begin_upload(&self, name: &str) -> Result<Upload> {
+        let file_id = ObjectId::new();
+        let now = DateTime::now();
+        self.uploads
+            .insert_one(doc! {
+                "_id": file_id, "name": name, "node": &self.node_id,
+                "started_at": now, "heartbeat_at": now,
+            })
+            .await?;
+        Ok(Upload {
+            store: self.clone(),
+            file_id,
+            name: name.to_string(),
+            next_n: 0,
+            last_beat: Instant::now(),
+            done: false,
+        })
+    }
+
+    /// Marks a revision for deletion after the grace period. Done *before* the name stops
+    /// pointing at it, so a crash in between leaves a mark the sweep undoes rather than a
+    /// revision nobody will ever delete.
+    async fn retire(&self, file_id: ObjectId) -> Result<()> {
+        self.files
+            .update_one(
+                doc! {"_id": file_id},
+                doc! {"$set": {"metadata.retired_at": DateTime::now()}},
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Points `info.name` at `info.file_id`, whatever it pointed at before.
+    async fn swap_name(&self, info: &mut FileInfo) -> Result<()> {
+        loop {
+            match self.lookup(&info.name).await? {
+                None => {
+                    info.version = 1;
+                    match self.names.insert_one(&*info).await {
+                        Ok(_) => return Ok(()),
+                        Err(e) if is_duplicate_key(&e) => continue,
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                Some(current) => {
+                    self.retire(current.file_id).await?;
+                    info.version = current.version + 1;
+                    let swapped = self
+                        .names
+                        .replace_one(doc! {"_id": &info.name, "version": current.version}, &*info)
+                        .await?;
+                    if swapped.matched_count == 1 {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    async fn delete_content(&self, file_id: ObjectId) -> Result<()> {
+        // Files document first: a reader then sees "not found", never a file with holes.
+        self.files.delete_one(doc! {"_id": file_id}).await?;
+        self.chunks.delete_many(doc! {"files_id": file_id}).await?;
+        Ok(())
+    }
+
+    async fn is_referenced(&self, file_id: ObjectId) -> Result<bool> {
+        Ok(self
+            .names
+            .find_one(doc! {"file_id": file_id})
+            .await?
+            .is_some())
+    }
+
+    /// Removes uploads abandoned longer than `grace` and revisions retired longer than it.
+    pub async fn sweep(&self, grace: Duration) -> Result<Swept> {
+        let cutoff =
+            DateTime::from_millis(DateTime::now().timestamp_millis() - grace.as_millis() as i64);
+        let mut swept = Swept::default();
+        let stale: Vec<Document> = self
+            .uploads
+            .find(doc! {"heartbeat_at": {"$lt": cutoff}})
+            .limit(100)
+            .await?
+            .try_collect()
+            .await?;
+        for upload in stale {
+            let Ok(id) = upload.get_object_id("_id") else {
+                continue;
+            };
+            // A node killed between swapping the name and clearing its upload record
+            // leaves a record of a file that is live: keep the file.
+            if !self.is_referenced(id).await? {
+                self.delete_content(id).await?;
+                swept.abandoned_uploads += 1;
+            }
+            self.uploads.delete_one(doc! {"_id": id}).await?;
+        }
+        let retired: Vec<Document> = self
+            .files
+            .find(doc! {"metadata.retired_at": {"$lt": cutoff}})
+            .projection(doc! {"_id": 1})
+            .limit(100)
+            .await?
+            .try_collect()
+            .await?;
+        for file in retired {
+            let Ok(id) = file.get_object_id("_id") else {
+                continue;
+            };
+            if self.is_referenced(id).await? {
+                self.files
+                    .update_one(
+                        doc! {"_id": id},
+                        doc! {"$unset": {"metadata.retired_at": ""}},
+                    )
+                    .await?;
+            } else {
+                self.delete_content(id).await?;
+                swept.retired_files += 1;
+            }
+        }
+        Ok(swept)
+    }
+}
+
+/// An upload in progress. Dropping it without [`Upload::commit`] removes its chunks, so a
+/// broken-off upload never leaves anything behind, even when its request future is dropped.
+pub struct Upload {
+    store: Store,
+    file_id: ObjectId,
+    name: String,
+    next_n: i32,
+    last_beat: Instant,
+    done: bool,
+}
+
+impl Upload {
+    pub fn file_id(&self) -> ObjectId {
+        self.file_id
+    }
+
+    /// Appends whole chunks (all full but possibly the file's last) in one round trip.
+    pub async fn write(&mut self, chunks: &[Bytes]) -> Result<()> {
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        let docs = chunks.iter().enumerate().map(|(i, data)| {
+            let mut doc = rawdoc! {
+                "_id": ObjectId::new(),
+                "files_id": self.file_id,
+                "n": self.next_n + i as i32,
+            };
+            doc.append_ref(
+                "data",
+                RawBinaryRef {
+                    subtype: BinarySubtype::Generic,
+                    bytes: data,
+                },
+            );
+            doc
+        });
+        self.store.chunks.insert_many(docs).await?;
+        self.next_n += chunks.len() as i32;
+        if self.last_beat.elapsed() >= self.store.heartbeat_every {
+            self.heartbeat().await?;
+        }
+        Ok(())
+    }
+
+    /// Proves this upload is still registered (the sweep has not taken it for abandoned).
+    async fn heartbeat(&mut self) -> Result<()> {
+        let beat = self
+            .store
+            .uploads
+            .update_one(
+                doc! {"_id": self.file_id},
+                doc! {"$set": {"heartbeat_at": DateTime::now()}},
+            )
+            .await?;
+        if beat.matched_count == 0 {
+            return Err(NodeError::Body(
+                "upload was idle past the grace period and has been discarded".into(),
+            ));
+        }
+        self.last_beat = Instant::now();
+        Ok(())
+    }
+
+    /// Makes the upload visible under its name: files document, then the name swap.
+    pub async fn commit(mut self, done: Finished) -> Result<FileInfo> {
+        self.heartbeat().await?;
+        let store = self.store.clone();
+        let now = DateTime::now();
+        store
+            .files
+            .insert_one(doc! {
+                "_id": self.file_id,
+                "length": done.length as i64,
+                "chunkSize": store.chunk_size as i32,
+                "uploadDate": now,
+                "filename": &self.name,
+                "metadata": {
+                    "contentType": &done.content_type,
+                    "md5": &done.md5,
+                    "sha256": &done.sha256,
+                    "node": &store.node_id,
+                },
+            })
+            .await?;
+        let mut info = FileInfo {
+            name: std::mem::take(&mut self.name),
+            file_id: self.file_id,
+            length: done.length as i64,
+            chunk_size: store.chunk_size as i32,
+            content_type: done.content_type,
+            md5: done.md5,
+            sha256: done.sha256,
+            uploaded_at: now,
+            version: 0,
+        };
+        store.swap_name(&mut info).await?;
+        // From here the file is live whatever happens; the record is only for the sweep.
+        self.done = true;
+        if let Err(e) = store.uploads.delete_one(doc! {"_id": self.file_id}).await {
+            tracing::warn!(file_id = %self.file_id, error = %e, "upload record left for the sweep");
+        }
+        Ok(info)
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let (store, file_id) = (self.store.clone(), self.file_id);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return; // the sweep will find the upload record
+        };
+        runtime.spawn(async move {
+            let result = async {
+                store.delete_content(file_id).await?;
+                store.uploads.delete_one(doc! {"_id": file_id}).await?;
+                Ok::<_, NodeError>(())
+            }
+            .await;
+            match result {
+                Ok(()) => tracing::info!(%file_id, "aborted upload removed"),
+                Err(e) => tracing::warn!(%file_id, error = %e, "aborted upload left for the sweep"),
+            }
+        });
+    }
+}
+
+fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
+    matches!(&*e.kind, ErrorKind::Write(WriteFailure::WriteError(w)) if w.code == 11000)
+}
+
+/// The smallest string greater than every string starting with `prefix`, if one exists.
+pub fn prefix_upper_bound(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let mut next = last as u32 + 1;
+        if (0xD800..=0xDFFF).contains(&next) {
+            next = 0xE000;
+        }
+        if let Some(c) = char::from_u32(next) {
+            chars.push(c);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_upper_bound;
+
+    #[test]
+    fn prefix_bounds() {
+        assert_eq!(prefix_upper_bound("user07/").as_deref(), Some("user070"));
+        assert_eq!(prefix_upper_bound("a").as_deref(), Some("b"));
+        assert_eq!(prefix_upper_bound("\u{D7FF}").as_deref(), Some("\u{E000}"));
+        assert_eq!(prefix_upper_bound("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(prefix_upper_bound("\u{10FFFF}"), None);
+        assert_eq!(prefix_upper_bound(""), None);
+    }
+}

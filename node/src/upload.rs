@@ -1,0 +1,153 @@
+//! Request bodies into GridFS: `PUT /files/{name}` and each file part of `POST /upload`.
+//!
+//! Bytes are cut into chunks as they arrive and written a few chunks per round trip, so memory
+//! stays at about `chunk_size × chunks_per_write` per upload whatever the file's size. The
+//! digests are computed on the way; only when the whole body has arrived and matches what the
+//! client announced is the upload committed. Any other ending drops the [`Upload`], which
+//! removes its chunks.
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use futures::{Stream, StreamExt};
+use http::HeaderMap;
+
+use crate::digest::{Expected, Hasher};
+use crate::error::{NodeError, Result};
+use crate::store::{FileInfo, Finished, Store};
+
+/// Limits that apply to one upload.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub chunks_per_write: usize,
+    pub idle: Duration,
+    /// 0 = none.
+    pub max_size: u64,
+}
+
+/// Streams `body` into a new revision of `name` and makes it current.
+pub async fn store_stream<S>(
+    store: &Store,
+    name: &str,
+    content_type: Option<&str>,
+    expected: &Expected,
+    body: S,
+    limits: Limits,
+) -> Result<FileInfo>
+where
+    S: Stream<Item = Result<Bytes>>,
+{
+    let chunk_size = store.chunk_size() as usize;
+    let mut upload = store.begin_upload(name).await?;
+    let mut hasher = Hasher::default();
+    let mut length = 0u64;
+    let mut partial = BytesMut::new();
+    let mut batch: Vec<Bytes> = Vec::with_capacity(limits.chunks_per_write);
+    futures::pin_mut!(body);
+    loop {
+        let next = tokio::time::timeout(limits.idle, body.next())
+            .await
+            .map_err(|_| NodeError::BodyIdle(limits.idle.as_secs()))?;
+        let Some(frame) = next else { break };
+        let mut data = frame?;
+        length += data.len() as u64;
+        if limits.max_size > 0 && length > limits.max_size {
+            return Err(NodeError::TooLarge {
+                limit: limits.max_size,
+            });
+        }
+        hasher.update(&data);
+        while !data.is_empty() {
+            if partial.is_empty() && data.len() >= chunk_size {
+                // A whole chunk inside one frame goes on without a copy.
+                batch.push(data.split_to(chunk_size));
+            } else {
+                let take = (chunk_size - partial.len()).min(data.len());
+                partial.extend_from_slice(&data.split_to(take));
+                if partial.len() == chunk_size {
+                    batch.push(partial.split().freeze());
+                }
+            }
+            if batch.len() == limits.chunks_per_write {
+                upload.write(&batch).await?;
+                batch.clear();
+            }
+        }
+    }
+    if !partial.is_empty() {
+        batch.push(partial.freeze());
+    }
+    upload.write(&batch).await?;
+    let digests = hasher.finish();
+    expected.check(&digests)?;
+    let content_type = content_type
+        .map(str::to_string)
+        .unwrap_or_else(|| guess_type(name));
+    upload
+        .commit(Finished {
+            length,
+            content_type,
+            md5: hex::encode(&digests.md5),
+            sha256: hex::encode(&digests.sha256),
+        })
+        .await
+}
+
+/// The client's Content-Type, if it sent a usable one.
+pub fn content_type(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+}
+
+/// A Content-Length larger than the limit is refused before a byte is read.
+pub fn check_declared_length(headers: &HeaderMap, limits: &Limits) -> Result<()> {
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match declared {
+        Some(len) if limits.max_size > 0 && len > limits.max_size => Err(NodeError::TooLarge {
+            limit: limits.max_size,
+        }),
+        _ => Ok(()),
+    }
+}
+
+fn guess_type(name: &str) -> String {
+    mime_guess::from_path(name)
+        .first_raw()
+        .unwrap_or("application/octet-stream")
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn types_are_guessed_from_names() {
+        assert_eq!(guess_type("clips/a.mp4"), "video/mp4");
+        assert_eq!(guess_type("notes.txt"), "text/plain");
+        assert_eq!(guess_type("blob"), "application/octet-stream");
+    }
+
+    #[test]
+    fn declared_length_over_limit_is_413() {
+        let limits = Limits {
+            chunks_per_write: 4,
+            idle: Duration::from_secs(1),
+            max_size: 10,
+        };
+        let mut h = HeaderMap::new();
+        h.insert(http::header::CONTENT_LENGTH, "11".parse().unwrap());
+        assert_eq!(
+            check_declared_length(&h, &limits).unwrap_err().status(),
+            413
+        );
+        h.insert(http::header::CONTENT_LENGTH, "10".parse().unwrap());
+        assert!(check_declared_length(&h, &limits).is_ok());
+    }
+}

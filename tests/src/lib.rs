@@ -1,0 +1,422 @@
+//! The shared harness of speedbox's integration tests.
+//!
+//! [`Cluster::builder`] starts a real SecantusDB, real `speedbox-node` processes and
+//! optionally a real `speedbox-balancer`, each on a free loopback port, from a `cluster.toml`
+//! written into a temporary directory that also holds their data and logs. Everything is
+//! killed when the [`Cluster`] is dropped; the directory is kept (and its path printed) when
+//! the test panicked, so the logs can be read.
+//!
+//! Binaries come from the cargo target directory of this test executable
+//! (`cargo build --workspace --bins` first; `scripts/test` does it), SecantusDB from the
+//! project's virtualenv (`scripts/setup`). `SPEEDBOX_BIN_DIR` and `SPEEDBOX_SECANTUSD`
+//! override them.
+
+pub mod data;
+pub mod process;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+pub use process::Proc;
+
+/// How long a process gets to become ready before the test fails with its log.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What to start.
+pub struct ClusterBuilder {
+    nodes: usize,
+    balancer: bool,
+    balancer_toml: String,
+    storage_toml: String,
+}
+
+/// A running test cluster.
+pub struct Cluster {
+    dir: Option<tempfile::TempDir>,
+    db: Option<Proc>,
+    db_port: u16,
+    nodes: Vec<NodeProc>,
+    balancer: Option<Proc>,
+    balancer_port: u16,
+    balancer_toml: String,
+    storage_toml: String,
+    /// A client for the tests' requests (no proxy, no timeouts that would cut big bodies).
+    pub http: reqwest::Client,
+}
+
+struct NodeProc {
+    id: String,
+    port: u16,
+    proc: Option<Proc>,
+}
+
+impl ClusterBuilder {
+    pub fn nodes(mut self, n: usize) -> Self {
+        self.nodes = n;
+        self
+    }
+    pub fn balancer(mut self, on: bool) -> Self {
+        self.balancer = on;
+        self
+    }
+    /// Lines added to `[balancer]`, e.g. `"fall = 1\n"`.
+    pub fn balancer_toml(mut self, lines: &str) -> Self {
+        self.balancer_toml.push_str(lines);
+        self
+    }
+    /// Lines added to `[storage]`, e.g. `"gc_grace_secs = 2\n"`.
+    pub fn storage_toml(mut self, lines: &str) -> Self {
+        self.storage_toml.push_str(lines);
+        self
+    }
+
+    /// Starts the database, the nodes and the balancer, and waits until all answer.
+    pub async fn start(self) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("speedbox-test-")
+            .tempdir()
+            .expect("temp dir");
+        let mut cluster = Cluster {
+            dir: Some(dir),
+            db: None,
+            db_port: free_port(),
+            nodes: (0..self.nodes)
+                .map(|i| NodeProc {
+                    id: format!("node-{}", i + 1),
+                    port: free_port(),
+                    proc: None,
+                })
+                .collect(),
+            balancer: None,
+            balancer_port: free_port(),
+            balancer_toml: self.balancer_toml,
+            storage_toml: self.storage_toml,
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .pool_max_idle_per_host(0)
+                .build()
+                .expect("http client"),
+        };
+        std::fs::create_dir_all(cluster.dir().join("logs")).expect("logs dir");
+        let all: Vec<usize> = (0..self.nodes).collect();
+        cluster.write_config(&all);
+        cluster.start_db().await;
+        for i in all {
+            cluster.start_node(i).await;
+        }
+        if self.balancer {
+            cluster.start_balancer().await;
+        }
+        cluster
+    }
+}
+
+impl Cluster {
+    pub fn builder() -> ClusterBuilder {
+        ClusterBuilder {
+            nodes: 1,
+            balancer: false,
+            balancer_toml: String::new(),
+            storage_toml: String::new(),
+        }
+    }
+
+    /// The temporary directory holding config, data and logs.
+    pub fn dir(&self) -> &Path {
+        self.dir.as_ref().expect("dir").path()
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir().join("cluster.toml")
+    }
+
+    pub fn node_url(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.nodes[i].port)
+    }
+
+    pub fn node_id(&self, i: usize) -> &str {
+        &self.nodes[i].id
+    }
+
+    pub fn balancer_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.balancer_port)
+    }
+
+    pub fn balancer_addr(&self) -> String {
+        format!("127.0.0.1:{}", self.balancer_port)
+    }
+
+    pub fn mongodb_uri(&self) -> String {
+        format!(
+            "mongodb://127.0.0.1:{}/?directConnection=true",
+            self.db_port
+        )
+    }
+
+    /// The database the nodes use, for inspecting what they stored.
+    pub async fn db(&self) -> mongodb::Database {
+        let mut opts = mongodb::options::ClientOptions::parse(self.mongodb_uri())
+            .await
+            .expect("uri");
+        opts.server_selection_timeout = Some(Duration::from_secs(5));
+        mongodb::Client::with_options(opts)
+            .expect("client")
+            .database("speedbox")
+    }
+
+    /// Rewrites `cluster.toml` listing only the nodes with these indexes.
+    pub fn write_config(&self, nodes: &[usize]) {
+        let mut text = format!(
+            "[balancer]\nlisten = \"127.0.0.1:{}\"\nhealth_interval_ms = 200\nhealth_timeout_ms = 1000\n{}\n\
+             [mongodb]\nuri = \"mongodb://127.0.0.1:{}\"\ndatabase = \"speedbox\"\nembedded = true\n\n\
+             [storage]\n{}\n",
+            self.balancer_port, self.balancer_toml, self.db_port, self.storage_toml
+        );
+        for &i in nodes {
+            let n = &self.nodes[i];
+            text.push_str(&format!(
+                "[[nodes]]\nid = \"{}\"\nlisten = \"127.0.0.1:{}\"\n\n",
+                n.id, n.port
+            ));
+        }
+        self.write_raw_config(&text);
+    }
+
+    /// Replaces `cluster.toml` atomically (write, then rename), as editors do.
+    pub fn write_raw_config(&self, text: &str) {
+        let tmp = self.dir().join("cluster.toml.tmp");
+        std::fs::write(&tmp, text).expect("write config");
+        std::fs::rename(&tmp, self.config_path()).expect("rename config");
+    }
+
+    /// Starts one more node process, not yet listed in `cluster.toml`; returns its index.
+    pub async fn add_node(&mut self) -> usize {
+        let i = self.nodes.len();
+        self.nodes.push(NodeProc {
+            id: format!("node-{}", i + 1),
+            port: free_port(),
+            proc: None,
+        });
+        let listed: Vec<usize> = (0..=i).collect();
+        // The node reads its own entry from the file; the balancer is told separately.
+        let path = self.dir().join(format!("node-{}.toml", i + 1));
+        let saved = std::fs::read_to_string(self.config_path()).expect("read config");
+        self.write_config(&listed);
+        std::fs::copy(self.config_path(), &path).expect("copy config");
+        self.write_raw_config(&saved);
+        self.spawn_node(i, &path).await;
+        i
+    }
+
+    async fn start_db(&mut self) {
+        let secantusd = std::env::var_os("SPEEDBOX_SECANTUSD")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| workspace_root().join(".venv/bin/secantusd-py"));
+        assert!(
+            secantusd.exists(),
+            "{} not found: run scripts/setup (or set SPEEDBOX_SECANTUSD)",
+            secantusd.display()
+        );
+        let empty_config = self.dir().join("secantusd.toml");
+        std::fs::write(&empty_config, "").expect("write db config");
+        let mut cmd = Command::new(secantusd);
+        cmd.arg("--config")
+            .arg(&empty_config)
+            .args(["--host", "127.0.0.1", "--port", &self.db_port.to_string()])
+            .arg("--storage-path")
+            .arg(self.dir().join("db"))
+            .args([
+                "--oplog-max-entries",
+                "1000",
+                "--oplog-retention-seconds",
+                "60",
+            ])
+            .current_dir(self.dir());
+        let log = self.dir().join("logs/secantusd.log");
+        let mut proc = Proc::spawn("secantusd", cmd, &log);
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let db = self.db().await;
+        loop {
+            if db.run_command(bson::doc! {"ping": 1}).await.is_ok() {
+                break;
+            }
+            if proc.exited() || Instant::now() > deadline {
+                panic!("SecantusDB did not start\n{}", proc.tail());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        self.db = Some(proc);
+    }
+
+    /// Stops the database with SIGKILL (a crash).
+    pub fn kill_db(&mut self) {
+        if let Some(mut db) = self.db.take() {
+            db.kill();
+        }
+    }
+
+    /// Starts the database again on the same port and data.
+    pub async fn restart_db(&mut self) {
+        self.kill_db();
+        self.start_db().await;
+    }
+
+    async fn start_node(&mut self, i: usize) {
+        let config = self.config_path();
+        self.spawn_node(i, &config).await;
+    }
+
+    async fn spawn_node(&mut self, i: usize, config: &Path) {
+        let id = self.nodes[i].id.clone();
+        let mut cmd = Command::new(bin("speedbox-node"));
+        cmd.arg("--config")
+            .arg(config)
+            .args(["--id", &id])
+            .env("RUST_LOG", "info")
+            .current_dir(self.dir());
+        let log = self.dir().join(format!("logs/{id}.log"));
+        let mut proc = Proc::spawn(&id, cmd, &log);
+        let url = format!("{}/healthz", self.node_url(i));
+        self.wait_ready(&mut proc, &url).await;
+        self.nodes[i].proc = Some(proc);
+    }
+
+    /// SIGKILLs node `i`.
+    pub fn kill_node(&mut self, i: usize) {
+        if let Some(mut proc) = self.nodes[i].proc.take() {
+            proc.kill();
+        }
+    }
+
+    /// Starts node `i` again on its port, from the current `cluster.toml`.
+    pub async fn restart_node(&mut self, i: usize) {
+        self.kill_node(i);
+        self.start_node(i).await;
+    }
+
+    pub fn node_pid(&self, i: usize) -> Option<u32> {
+        self.nodes[i].proc.as_ref().and_then(Proc::pid)
+    }
+
+    /// Starts the balancer on the current `cluster.toml`.
+    pub async fn start_balancer(&mut self) {
+        let mut cmd = Command::new(bin("speedbox-balancer"));
+        cmd.arg("--config")
+            .arg(self.config_path())
+            .env("RUST_LOG", "info")
+            .current_dir(self.dir());
+        let log = self.dir().join("logs/balancer.log");
+        let mut proc = Proc::spawn("balancer", cmd, &log);
+        let url = format!("{}/_cluster", self.balancer_url());
+        self.wait_ready(&mut proc, &url).await;
+        self.balancer = Some(proc);
+    }
+
+    /// Sends a signal (e.g. `libc::SIGTERM`, `libc::SIGHUP`) to the balancer.
+    pub fn signal_balancer(&mut self, signal: i32) {
+        self.balancer
+            .as_mut()
+            .expect("balancer running")
+            .signal(signal);
+    }
+
+    /// Waits for the balancer to exit after a signal; returns its exit code.
+    pub fn wait_balancer_exit(&mut self, within: Duration) -> Option<i32> {
+        self.balancer
+            .as_mut()
+            .expect("balancer running")
+            .wait_exit(within)
+    }
+
+    /// The text of a process's log (`secantusd`, `node-1`, `balancer`).
+    pub fn log(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir().join(format!("logs/{name}.log"))).unwrap_or_default()
+    }
+
+    async fn wait_ready(&self, proc: &mut Proc, url: &str) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Ok(resp) = self.http.get(url).send().await {
+                if resp.status().is_success() {
+                    return;
+                }
+            }
+            if proc.exited() || Instant::now() > deadline {
+                panic!(
+                    "{} did not become ready at {url}\n{}",
+                    proc.name,
+                    proc.tail()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.balancer.take();
+        for node in &mut self.nodes {
+            node.proc.take();
+        }
+        self.db.take();
+        if std::thread::panicking() {
+            if let Some(dir) = self.dir.take() {
+                eprintln!("test cluster kept for inspection: {}", dir.keep().display());
+            }
+        }
+    }
+}
+
+/// A port that was free a moment ago (the OS hands out ephemeral ports in rotation, so a
+/// race with another test is unlikely; a clash shows as a failed start with a clear log).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// A binary of this workspace, from the target directory this test runs from.
+pub fn bin(name: &str) -> PathBuf {
+    let dir = std::env::var_os("SPEEDBOX_BIN_DIR")
+        .map(PathBuf::from)
+        .or_else(|| {
+            // target/<profile>/deps/<test-exe> → target/<profile>
+            let exe = std::env::current_exe().ok()?;
+            Some(exe.parent()?.parent()?.to_path_buf())
+        })
+        .expect("binary directory");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not found: run `cargo build --workspace --bins` first (scripts/test does)",
+        path.display()
+    );
+    path
+}
+
+/// Polls `check` every 50 ms until it returns true, or panics with `what` after `within`.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    while !check().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
