@@ -7,6 +7,7 @@ Run through scripts/cluster, which installs what is missing first. Commands:
   restart NAME       restart one program (secantusd, balancer, node-1, ...)
   kill NAME          SIGKILL one program (for drills; supervisor restarts it)
   logs NAME [-f]     a program's log
+  drill              failover drill: load + SIGKILLs, then verify every acknowledged upload
 Every command takes --config PATH (default ./cluster.toml). Clusters with different
 config files run side by side: each gets its own run/ and logs/ directories.
 """
@@ -53,7 +54,8 @@ class Cluster:
     # --- supervisor -------------------------------------------------------------------------
 
     def programs(self) -> dict[str, str]:
-        bins = ROOT / "target" / "release"
+        # SPEEDBOX_PROFILE=debug runs the test build (the test suite's drill uses it).
+        bins = ROOT / "target" / os.environ.get("SPEEDBOX_PROFILE", "release")
         progs: dict[str, str] = {}
         if self.embedded:
             progs["secantusd"] = (
@@ -241,6 +243,13 @@ def main() -> None:
     sub.add_parser("status", parents=[common])
     for cmd in ("restart", "kill"):
         sub.add_parser(cmd, parents=[common]).add_argument("name")
+    drill = sub.add_parser("drill", parents=[common], help="failover drill")
+    drill.add_argument("--duration", type=float, default=60, help="seconds of load (default 60)")
+    drill.add_argument("--kills", type=int, default=3, help="nodes to SIGKILL, one after another")
+    drill.add_argument("--kill-db", action="store_true", help="also SIGKILL the embedded database")
+    drill.add_argument("--sizes", default="1K,64K,1M,8M,64M,256M", help="file sizes to mix")
+    drill.add_argument("--workers", type=int, default=4, help="concurrent clients")
+    drill.add_argument("--seed", type=int, default=1)
     logs = sub.add_parser("logs", parents=[common])
     logs.add_argument("name")
     logs.add_argument("-f", "--follow", action="store_true")
@@ -259,6 +268,13 @@ def main() -> None:
             cluster.kill(args.name)
         case "logs":
             cluster.logs(args.name, args.follow)
+        case "drill":
+            import drill
+
+            if not cluster.running():
+                sys.exit("error: the cluster is not running (scripts/cluster up)")
+            sys.exit(drill.run(cluster, args.duration, args.kills, args.kill_db,
+                               drill.parse_sizes(args.sizes), args.workers, args.seed))
 
 
 if __name__ == "__main__":

@@ -216,7 +216,8 @@ impl ClusterConfig {
                 config::Environment::with_prefix("SPEEDBOX")
                     .prefix_separator("_")
                     .separator("__")
-                    .try_parsing(true),
+                    .try_parsing(true)
+                    .source(Some(section_overrides(std::env::vars()))),
             )
             .build()
             .and_then(|c| c.try_deserialize())
@@ -379,6 +380,17 @@ impl MongoConfig {
     }
 }
 
+/// The `SPEEDBOX_<SECTION>__<KEY>` variables: only those address the file, so unrelated
+/// `SPEEDBOX_*` variables (`SPEEDBOX_CONFIG`, `SPEEDBOX_LOG_FORMAT`) are not taken for keys.
+fn section_overrides(vars: impl Iterator<Item = (String, String)>) -> config::Map<String, String> {
+    vars.filter(|(k, _)| {
+        ["BALANCER", "MONGODB", "STORAGE"]
+            .iter()
+            .any(|s| k.starts_with(&format!("SPEEDBOX_{s}__")))
+    })
+    .collect()
+}
+
 fn valid_node_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
         && id
@@ -510,6 +522,45 @@ weight = 3
             .replace("127.0.0.1:27017", "db.example.com:27017")
             .replace("embedded = true", "embedded = false");
         assert!(ClusterConfig::from_toml(&external).is_ok());
+    }
+
+    #[test]
+    fn only_section_variables_override() {
+        let vars = [
+            ("SPEEDBOX_MONGODB__URI", "mongodb://db:1"),
+            ("SPEEDBOX_CONFIG", "x.toml"),
+            ("SPEEDBOX_PROFILE", "debug"),
+            ("PATH", "/bin"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let kept = section_overrides(vars.into_iter());
+        assert_eq!(kept.len(), 1);
+        assert!(kept.contains_key("SPEEDBOX_MONGODB__URI"));
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let dir = std::env::temp_dir().join(format!("speedbox-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("cluster.toml");
+        std::fs::write(&path, GOOD).unwrap();
+        // Each test process reads its own environment; this key is used by no other test.
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "config::tests::print_loaded_uri", "--nocapture"])
+            .env("SPEEDBOX_MONGODB__DATABASE", "other")
+            .env("SPEEDBOX_TEST_CONFIG", &path)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("database=other"), "{text}");
+    }
+
+    #[test]
+    fn print_loaded_uri() {
+        if let Some(path) = std::env::var_os("SPEEDBOX_TEST_CONFIG") {
+            let cfg = ClusterConfig::load(Path::new(&path)).unwrap();
+            println!("database={}", cfg.mongodb.database);
+        }
     }
 
     #[test]

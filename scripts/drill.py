@@ -1,0 +1,318 @@
+"""Failover drill against a running local cluster (`scripts/cluster drill`).
+
+Keeps uploads and downloads of mixed sizes running through the balancer while it SIGKILLs
+nodes one after another (and, with --kill-db, the database), then verifies every upload that
+was acknowledged with 201 by downloading it and checking its SHA-256, and checks that no
+upload that was never acknowledged became visible. Prints a report; exits 1 if anything
+acknowledged was lost or corrupted or a partial file became visible.
+
+Failed requests are retried by the drill as a client would (same name, up to 5 times); the
+report counts them. Supervisor restarts killed processes; the drill measures how long the
+balancer takes to mark a killed node down and to take it back once it answers again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import json
+import random
+import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+
+KIB, MIB = 1024, 1024 * 1024
+DEFAULT_SIZES = [1 * KIB, 64 * KIB, 1 * MIB, 8 * MIB, 64 * MIB, 256 * MIB]
+BLOCK = 1 * MIB
+
+
+@dataclass
+class Stats:
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    sent: int = 0
+    failed: int = 0
+    retried: int = 0
+    uploads_acked: int = 0
+    downloads_ok: int = 0
+    bytes_up: int = 0
+    bytes_down: int = 0
+    errors: dict = field(default_factory=dict)
+
+    def add(self, **kw):
+        with self.lock:
+            for k, v in kw.items():
+                setattr(self, k, getattr(self, k) + v)
+
+    def error(self, what: str):
+        with self.lock:
+            self.failed += 1
+            self.errors[what] = self.errors.get(what, 0) + 1
+
+
+def content(seed: int, size: int):
+    """Deterministic bytes for (seed, size), in blocks, cheap to regenerate."""
+    rng = random.Random(seed)
+    left = size
+    while left:
+        n = min(BLOCK, left)
+        yield rng.randbytes(n)
+        left -= n
+
+
+class Drill:
+    def __init__(self, host: str, port: int, sizes, duration, workers, seed):
+        self.host, self.port = host, port
+        self.sizes, self.duration, self.workers = sizes, duration, workers
+        self.seed = seed
+        self.stats = Stats()
+        self.acked: dict[str, str] = {}  # name -> sha256
+        self.attempted: set[str] = set()
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.run_id = f"drill-{int(time.time())}-{seed}"
+
+    def conn(self) -> http.client.HTTPConnection:
+        return http.client.HTTPConnection(self.host, self.port, timeout=60)
+
+    def upload(self, name: str, seed: int, size: int) -> str | None:
+        h = hashlib.sha256()
+        c = self.conn()
+        try:
+            c.putrequest("PUT", "/files/" + urllib.parse.quote(name))
+            c.putheader("Content-Length", str(size))
+            c.endheaders()
+            for block in content(seed, size):
+                h.update(block)
+                c.send(block)
+            r = c.getresponse()
+            body = r.read()
+            self.stats.add(sent=1)
+            if r.status != 201:
+                self.stats.error(f"PUT {r.status} {body[:80]!r}")
+                return None
+            reply = json.loads(body)
+            if reply.get("sha256") != h.hexdigest():
+                self.stats.error("PUT acknowledged with a wrong sha256")
+                return None
+            self.stats.add(bytes_up=size)
+            return h.hexdigest()
+        except (OSError, http.client.HTTPException) as e:
+            self.stats.add(sent=1)
+            self.stats.error(f"PUT {type(e).__name__}")
+            return None
+        finally:
+            c.close()
+
+    def download(self, name: str) -> tuple[int, str] | None:
+        c = self.conn()
+        try:
+            c.request("GET", "/files/" + urllib.parse.quote(name))
+            r = c.getresponse()
+            self.stats.add(sent=1)
+            if r.status != 200:
+                r.read()
+                self.stats.error(f"GET {r.status}")
+                return None
+            h = hashlib.sha256()
+            n = 0
+            while block := r.read(BLOCK):
+                h.update(block)
+                n += len(block)
+            self.stats.add(bytes_down=n)
+            return n, h.hexdigest()
+        except (OSError, http.client.HTTPException) as e:
+            self.stats.add(sent=1)
+            self.stats.error(f"GET {type(e).__name__}")
+            return None
+        finally:
+            c.close()
+
+    def with_retries(self, fn, *args):
+        for attempt in range(6):
+            if attempt:
+                self.stats.add(retried=1)
+                time.sleep(0.2 * attempt)
+            result = fn(*args)
+            if result is not None:
+                return result
+        return None
+
+    def worker(self, wid: int):
+        rng = random.Random(self.seed * 1000 + wid)
+        i = 0
+        while not self.stop.is_set():
+            i += 1
+            if rng.random() < 0.5 or not self.acked:
+                size = rng.choice(self.sizes)
+                name = f"{self.run_id}/w{wid}-{i}-{size}"
+                with self.lock:
+                    self.attempted.add(name)
+                seed = hash((self.seed, wid, i)) & 0xFFFFFFFF
+                digest = self.with_retries(self.upload, name, seed, size)
+                if digest:
+                    with self.lock:
+                        self.acked[name] = digest
+                    self.stats.add(uploads_acked=1)
+            else:
+                with self.lock:
+                    name = rng.choice(list(self.acked))
+                    want = self.acked[name]
+                got = self.with_retries(self.download, name)
+                if got is not None and got[1] == want:
+                    self.stats.add(downloads_ok=1)
+                elif got is not None:
+                    self.stats.error("GET returned wrong bytes")
+
+    def verify(self) -> tuple[int, list[str]]:
+        lost = []
+        for name, digest in sorted(self.acked.items()):
+            got = self.with_retries(self.download, name)
+            if got is None or got[1] != digest:
+                lost.append(name)
+        return len(self.acked) - len(lost), lost
+
+    def listed(self) -> set[str]:
+        names, after = set(), ""
+        prefix = urllib.parse.quote(self.run_id + "/", safe="")
+        while True:
+            c = self.conn()
+            query = f"/files?prefix={prefix}&limit=1000"
+            if after:
+                query += "&after=" + urllib.parse.quote(after, safe="")
+            c.request("GET", query)
+            r = c.getresponse()
+            page = json.loads(r.read())
+            c.close()
+            names |= {f["name"] for f in page["files"]}
+            after = page.get("next_after")
+            if not after:
+                return names
+
+
+def cluster_view(host: str, port: int) -> dict:
+    c = http.client.HTTPConnection(host, port, timeout=5)
+    try:
+        c.request("GET", "/_cluster")
+        return json.loads(c.getresponse().read())
+    finally:
+        c.close()
+
+
+def node_state(host, port, node_id) -> str | None:
+    try:
+        for n in cluster_view(host, port)["nodes"]:
+            if n["id"] == node_id:
+                return n["state"]
+    except (OSError, ValueError, KeyError):
+        pass
+    return None
+
+
+def wait_state(host, port, node_id, state, within) -> float | None:
+    return wait_until(lambda: node_state(host, port, node_id) == state, within)
+
+
+def run(cluster, duration: float, kills: int, kill_db: bool, sizes, workers: int, seed: int) -> int:
+    host, port = cluster.balancer_listen.rsplit(":", 1)
+    port = int(port)
+    drill = Drill(host, port, sizes, duration, workers, seed)
+    threads = [threading.Thread(target=drill.worker, args=(w,), daemon=True) for w in range(workers)]
+    started = time.time()
+    for t in threads:
+        t.start()
+    events = []
+    victims = [n for n in cluster.nodes]
+    gap = duration / (kills + 1 + (1 if kill_db else 0))
+    addrs = dict(cluster.node_addrs())
+    for k in range(kills):
+        time.sleep(gap)
+        node = victims[k % len(victims)]
+        cluster.kill(node)
+        killed_at = time.time()
+        down = wait_state(host, port, node, "down", 30) is not None and time.time()
+        restarted = wait_until(lambda: http_ok(f"http://{addrs[node]}/healthz"), 60) is not None and time.time()
+        up = restarted and wait_state(host, port, node, "up", 60) is not None and time.time()
+        down_after = down and down - killed_at
+        rejoin = up and restarted and up - restarted
+        events.append({"node": node, "kill_to_marked_down_s": rnd(down_after),
+                       "kill_to_restarted_s": rnd(restarted and restarted - killed_at),
+                       "restart_to_rejoined_s": rnd(rejoin)})
+        print(f"  killed {node} at +{killed_at - started:.1f}s: marked down after {fmt_s(down_after)}, "
+              f"rejoined {fmt_s(rejoin)} after it answered again", flush=True)
+    if kill_db and cluster.embedded:
+        time.sleep(gap)
+        cluster.kill("secantusd")
+        print(f"  killed the database at +{time.time() - started:.1f}s", flush=True)
+    time.sleep(max(0.0, duration - (time.time() - started)))
+    drill.stop.set()
+    for t in threads:
+        t.join(timeout=300)
+    print("  load stopped; verifying every acknowledged upload", flush=True)
+    verified, lost = drill.verify()
+    listed = drill.listed()
+    partial = sorted(listed - set(drill.acked))
+    # A name whose every attempt failed must not be listed; one acknowledged must be.
+    missing_from_list = sorted(set(drill.acked) - listed)
+    s = drill.stats
+    report = {
+        "duration_s": round(time.time() - started, 1),
+        "requests_sent": s.sent,
+        "requests_failed": s.failed,
+        "client_retries": s.retried,
+        "uploads_acknowledged": s.uploads_acked,
+        "downloads_verified_during_load": s.downloads_ok,
+        "mib_uploaded": round(s.bytes_up / MIB, 1),
+        "mib_downloaded": round(s.bytes_down / MIB, 1),
+        "acknowledged_files_verified": verified,
+        "acknowledged_files_lost_or_corrupt": len(lost),
+        "partial_or_unacknowledged_files_visible": len(partial),
+        "acknowledged_files_missing_from_listing": len(missing_from_list),
+        "kills": events,
+        "failures_by_kind": s.errors,
+    }
+    print(json.dumps(report, indent=2))
+    ok = not lost and not partial and not missing_from_list and verified > 0
+    if lost:
+        print("LOST:", lost[:20])
+    if partial:
+        print("VISIBLE BUT NEVER ACKNOWLEDGED:", partial[:20])
+    print("drill PASSED" if ok else "drill FAILED")
+    return 0 if ok else 1
+
+
+def wait_until(check, within) -> float | None:
+    start = time.time()
+    while time.time() - start < within:
+        if check():
+            return time.time() - start
+        time.sleep(0.05)
+    return None
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def rnd(v):
+    return None if v is None or v is False else round(v, 2)
+
+
+def fmt_s(v):
+    return "never" if v is None or v is False else f"{v:.2f}s"
+
+
+def parse_sizes(text: str) -> list[int]:
+    units = {"k": KIB, "m": MIB}
+    out = []
+    for part in text.split(","):
+        part = part.strip().lower().removesuffix("ib").removesuffix("b")
+        mult = units.get(part[-1:], 1)
+        out.append(int(part.rstrip("km")) * mult)
+    return out
