@@ -145,8 +145,10 @@ pub struct StorageConfig {
     pub sweep_interval_secs: u64,
     /// A request body that sends nothing for this long is abandoned.
     pub body_idle_timeout_secs: u64,
-    /// Largest file accepted, in bytes (0 = no limit).
+    /// Largest file accepted, in bytes (advertised to tus clients as `Tus-Max-Size`).
     pub max_file_size: u64,
+    /// An unfinished resumable upload expires this long after its last byte.
+    pub tus_expiry_secs: u64,
 }
 
 impl Default for StorageConfig {
@@ -159,7 +161,8 @@ impl Default for StorageConfig {
             gc_grace_secs: 600,
             sweep_interval_secs: 60,
             body_idle_timeout_secs: 120,
-            max_file_size: 0,
+            max_file_size: 1 << 40,
+            tus_expiry_secs: 24 * 3600,
         }
     }
 }
@@ -347,6 +350,12 @@ impl ClusterConfig {
         }
         if s.sweep_interval_secs == 0 {
             problems.push("storage.sweep_interval_secs must be more than 0".into());
+        }
+        if s.tus_expiry_secs == 0 {
+            problems.push("storage.tus_expiry_secs must be more than 0".into());
+        }
+        if s.max_file_size == 0 {
+            problems.push("storage.max_file_size must be more than 0".into());
         }
         if s.body_idle_timeout_secs == 0 {
             problems.push("storage.body_idle_timeout_secs must be more than 0".into());

@@ -33,7 +33,22 @@ pub enum NodeError {
     Database(#[from] mongodb::error::Error),
     #[error("stored file is damaged: {0}")]
     Corrupt(String),
+    #[error("Tus-Resumable: 1.0.0 is required")]
+    TusVersion,
+    #[error("{0} is being written by another request; retry shortly")]
+    Locked(String),
+    #[error("{0}")]
+    Gone(String),
+    #[error("Upload-Offset {got} does not match the upload's offset {expected}")]
+    OffsetMismatch { expected: i64, got: i64 },
+    #[error("Upload-Checksum does not match the bytes received; they were discarded")]
+    ChecksumMismatch,
+    #[error("{0}")]
+    UnsupportedMediaType(String),
 }
+
+/// tus 1.0's "460 Checksum Mismatch".
+pub const CHECKSUM_MISMATCH: u16 = 460;
 
 impl NodeError {
     pub fn status(&self) -> StatusCode {
@@ -47,6 +62,14 @@ impl NodeError {
             BodyIdle(_) => StatusCode::REQUEST_TIMEOUT,
             Database(_) => StatusCode::SERVICE_UNAVAILABLE,
             Corrupt(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            TusVersion => StatusCode::PRECONDITION_FAILED,
+            Locked(_) => StatusCode::LOCKED,
+            Gone(_) => StatusCode::GONE,
+            OffsetMismatch { .. } => StatusCode::CONFLICT,
+            ChecksumMismatch => {
+                StatusCode::from_u16(CHECKSUM_MISMATCH).unwrap_or(StatusCode::BAD_REQUEST)
+            }
+            UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         }
     }
 
@@ -64,8 +87,11 @@ impl NodeError {
             NodeError::MethodNotAllowed { allow, .. } => {
                 headers.insert(header::ALLOW, HeaderValue::from_static(allow));
             }
-            NodeError::Database(_) => {
+            NodeError::Database(_) | NodeError::Locked(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            NodeError::TusVersion => {
+                headers.insert("tus-version", HeaderValue::from_static(crate::tus::VERSION));
             }
             _ => {}
         }

@@ -1,7 +1,7 @@
 //! speedbox-node: a stateless storage server that streams files into MongoDB GridFS and back.
 //!
 //! Read [`server`] first: it routes each request ([`routes`]) to an upload ([`upload`],
-//! [`multipart`]) or a download ([`download`], [`range`]). [`store`] is the only module that
+//! [`multipart`], [`tus`] for resumable uploads) or a download ([`download`], [`range`]). [`store`] is the only module that
 //! talks to MongoDB; [`maintenance`] creates indexes and sweeps garbage in the background.
 #![forbid(unsafe_code)]
 
@@ -14,6 +14,7 @@ pub mod range;
 pub mod routes;
 pub mod server;
 pub mod store;
+pub mod tus;
 pub mod upload;
 
 use std::future::Future;

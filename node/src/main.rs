@@ -59,6 +59,13 @@ async fn main() -> anyhow::Result<()> {
             max_size: storage.max_file_size,
         },
         chunks_per_read: u64::from(storage.chunks_per_read),
+        tus: speedbox_node::tus::TusLimits {
+            max_size: storage.max_file_size,
+            chunks_per_write: storage.chunks_per_write as usize,
+            chunks_per_read: u64::from(storage.chunks_per_read),
+            idle: Duration::from_secs(storage.body_idle_timeout_secs),
+            expires_after: Duration::from_secs(storage.tus_expiry_secs),
+        },
     });
     let listener = TcpListener::bind(addr)
         .await

@@ -24,6 +24,12 @@ pub enum Route {
     List(ListQuery),
     Multipart,
     Health,
+    /// tus: `OPTIONS /uploads`, `POST /uploads`, and HEAD/PATCH/DELETE of one upload.
+    TusOptions,
+    TusCreate,
+    TusHead(String),
+    TusPatch(String),
+    TusDelete(String),
 }
 
 /// `GET /files?prefix=&limit=&after=`.
@@ -37,6 +43,19 @@ pub struct ListQuery {
 /// Decides which route a request takes, or why it takes none.
 pub fn parse(method: &Method, path: &str, query: Option<&str>) -> Result<Route> {
     let head = method == Method::HEAD;
+    if let Some(id) = path.strip_prefix("/uploads/") {
+        if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(NodeError::NotFound(format!("upload {id:?}")));
+        }
+        let id = id.to_string();
+        return match *method {
+            Method::HEAD => Ok(Route::TusHead(id)),
+            Method::PATCH => Ok(Route::TusPatch(id)),
+            Method::DELETE => Ok(Route::TusDelete(id)),
+            Method::OPTIONS => Ok(Route::TusOptions),
+            _ => not_allowed(method, "HEAD, PATCH, DELETE, OPTIONS"),
+        };
+    }
     if let Some(raw) = path.strip_prefix("/files/") {
         let name = decode_name(raw)?;
         return match *method {
@@ -65,6 +84,11 @@ pub fn parse(method: &Method, path: &str, query: Option<&str>) -> Result<Route> 
         "/upload" => match *method {
             Method::POST => Ok(Route::Multipart),
             _ => not_allowed(method, "POST"),
+        },
+        "/uploads" | "/uploads/" => match *method {
+            Method::POST => Ok(Route::TusCreate),
+            Method::OPTIONS => Ok(Route::TusOptions),
+            _ => not_allowed(method, "POST, OPTIONS"),
         },
         "/healthz" => match *method {
             Method::GET | Method::HEAD => Ok(Route::Health),
@@ -224,6 +248,42 @@ mod tests {
                 "{q}"
             );
         }
+    }
+
+    #[test]
+    fn tus_routes() {
+        assert_eq!(
+            route(Method::POST, "/uploads", None).unwrap(),
+            Route::TusCreate
+        );
+        assert_eq!(
+            route(Method::OPTIONS, "/uploads", None).unwrap(),
+            Route::TusOptions
+        );
+        assert_eq!(
+            route(Method::PATCH, "/uploads/ab12", None).unwrap(),
+            Route::TusPatch("ab12".into())
+        );
+        assert_eq!(
+            route(Method::HEAD, "/uploads/ab12", None).unwrap(),
+            Route::TusHead("ab12".into())
+        );
+        assert_eq!(
+            route(Method::DELETE, "/uploads/ab12", None).unwrap(),
+            Route::TusDelete("ab12".into())
+        );
+        assert_eq!(
+            route(Method::HEAD, "/uploads/a%2Fb", None)
+                .unwrap_err()
+                .status(),
+            404
+        );
+        assert_eq!(
+            route(Method::GET, "/uploads/ab12", None)
+                .unwrap_err()
+                .status(),
+            405
+        );
     }
 
     #[test]

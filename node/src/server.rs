@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::TryStreamExt;
-use http::{header, HeaderValue, Request, Response, StatusCode};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyDataStream, BodyExt, Full};
 use hyper::body::Incoming;
 use serde_json::json;
@@ -19,6 +19,7 @@ use crate::error::{NodeError, Result};
 use crate::multipart;
 use crate::routes::{self, Route};
 use crate::store::{FileInfo, Store};
+use crate::tus;
 use crate::upload::{self, Limits};
 use crate::{empty_body, Body};
 
@@ -28,6 +29,7 @@ pub struct AppState {
     pub node_id: String,
     pub limits: Limits,
     pub chunks_per_read: u64,
+    pub tus: tus::TusLimits,
 }
 
 /// hyper's service function: never fails, errors become responses.
@@ -48,6 +50,8 @@ pub async fn handle(
         method = %req.method(),
         path = %req.uri().path(),
     );
+    let request_headers = req.headers().clone();
+    let is_tus = req.uri().path().starts_with("/uploads");
     async move {
         let mut response = match dispatch(&state, req).await {
             Ok(response) => response,
@@ -69,16 +73,54 @@ pub async fn handle(
         if let Ok(v) = HeaderValue::from_str(&state.node_id) {
             headers.insert(X_SPEEDBOX_NODE, v);
         }
+        if is_tus {
+            headers.insert("tus-resumable", HeaderValue::from_static(tus::VERSION));
+        }
+        tus::add_cors(&request_headers, headers);
         Ok(response)
     }
     .instrument(span)
     .await
 }
 
-async fn dispatch(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>> {
+async fn dispatch(state: &AppState, mut req: Request<Incoming>) -> Result<Response<Body>> {
+    if req.method() == Method::OPTIONS
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+    {
+        return tus::preflight();
+    }
+    // Clients behind proxies that allow only GET/POST tunnel PATCH and DELETE this way.
+    if req.method() == Method::POST {
+        let wanted = req
+            .headers()
+            .get("x-http-method-override")
+            .and_then(|v| Method::from_bytes(v.as_bytes()).ok());
+        if let Some(method) = wanted {
+            *req.method_mut() = method;
+        }
+    }
     let route = routes::parse(req.method(), req.uri().path(), req.uri().query())?;
     let store = &state.store;
+    if matches!(
+        route,
+        Route::TusCreate | Route::TusHead(_) | Route::TusPatch(_) | Route::TusDelete(_)
+    ) {
+        tus::check_version(req.method(), req.headers())?;
+    }
     match route {
+        Route::TusOptions => tus::options(&state.tus),
+        Route::TusCreate => {
+            let (parts, body) = req.into_parts();
+            tus::create(store, &parts.headers, body, &state.tus).await
+        }
+        Route::TusHead(id) => tus::head(store, &id).await,
+        Route::TusPatch(id) => {
+            let (parts, body) = req.into_parts();
+            tus::patch(store, &id, &parts.headers, body, &state.tus).await
+        }
+        Route::TusDelete(id) => tus::terminate(store, &id).await,
         Route::Health => health(state).await,
         Route::Get { name, head } => {
             let file = store

@@ -21,7 +21,6 @@ use crate::store::{FileInfo, Finished, Store};
 pub struct Limits {
     pub chunks_per_write: usize,
     pub idle: Duration,
-    /// 0 = none.
     pub max_size: u64,
 }
 
@@ -51,7 +50,7 @@ where
         let Some(frame) = next else { break };
         let mut data = frame?;
         length += data.len() as u64;
-        if limits.max_size > 0 && length > limits.max_size {
+        if length > limits.max_size {
             return Err(NodeError::TooLarge {
                 limit: limits.max_size,
             });
@@ -80,9 +79,7 @@ where
     upload.write(&batch).await?;
     let digests = hasher.finish();
     expected.check(&digests)?;
-    let content_type = content_type
-        .map(str::to_string)
-        .unwrap_or_else(|| guess_type(name));
+    let content_type = content_type.map_or_else(|| guess_type(name), str::to_string);
     upload
         .commit(Finished {
             length,
@@ -109,14 +106,15 @@ pub fn check_declared_length(headers: &HeaderMap, limits: &Limits) -> Result<()>
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     match declared {
-        Some(len) if limits.max_size > 0 && len > limits.max_size => Err(NodeError::TooLarge {
+        Some(len) if len > limits.max_size => Err(NodeError::TooLarge {
             limit: limits.max_size,
         }),
         _ => Ok(()),
     }
 }
 
-fn guess_type(name: &str) -> String {
+/// The Content-Type for a name without one: by extension, else octet-stream.
+pub fn guess_type(name: &str) -> String {
     mime_guess::from_path(name)
         .first_raw()
         .unwrap_or("application/octet-stream")

@@ -56,14 +56,27 @@ fn drill_passes_on_a_supervised_cluster() {
     let (ok, out) = cluster(
         &config,
         &[
-            "drill", "--duration", "25", "--kills", "3", "--sizes", "1K,64K,1M,4M", "--workers",
+            "drill",
+            "--duration",
+            "25",
+            "--kills",
+            "3",
+            "--sizes",
+            "1K,64K,1M,4M",
+            "--workers",
             "3",
         ],
     );
     assert!(ok, "drill failed:\n{out}");
     assert!(out.contains("drill PASSED"), "{out}");
-    assert!(out.contains("\"acknowledged_files_lost_or_corrupt\": 0"), "{out}");
-    assert!(out.contains("\"partial_or_unacknowledged_files_visible\": 0"), "{out}");
+    assert!(
+        out.contains("\"acknowledged_files_lost_or_corrupt\": 0"),
+        "{out}"
+    );
+    assert!(
+        out.contains("\"partial_or_unacknowledged_files_visible\": 0"),
+        "{out}"
+    );
     // Every kill was noticed by the balancer and every node came back.
     assert_eq!(out.matches("marked down after never").count(), 0, "{out}");
     assert_eq!(out.matches("rejoined never").count(), 0, "{out}");

@@ -17,7 +17,7 @@
 //! Every write is journaled (`j: true`) unless the URI says otherwise: an acknowledged file
 //! must survive a crash of the database.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bson::oid::ObjectId;
 use bson::spec::BinarySubtype;
@@ -32,6 +32,14 @@ use speedbox_common::config::{MongoConfig, StorageConfig};
 
 use crate::error::{NodeError, Result};
 use crate::routes::ListQuery;
+
+mod sweep;
+mod tus;
+mod upload;
+
+pub use sweep::Swept;
+pub use tus::{Acquired, TusUpload};
+pub use upload::Upload;
 
 /// What a name points at: the current revision of a file and its metadata.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,13 +67,6 @@ pub struct Finished {
     pub sha256: String,
 }
 
-/// What one sweep removed.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct Swept {
-    pub abandoned_uploads: u64,
-    pub retired_files: u64,
-}
-
 /// Handle to the database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -73,6 +74,7 @@ pub struct Store {
     chunks: Collection<RawDocumentBuf>,
     names: Collection<FileInfo>,
     uploads: Collection<Document>,
+    tus: Collection<TusUpload>,
     chunk_size: u32,
     node_id: String,
     heartbeat_every: Duration,
@@ -104,6 +106,7 @@ impl Store {
             chunks: db.collection(&format!("{bucket}.chunks")),
             names: db.collection(&format!("{bucket}.names")),
             uploads: db.collection(&format!("{bucket}.uploads")),
+            tus: db.collection(&format!("{bucket}.tus")),
             chunk_size: storage.chunk_size,
             node_id: node_id.to_string(),
             // Well inside the grace period, so a live upload is never taken for abandoned.
@@ -137,6 +140,9 @@ impl Store {
             .await?;
         self.uploads
             .create_index(index(doc! {"heartbeat_at": 1}, None))
+            .await?;
+        self.tus
+            .create_index(index(doc! {"expires_at": 1}, None))
             .await?;
         Ok(())
     }
@@ -238,24 +244,62 @@ impl Store {
         Ok(out)
     }
 
-    /// Registers a new upload under a fresh file id; its chunks are invisible until commit.
-    pub async fn begin_upload(&self, name: &str) -> Result<Upload> {
-        let file_id = ObjectId::new();
+    /// Appends chunks `first_n..` of a file in one journaled round trip.
+    async fn insert_chunks(&self, file_id: ObjectId, first_n: i64, chunks: &[Bytes]) -> Result<()> {
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        let docs = chunks.iter().enumerate().map(|(i, data)| {
+            let mut doc = rawdoc! {
+                "_id": ObjectId::new(),
+                "files_id": file_id,
+                "n": (first_n + i as i64) as i32,
+            };
+            doc.append_ref(
+                "data",
+                RawBinaryRef {
+                    subtype: BinarySubtype::Generic,
+                    bytes: data,
+                },
+            );
+            doc
+        });
+        self.chunks.insert_many(docs).await?;
+        Ok(())
+    }
+
+    /// Makes complete content visible under `name`: the GridFS files document, then the
+    /// name swap. Until this returns, readers see the previous revision (or nothing).
+    async fn publish(&self, file_id: ObjectId, name: String, done: Finished) -> Result<FileInfo> {
         let now = DateTime::now();
-        self.uploads
+        self.files
             .insert_one(doc! {
-                "_id": file_id, "name": name, "node": &self.node_id,
-                "started_at": now, "heartbeat_at": now,
+                "_id": file_id,
+                "length": done.length as i64,
+                "chunkSize": self.chunk_size as i32,
+                "uploadDate": now,
+                "filename": &name,
+                "metadata": {
+                    "contentType": &done.content_type,
+                    "md5": &done.md5,
+                    "sha256": &done.sha256,
+                    "node": &self.node_id,
+                },
             })
             .await?;
-        Ok(Upload {
-            store: self.clone(),
+        let mut info = FileInfo {
+            name,
             file_id,
-            name: name.to_string(),
-            next_n: 0,
-            last_beat: Instant::now(),
-            done: false,
-        })
+            length: done.length as i64,
+            chunk_size: self.chunk_size as i32,
+            content_type: done.content_type,
+            md5: done.md5,
+            sha256: done.sha256,
+            uploaded_at: now,
+            version: 0,
+        };
+        self.swap_name(&mut info).await?;
+        Ok(info)
     }
 
     /// Marks a revision for deletion after the grace period. Done *before* the name stops
@@ -311,186 +355,6 @@ impl Store {
             .find_one(doc! {"file_id": file_id})
             .await?
             .is_some())
-    }
-
-    /// Removes uploads abandoned longer than `grace` and revisions retired longer than it.
-    pub async fn sweep(&self, grace: Duration) -> Result<Swept> {
-        let cutoff =
-            DateTime::from_millis(DateTime::now().timestamp_millis() - grace.as_millis() as i64);
-        let mut swept = Swept::default();
-        let stale: Vec<Document> = self
-            .uploads
-            .find(doc! {"heartbeat_at": {"$lt": cutoff}})
-            .limit(100)
-            .await?
-            .try_collect()
-            .await?;
-        for upload in stale {
-            let Ok(id) = upload.get_object_id("_id") else {
-                continue;
-            };
-            // A node killed between swapping the name and clearing its upload record
-            // leaves a record of a file that is live: keep the file.
-            if !self.is_referenced(id).await? {
-                self.delete_content(id).await?;
-                swept.abandoned_uploads += 1;
-            }
-            self.uploads.delete_one(doc! {"_id": id}).await?;
-        }
-        let retired: Vec<Document> = self
-            .files
-            .find(doc! {"metadata.retired_at": {"$lt": cutoff}})
-            .projection(doc! {"_id": 1})
-            .limit(100)
-            .await?
-            .try_collect()
-            .await?;
-        for file in retired {
-            let Ok(id) = file.get_object_id("_id") else {
-                continue;
-            };
-            if self.is_referenced(id).await? {
-                self.files
-                    .update_one(
-                        doc! {"_id": id},
-                        doc! {"$unset": {"metadata.retired_at": ""}},
-                    )
-                    .await?;
-            } else {
-                self.delete_content(id).await?;
-                swept.retired_files += 1;
-            }
-        }
-        Ok(swept)
-    }
-}
-
-/// An upload in progress. Dropping it without [`Upload::commit`] removes its chunks, so a
-/// broken-off upload never leaves anything behind, even when its request future is dropped.
-pub struct Upload {
-    store: Store,
-    file_id: ObjectId,
-    name: String,
-    next_n: i32,
-    last_beat: Instant,
-    done: bool,
-}
-
-impl Upload {
-    pub fn file_id(&self) -> ObjectId {
-        self.file_id
-    }
-
-    /// Appends whole chunks (all full but possibly the file's last) in one round trip.
-    pub async fn write(&mut self, chunks: &[Bytes]) -> Result<()> {
-        if chunks.is_empty() {
-            return Ok(());
-        }
-        let docs = chunks.iter().enumerate().map(|(i, data)| {
-            let mut doc = rawdoc! {
-                "_id": ObjectId::new(),
-                "files_id": self.file_id,
-                "n": self.next_n + i as i32,
-            };
-            doc.append_ref(
-                "data",
-                RawBinaryRef {
-                    subtype: BinarySubtype::Generic,
-                    bytes: data,
-                },
-            );
-            doc
-        });
-        self.store.chunks.insert_many(docs).await?;
-        self.next_n += chunks.len() as i32;
-        if self.last_beat.elapsed() >= self.store.heartbeat_every {
-            self.heartbeat().await?;
-        }
-        Ok(())
-    }
-
-    /// Proves this upload is still registered (the sweep has not taken it for abandoned).
-    async fn heartbeat(&mut self) -> Result<()> {
-        let beat = self
-            .store
-            .uploads
-            .update_one(
-                doc! {"_id": self.file_id},
-                doc! {"$set": {"heartbeat_at": DateTime::now()}},
-            )
-            .await?;
-        if beat.matched_count == 0 {
-            return Err(NodeError::Body(
-                "upload was idle past the grace period and has been discarded".into(),
-            ));
-        }
-        self.last_beat = Instant::now();
-        Ok(())
-    }
-
-    /// Makes the upload visible under its name: files document, then the name swap.
-    pub async fn commit(mut self, done: Finished) -> Result<FileInfo> {
-        self.heartbeat().await?;
-        let store = self.store.clone();
-        let now = DateTime::now();
-        store
-            .files
-            .insert_one(doc! {
-                "_id": self.file_id,
-                "length": done.length as i64,
-                "chunkSize": store.chunk_size as i32,
-                "uploadDate": now,
-                "filename": &self.name,
-                "metadata": {
-                    "contentType": &done.content_type,
-                    "md5": &done.md5,
-                    "sha256": &done.sha256,
-                    "node": &store.node_id,
-                },
-            })
-            .await?;
-        let mut info = FileInfo {
-            name: std::mem::take(&mut self.name),
-            file_id: self.file_id,
-            length: done.length as i64,
-            chunk_size: store.chunk_size as i32,
-            content_type: done.content_type,
-            md5: done.md5,
-            sha256: done.sha256,
-            uploaded_at: now,
-            version: 0,
-        };
-        store.swap_name(&mut info).await?;
-        // From here the file is live whatever happens; the record is only for the sweep.
-        self.done = true;
-        if let Err(e) = store.uploads.delete_one(doc! {"_id": self.file_id}).await {
-            tracing::warn!(file_id = %self.file_id, error = %e, "upload record left for the sweep");
-        }
-        Ok(info)
-    }
-}
-
-impl Drop for Upload {
-    fn drop(&mut self) {
-        if self.done {
-            return;
-        }
-        let (store, file_id) = (self.store.clone(), self.file_id);
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return; // the sweep will find the upload record
-        };
-        runtime.spawn(async move {
-            let result = async {
-                store.delete_content(file_id).await?;
-                store.uploads.delete_one(doc! {"_id": file_id}).await?;
-                Ok::<_, NodeError>(())
-            }
-            .await;
-            match result {
-                Ok(()) => tracing::info!(%file_id, "aborted upload removed"),
-                Err(e) => tracing::warn!(%file_id, error = %e, "aborted upload left for the sweep"),
-            }
-        });
     }
 }
 

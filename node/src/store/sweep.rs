@@ -1,0 +1,73 @@
+//! Garbage removal: uploads whose node went silent, revisions that lost their name longer
+//! than the grace period ago, and resumable uploads past their expiry. Every node runs it;
+//! each step is idempotent, so nodes racing on the same garbage is harmless.
+
+use std::time::Duration;
+
+use bson::{doc, DateTime, Document};
+use futures::TryStreamExt;
+
+use super::Store;
+use crate::error::Result;
+
+/// What one sweep removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    pub abandoned_uploads: u64,
+    pub retired_files: u64,
+    pub expired_tus_uploads: u64,
+}
+
+impl Store {
+    /// Removes uploads abandoned longer than `grace` and revisions retired longer than it.
+    pub async fn sweep(&self, grace: Duration) -> Result<Swept> {
+        let cutoff =
+            DateTime::from_millis(DateTime::now().timestamp_millis() - grace.as_millis() as i64);
+        let mut swept = Swept::default();
+        let stale: Vec<Document> = self
+            .uploads
+            .find(doc! {"heartbeat_at": {"$lt": cutoff}})
+            .limit(100)
+            .await?
+            .try_collect()
+            .await?;
+        for upload in stale {
+            let Ok(id) = upload.get_object_id("_id") else {
+                continue;
+            };
+            // A node killed between swapping the name and clearing its upload record
+            // leaves a record of a file that is live: keep the file.
+            if !self.is_referenced(id).await? {
+                self.delete_content(id).await?;
+                swept.abandoned_uploads += 1;
+            }
+            self.uploads.delete_one(doc! {"_id": id}).await?;
+        }
+        let retired: Vec<Document> = self
+            .files
+            .find(doc! {"metadata.retired_at": {"$lt": cutoff}})
+            .projection(doc! {"_id": 1})
+            .limit(100)
+            .await?
+            .try_collect()
+            .await?;
+        for file in retired {
+            let Ok(id) = file.get_object_id("_id") else {
+                continue;
+            };
+            if self.is_referenced(id).await? {
+                self.files
+                    .update_one(
+                        doc! {"_id": id},
+                        doc! {"$unset": {"metadata.retired_at": ""}},
+                    )
+                    .await?;
+            } else {
+                self.delete_content(id).await?;
+                swept.retired_files += 1;
+            }
+        }
+        swept.expired_tus_uploads = self.sweep_expired_tus().await?;
+        Ok(swept)
+    }
+}

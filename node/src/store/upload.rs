@@ -1,0 +1,119 @@
+//! An upload in progress (`PUT`, multipart): chunks written as they come, invisible until
+//! [`Upload::commit`]. Dropping an uncommitted upload removes its chunks, so a broken-off
+//! upload never leaves anything behind, even when its request future is dropped.
+
+use std::time::Instant;
+
+use bson::oid::ObjectId;
+use bson::{doc, DateTime};
+use bytes::Bytes;
+
+use super::{FileInfo, Finished, Store};
+use crate::error::{NodeError, Result};
+
+pub struct Upload {
+    store: Store,
+    file_id: ObjectId,
+    name: String,
+    next_n: i64,
+    last_beat: Instant,
+    done: bool,
+}
+
+impl Store {
+    /// Registers a new upload under a fresh file id, with a heartbeat the sweep watches.
+    pub async fn begin_upload(&self, name: &str) -> Result<Upload> {
+        let file_id = ObjectId::new();
+        let now = DateTime::now();
+        self.uploads
+            .insert_one(doc! {
+                "_id": file_id, "name": name, "node": &self.node_id,
+                "started_at": now, "heartbeat_at": now,
+            })
+            .await?;
+        Ok(Upload {
+            store: self.clone(),
+            file_id,
+            name: name.to_string(),
+            next_n: 0,
+            last_beat: Instant::now(),
+            done: false,
+        })
+    }
+}
+
+impl Upload {
+    pub fn file_id(&self) -> ObjectId {
+        self.file_id
+    }
+
+    /// Appends whole chunks (all full but possibly the file's last) in one round trip.
+    pub async fn write(&mut self, chunks: &[Bytes]) -> Result<()> {
+        self.store
+            .insert_chunks(self.file_id, self.next_n, chunks)
+            .await?;
+        self.next_n += chunks.len() as i64;
+        if self.last_beat.elapsed() >= self.store.heartbeat_every {
+            self.heartbeat().await?;
+        }
+        Ok(())
+    }
+
+    /// Proves this upload is still registered (the sweep has not taken it for abandoned).
+    async fn heartbeat(&mut self) -> Result<()> {
+        let beat = self
+            .store
+            .uploads
+            .update_one(
+                doc! {"_id": self.file_id},
+                doc! {"$set": {"heartbeat_at": DateTime::now()}},
+            )
+            .await?;
+        if beat.matched_count == 0 {
+            return Err(NodeError::Body(
+                "upload was idle past the grace period and has been discarded".into(),
+            ));
+        }
+        self.last_beat = Instant::now();
+        Ok(())
+    }
+
+    /// Makes the upload visible under its name.
+    pub async fn commit(mut self, done: Finished) -> Result<FileInfo> {
+        self.heartbeat().await?;
+        let store = self.store.clone();
+        let info = store
+            .publish(self.file_id, std::mem::take(&mut self.name), done)
+            .await?;
+        // From here the file is live whatever happens; the record is only for the sweep.
+        self.done = true;
+        if let Err(e) = store.uploads.delete_one(doc! {"_id": self.file_id}).await {
+            tracing::warn!(file_id = %self.file_id, error = %e, "upload record left for the sweep");
+        }
+        Ok(info)
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        let (store, file_id) = (self.store.clone(), self.file_id);
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return; // the sweep will find the upload record
+        };
+        runtime.spawn(async move {
+            let result = async {
+                store.delete_content(file_id).await?;
+                store.uploads.delete_one(doc! {"_id": file_id}).await?;
+                Ok::<_, NodeError>(())
+            }
+            .await;
+            match result {
+                Ok(()) => tracing::info!(%file_id, "aborted upload removed"),
+                Err(e) => tracing::warn!(%file_id, error = %e, "aborted upload left for the sweep"),
+            }
+        });
+    }
+}
