@@ -21,8 +21,9 @@ import sys
 import threading
 import time
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass, field
+
+from cluster import http_ok
 
 KIB, MIB = 1024, 1024 * 1024
 DEFAULT_SIZES = [1 * KIB, 64 * KIB, 1 * MIB, 8 * MIB, 64 * MIB, 256 * MIB]
@@ -211,10 +212,6 @@ def node_state(host, port, node_id) -> str | None:
     return None
 
 
-def wait_state(host, port, node_id, state, within) -> float | None:
-    return wait_until(lambda: node_state(host, port, node_id) == state, within)
-
-
 def run(cluster, duration: float, kills: int, kill_db: bool, sizes, workers: int, seed: int) -> int:
     host, port = cluster.balancer_listen.rsplit(":", 1)
     port = int(port)
@@ -232,16 +229,16 @@ def run(cluster, duration: float, kills: int, kill_db: bool, sizes, workers: int
         node = victims[k % len(victims)]
         cluster.kill(node)
         killed_at = time.time()
-        down = wait_state(host, port, node, "down", 30) is not None and time.time()
-        restarted = wait_until(lambda: http_ok(f"http://{addrs[node]}/healthz"), 60) is not None and time.time()
-        up = restarted and wait_state(host, port, node, "up", 60) is not None and time.time()
-        down_after = down and down - killed_at
-        rejoin = up and restarted and up - restarted
-        events.append({"node": node, "kill_to_marked_down_s": rnd(down_after),
+        down, restarted, up = watch_recovery(host, port, node, addrs[node], killed_at)
+        events.append({"node": node,
+                       "kill_to_marked_down_s": rnd(down and down - killed_at),
                        "kill_to_restarted_s": rnd(restarted and restarted - killed_at),
-                       "restart_to_rejoined_s": rnd(rejoin)})
-        print(f"  killed {node} at +{killed_at - started:.1f}s: marked down after {fmt_s(down_after)}, "
-              f"rejoined {fmt_s(rejoin)} after it answered again", flush=True)
+                       "restart_to_rejoined_s": rnd(up and restarted and up - restarted)})
+        seen_down = f"marked down after {fmt_s(down - killed_at)}" if down else \
+            "restarted before the balancer had to mark it down"
+        print(f"  killed {node} at +{killed_at - started:.1f}s: {seen_down}; answered again after "
+              f"{fmt_s(restarted and restarted - killed_at)}; rejoined "
+              f"{fmt_s(up and restarted and up - restarted)} after that", flush=True)
     if kill_db and cluster.embedded:
         time.sleep(gap)
         cluster.kill("secantusd")
@@ -283,21 +280,21 @@ def run(cluster, duration: float, kills: int, kill_db: bool, sizes, workers: int
     return 0 if ok else 1
 
 
-def wait_until(check, within) -> float | None:
-    start = time.time()
-    while time.time() - start < within:
-        if check():
-            return time.time() - start
+def watch_recovery(host, port, node, addr, killed_at, within=60.0):
+    """Times (epoch seconds) at which the balancer marked `node` down, the node answered
+    /healthz again, and the balancer took it back; None for what did not happen."""
+    down = restarted = up = None
+    while time.time() - killed_at < within and up is None:
+        state = node_state(host, port, node)
+        now = time.time()
+        if state == "down" and down is None:
+            down = now
+        if restarted is None and http_ok(f"http://{addr}/healthz"):
+            restarted = now
+        if restarted is not None and state == "up":
+            up = now
         time.sleep(0.05)
-    return None
-
-
-def http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            return r.status == 200
-    except OSError:
-        return False
+    return down, restarted, up
 
 
 def rnd(v):

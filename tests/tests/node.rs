@@ -40,6 +40,14 @@ async fn count(c: &Cluster, collection: &str, filter: bson::Document) -> u64 {
         .unwrap()
 }
 
+/// Waits until no chunk and no upload record is left in the database.
+async fn nothing_left_behind(c: &Cluster, within: Duration, what: &str) {
+    eventually(within, what, || async {
+        count(c, "fs.chunks", doc! {}).await == 0 && count(c, "fs.uploads", doc! {}).await == 0
+    })
+    .await;
+}
+
 async fn error_of(resp: reqwest::Response) -> String {
     let body: Value = resp.json().await.expect("JSON error body");
     body["error"].as_str().expect("error field").to_string()
@@ -238,15 +246,7 @@ async fn checksum_mismatch_stores_nothing() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     assert_eq!(get(&c, "sum.bin").await.status(), StatusCode::NOT_FOUND);
-    eventually(
-        Duration::from_secs(10),
-        "chunks of refused uploads removed",
-        || async {
-            count(&c, "fs.chunks", doc! {}).await == 0
-                && count(&c, "fs.uploads", doc! {}).await == 0
-        },
-    )
-    .await;
+    nothing_left_behind(&c, Duration::from_secs(10), "chunks of refused uploads removed").await;
     assert_eq!(count(&c, "fs.files", doc! {}).await, 0);
 
     // The right digests are accepted.
@@ -284,15 +284,7 @@ async fn broken_off_upload_leaves_nothing_visible() {
         .send();
     let _ = tokio::time::timeout(Duration::from_secs(3), upload).await;
     assert_eq!(get(&c, "partial.bin").await.status(), StatusCode::NOT_FOUND);
-    eventually(
-        Duration::from_secs(10),
-        "chunks of the broken upload removed",
-        || async {
-            count(&c, "fs.chunks", doc! {}).await == 0
-                && count(&c, "fs.uploads", doc! {}).await == 0
-        },
-    )
-    .await;
+    nothing_left_behind(&c, Duration::from_secs(10), "chunks of the broken upload removed").await;
     let list: Value = c
         .http
         .get(format!("{}/files", c.node_url(0)))
