@@ -246,7 +246,12 @@ async fn checksum_mismatch_stores_nothing() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     assert_eq!(get(&c, "sum.bin").await.status(), StatusCode::NOT_FOUND);
-    nothing_left_behind(&c, Duration::from_secs(10), "chunks of refused uploads removed").await;
+    nothing_left_behind(
+        &c,
+        Duration::from_secs(10),
+        "chunks of refused uploads removed",
+    )
+    .await;
     assert_eq!(count(&c, "fs.files", doc! {}).await, 0);
 
     // The right digests are accepted.
@@ -284,7 +289,12 @@ async fn broken_off_upload_leaves_nothing_visible() {
         .send();
     let _ = tokio::time::timeout(Duration::from_secs(3), upload).await;
     assert_eq!(get(&c, "partial.bin").await.status(), StatusCode::NOT_FOUND);
-    nothing_left_behind(&c, Duration::from_secs(10), "chunks of the broken upload removed").await;
+    nothing_left_behind(
+        &c,
+        Duration::from_secs(10),
+        "chunks of the broken upload removed",
+    )
+    .await;
     let list: Value = c
         .http
         .get(format!("{}/files", c.node_url(0)))

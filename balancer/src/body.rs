@@ -1,0 +1,198 @@
+//! The two bodies the balancer streams: a client's upload on its way to a node, and a
+//! node's response on its way to the client.
+//!
+//! Both pass hyper's `Bytes` frames through untouched (no copy, no re-chunking) and cut the
+//! transfer when the sending side stalls for `idle_timeout` (see [`crate::idle`]).
+//! Backpressure is hyper's: a frame is only pulled when the other side can take it.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use tokio::sync::oneshot;
+
+use crate::conn::Lease;
+use crate::error::BodyError;
+use crate::idle::IdleTimer;
+use crate::pool::InFlight;
+
+/// The request body sent to a node.
+#[derive(Debug)]
+pub enum UpBody {
+    /// Nothing to send (most GET/HEAD/DELETE): such a request can be rebuilt and replayed.
+    Empty,
+    Stream(RequestStream),
+}
+
+/// A client's upload, forwarded frame by frame.
+#[derive(Debug)]
+pub struct RequestStream {
+    inner: Incoming,
+    idle: IdleTimer,
+    /// Fired once the last byte has been handed to the node's connection, which is when
+    /// the response-header timer may start (an upload can legitimately take hours).
+    done: Option<oneshot::Sender<()>>,
+}
+
+impl RequestStream {
+    /// Wraps `inner`; the receiver resolves when the body has been fully read (or dropped).
+    pub fn new(inner: Incoming, idle: IdleTimer) -> (Self, oneshot::Receiver<()>) {
+        let (tx, rx) = oneshot::channel();
+        let stream = Self {
+            inner,
+            idle,
+            done: Some(tx),
+        };
+        (stream, rx)
+    }
+
+    fn finish(&mut self) {
+        if let Some(done) = self.done.take() {
+            let _ = done.send(());
+        }
+    }
+}
+
+impl Body for UpBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let stream = match self.get_mut() {
+            UpBody::Empty => return Poll::Ready(None),
+            UpBody::Stream(stream) => stream,
+        };
+        match Pin::new(&mut stream.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                stream.idle.progress();
+                // hyper stops polling once a sized body reports its end, so this may be
+                // the last call we get
+                if stream.inner.is_end_stream() {
+                    stream.finish();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => {
+                stream.finish();
+                Poll::Ready(None)
+            }
+            Poll::Pending => match stream.idle.poll_expired(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(BodyError::Idle(stream.idle.timeout())))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpBody::Empty => true,
+            UpBody::Stream(stream) => stream.inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            UpBody::Empty => SizeHint::with_exact(0),
+            UpBody::Stream(stream) => stream.inner.size_hint(),
+        }
+    }
+}
+
+/// The body of every response the balancer sends.
+#[derive(Debug)]
+pub enum ProxyBody {
+    /// Made by the balancer itself (errors, `/_cluster`).
+    Full(Full<Bytes>),
+    Upstream(ResponseStream),
+}
+
+/// A node's response body. Holds the node's in-flight count until the last byte is out
+/// (or the client goes away), so least-outstanding and draining see whole transfers.
+#[derive(Debug)]
+pub struct ResponseStream {
+    inner: Incoming,
+    idle: IdleTimer,
+    _in_flight: InFlight,
+    /// Its connection, reusable once this body has been read to the end.
+    lease: Option<Lease>,
+    ended: bool,
+}
+
+impl ResponseStream {
+    pub fn new(inner: Incoming, idle: IdleTimer, in_flight: InFlight, lease: Lease) -> Self {
+        Self {
+            inner,
+            idle,
+            _in_flight: in_flight,
+            lease: Some(lease),
+            ended: false,
+        }
+    }
+}
+
+impl Drop for ResponseStream {
+    /// Released here rather than at the last frame so hyper's connection task has had
+    /// the most time to get ready for the next request (saving a task to wait for it).
+    fn drop(&mut self) {
+        if let Some(lease) = self.lease.take() {
+            if self.ended || self.inner.is_end_stream() {
+                lease.release();
+            }
+        }
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let stream = match self.get_mut() {
+            ProxyBody::Full(full) => {
+                return Pin::new(full)
+                    .poll_frame(cx)
+                    .map_err(|never| match never {})
+            }
+            ProxyBody::Upstream(stream) => stream,
+        };
+        match Pin::new(&mut stream.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                stream.idle.progress();
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => {
+                stream.ended = true;
+                Poll::Ready(None)
+            }
+            Poll::Pending => match stream.idle.poll_expired(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(BodyError::Idle(stream.idle.timeout())))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ProxyBody::Full(full) => full.is_end_stream(),
+            ProxyBody::Upstream(stream) => stream.inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ProxyBody::Full(full) => full.size_hint(),
+            ProxyBody::Upstream(stream) => stream.inner.size_hint(),
+        }
+    }
+}

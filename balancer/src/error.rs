@@ -1,0 +1,159 @@
+//! Everything that can go wrong on the request path, and the one place it becomes HTTP.
+//!
+//! Responses made here carry `x-speedbox-error: balancer`, so a client (or a test) can
+//! tell the balancer's own answer from a node's.
+
+use std::io;
+use std::time::Duration;
+
+use http::{Response, StatusCode};
+use speedbox_common::respond;
+
+use crate::body::ProxyBody;
+
+/// Why a request could not be proxied.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("no healthy node")]
+    NoHealthyNode,
+    /// Every node tried failed before the request reached it, so it is safe to say
+    /// "try again later" rather than "something broke".
+    #[error("no node could take the request ({0})")]
+    Unreachable(String),
+    #[error("node {node} failed before answering: {reason}")]
+    Upstream { node: String, reason: String },
+    #[error("node {node} sent no response headers within {timeout:?}")]
+    ResponseTimeout { node: String, timeout: Duration },
+    #[error("{0} is not allowed here")]
+    MethodNotAllowed(http::Method),
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoHealthyNode | ProxyError::Unreachable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            ProxyError::ResponseTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+        }
+    }
+
+    /// Logs it (problems with nodes at warn; an empty cluster is already logged by the
+    /// health flips) and turns it into the JSON error response.
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let status = self.status();
+        let message = self.to_string();
+        match self {
+            ProxyError::NoHealthyNode | ProxyError::MethodNotAllowed(_) => {
+                tracing::debug!(status = status.as_u16(), "{message}")
+            }
+            _ => tracing::warn!(status = status.as_u16(), "{message}"),
+        }
+        respond::error(status, "balancer", &message).map(ProxyBody::Full)
+    }
+}
+
+/// Why a connection to a node could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("connect: {0}")]
+    Io(#[from] io::Error),
+    #[error("connect timed out after {0:?}")]
+    Timeout(Duration),
+    #[error("handshake: {0}")]
+    Handshake(#[source] hyper::Error),
+}
+
+impl ConnectError {
+    /// Refused, reset or unanswered connects take a node down without waiting for the
+    /// active check.
+    pub fn marks_down(&self) -> bool {
+        match self {
+            ConnectError::Io(e) => is_dead_peer(e.kind()),
+            ConnectError::Timeout(_) => true,
+            ConnectError::Handshake(_) => false,
+        }
+    }
+}
+
+/// Why a body stopped early.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("no byte moved for {0:?}")]
+    Idle(Duration),
+    #[error(transparent)]
+    Hyper(#[from] hyper::Error),
+}
+
+/// The peer process is gone or refuses connections, as opposed to a slow or confused one.
+pub fn is_dead_peer(kind: io::ErrorKind) -> bool {
+    matches!(
+        kind,
+        io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::HostUnreachable
+            | io::ErrorKind::NetworkUnreachable
+    )
+}
+
+/// True when an I/O error somewhere under `err` says the peer is dead.
+pub fn caused_by_dead_peer(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(err);
+    while let Some(e) = cause {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            if is_dead_peer(io.kind()) {
+                return true;
+            }
+        }
+        cause = e.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn errors_map_to_marked_json() {
+        let cases = [
+            (ProxyError::NoHealthyNode, 503),
+            (ProxyError::Unreachable("node-1: refused".into()), 503),
+            (
+                ProxyError::ResponseTimeout {
+                    node: "node-1".into(),
+                    timeout: Duration::from_secs(1),
+                },
+                504,
+            ),
+            (ProxyError::MethodNotAllowed(http::Method::POST), 405),
+        ];
+        for (err, code) in cases {
+            let message = err.to_string();
+            let response = err.into_response();
+            assert_eq!(response.status().as_u16(), code);
+            assert_eq!(response.headers()["x-speedbox-error"], "balancer");
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(json["error"], message);
+        }
+    }
+
+    #[test]
+    fn dead_peer_is_found_through_the_source_chain() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("wrapper")]
+        struct Wrapper(#[source] io::Error);
+        let reset = Wrapper(io::Error::from(io::ErrorKind::ConnectionReset));
+        assert!(caused_by_dead_peer(&reset));
+        let eof = Wrapper(io::Error::from(io::ErrorKind::UnexpectedEof));
+        assert!(!caused_by_dead_peer(&eof));
+        assert!(ConnectError::Io(io::ErrorKind::ConnectionRefused.into()).marks_down());
+        assert!(ConnectError::Timeout(Duration::from_secs(1)).marks_down());
+    }
+}

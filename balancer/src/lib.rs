@@ -1,0 +1,121 @@
+//! `speedbox-balancer`: the one address clients use, a streaming reverse proxy in front of
+//! the storage nodes.
+//!
+//! Read [`proxy`] first: it is the request path. Around it:
+//! - [`pool`]: the cluster snapshot (nodes with their health) and node selection;
+//! - [`conn`]: keep-alive connections to nodes that hand back unsent requests;
+//! - [`body`] and [`idle`]: streaming bodies and the idle cut-offs;
+//! - [`health`] (pure rise/fall) and [`probe`] (the active check loop);
+//! - [`reload`]: live `cluster.toml` changes; [`status`]: `GET /_cluster`;
+//! - [`page`]: the browser upload page at `/`;
+//! - [`error`]: every failure mapped to an HTTP answer in one place.
+//!
+//! [`run`] takes a bound listener and a shutdown future, so tests drive it in-process.
+#![forbid(unsafe_code)]
+
+pub mod body;
+pub mod conn;
+pub mod error;
+pub mod health;
+pub mod idle;
+pub mod page;
+pub mod pool;
+pub mod probe;
+pub mod proxy;
+pub mod reload;
+pub mod status;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use speedbox_common::config::ClusterConfig;
+use tokio::net::TcpListener;
+
+use crate::idle::IdleIo;
+use crate::pool::Pool;
+
+/// After a failed `accept` (out of file descriptors, say), wait this long before retrying
+/// rather than spinning.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Serves clients on `listener` until `shutdown` resolves, then stops accepting and gives
+/// in-flight transfers up to `drain_timeout_ms` to finish.
+pub async fn run(
+    listener: TcpListener,
+    config_path: PathBuf,
+    config: ClusterConfig,
+    shutdown: impl Future,
+) -> std::io::Result<()> {
+    let pool = Arc::new(Pool::new(config_path, config));
+    let probe = tokio::spawn(probe::run(Arc::clone(&pool)));
+    let reload = tokio::spawn(reload::run(Arc::clone(&pool)));
+    let graceful = GracefulShutdown::new();
+    // Kept so that connections still open at the drain deadline can be cut.
+    let mut connections = tokio::task::JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+
+    loop {
+        let (stream, client) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!("accept failed: {e}");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        // Set per connection so that a reload reaches new connections.
+        let cfg = pool.snapshot().config.balancer.clone();
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(%client, "set_nodelay: {e}");
+        }
+        let io = TokioIo::new(IdleIo::new(stream, cfg.idle_timeout()));
+        let service = {
+            let pool = Arc::clone(&pool);
+            service_fn(move |request| proxy::handle(Arc::clone(&pool), client, request))
+        };
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(cfg.header_timeout())
+            .max_buf_size(conn::MAX_BUF_SIZE)
+            .writev(true)
+            .serve_connection(io, service);
+        let conn = graceful.watch(conn);
+        connections.spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%client, "client connection ended: {e}");
+            }
+        });
+        while connections.try_join_next().is_some() {}
+    }
+
+    drop(listener);
+    probe.abort();
+    reload.abort();
+    let deadline = pool.snapshot().config.balancer.drain_timeout();
+    let open = graceful.count();
+    tracing::info!(
+        "stopped accepting; draining {open} connection(s) for up to {} ms",
+        deadline.as_millis()
+    );
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::info!("all connections drained"),
+        _ = tokio::time::sleep(deadline) => {
+            while connections.try_join_next().is_some() {}
+            tracing::warn!(
+                "drain deadline reached; closing {} connection(s)",
+                connections.len()
+            );
+        }
+    }
+    connections.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,43 @@
+//! `speedbox-balancer --config cluster.toml`: loads the config, binds `[balancer] listen`,
+//! and serves until SIGTERM or SIGINT.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Parser;
+use speedbox_common::config::ClusterConfig;
+use speedbox_common::{shutdown, telemetry};
+use tokio::net::TcpListener;
+
+/// The single address clients use in front of the speedbox storage nodes.
+#[derive(Debug, Parser)]
+#[command(version)]
+struct Args {
+    /// The cluster file; `[balancer]` and `[[nodes]]` are read, and it is watched for changes.
+    #[arg(long, default_value = "cluster.toml")]
+    config: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    telemetry::init();
+    let args = Args::parse();
+    let config = ClusterConfig::load(&args.config)?;
+    let listen = config.balancer.listen;
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} (balancer.listen)"))?;
+    tracing::info!("listening on {}", listener.local_addr()?);
+    tracing::info!(
+        nodes = config.nodes.len(),
+        algorithm = ?config.balancer.algorithm,
+        "serving {}",
+        args.config.display()
+    );
+    let shutdown = async {
+        let signal = shutdown::signal_received().await;
+        tracing::info!("{signal} received, shutting down");
+    };
+    speedbox_balancer::run(listener, args.config, config, shutdown).await?;
+    Ok(())
+}

@@ -1,0 +1,121 @@
+//! `GET /_cluster`: what the balancer currently believes about the cluster, as JSON.
+//!
+//! The only path the balancer answers itself; everything else (`/healthz` included) goes
+//! to a node, so `/healthz` through the balancer says that some node is healthy.
+
+use std::time::UNIX_EPOCH;
+
+use http::{Method, Response, StatusCode};
+use serde::Serialize;
+use speedbox_common::config::Algorithm;
+use speedbox_common::respond;
+
+use crate::body::ProxyBody;
+use crate::error::ProxyError;
+use crate::pool::{Node, Pool};
+
+pub const PATH: &str = "/_cluster";
+
+#[derive(Debug, Serialize)]
+pub struct ClusterStatus {
+    /// Unix seconds.
+    pub config_loaded_at: u64,
+    pub config_path: String,
+    pub algorithm: Algorithm,
+    pub nodes: Vec<NodeStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct NodeStatus {
+    pub id: String,
+    pub address: String,
+    pub weight: u32,
+    /// `up`, `down` or `removed-draining`.
+    pub state: &'static str,
+    pub in_flight: usize,
+    pub consecutive_failures: u32,
+    pub last_check_latency_ms: Option<u64>,
+    pub last_error: Option<String>,
+}
+
+pub fn respond(pool: &Pool, method: &Method) -> Response<ProxyBody> {
+    if method != Method::GET && method != Method::HEAD {
+        return ProxyError::MethodNotAllowed(method.clone()).into_response();
+    }
+    respond::json(StatusCode::OK, &status(pool)).map(ProxyBody::Full)
+}
+
+pub fn status(pool: &Pool) -> ClusterStatus {
+    let snapshot = pool.snapshot();
+    let draining = snapshot
+        .draining
+        .iter()
+        .filter(|n| n.state.in_flight() > 0)
+        .map(|n| node_status(n, Some("removed-draining")));
+    ClusterStatus {
+        config_loaded_at: snapshot
+            .loaded_at
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        config_path: pool.config_path.display().to_string(),
+        algorithm: snapshot.config.balancer.algorithm,
+        nodes: snapshot
+            .nodes
+            .iter()
+            .map(|n| node_status(n, None))
+            .chain(draining)
+            .collect(),
+    }
+}
+
+fn node_status(node: &Node, state: Option<&'static str>) -> NodeStatus {
+    let health = node.state.health();
+    let up = health.rise_fall.is_up();
+    NodeStatus {
+        id: node.id.clone(),
+        address: node.addr.to_string(),
+        weight: node.weight,
+        state: state.unwrap_or(if up { "up" } else { "down" }),
+        in_flight: node.state.in_flight(),
+        consecutive_failures: health.rise_fall.consecutive_failures(),
+        last_check_latency_ms: health.last_check_latency_ms,
+        last_error: health.last_error,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use speedbox_common::config::ClusterConfig;
+
+    #[test]
+    fn status_lists_nodes_and_draining_ones() {
+        let text = "[mongodb]\nuri = \"mongodb://127.0.0.1:27017\"\n\
+            [[nodes]]\nid = \"a\"\nlisten = \"127.0.0.1:8001\"\n\
+            [[nodes]]\nid = \"b\"\nlisten = \"127.0.0.1:8002\"\nweight = 2\n";
+        let cfg = ClusterConfig::from_toml(text).unwrap();
+        let pool = Pool::new("cluster.toml".into(), cfg.clone());
+        let snap = pool.snapshot();
+        let _busy = snap.nodes[1].state.begin();
+        snap.nodes[0].force_down("connect: refused".into());
+        let mut fewer = cfg;
+        fewer.nodes.truncate(1);
+        pool.apply(fewer);
+
+        let json = serde_json::to_value(status(&pool)).unwrap();
+        assert_eq!(json["config_path"], "cluster.toml");
+        assert_eq!(json["algorithm"], "least-outstanding");
+        assert!(json["config_loaded_at"].as_u64().unwrap() > 1_600_000_000);
+        let nodes = json["nodes"].as_array().unwrap();
+        assert_eq!(nodes.len(), 2);
+        assert_eq!(nodes[0]["id"], "a");
+        assert_eq!(nodes[0]["state"], "down");
+        assert_eq!(nodes[0]["consecutive_failures"], 1);
+        assert_eq!(nodes[0]["last_error"], "connect: refused");
+        assert_eq!(nodes[1]["id"], "b");
+        assert_eq!(nodes[1]["address"], "127.0.0.1:8002");
+        assert_eq!(nodes[1]["weight"], 2);
+        assert_eq!(nodes[1]["state"], "removed-draining");
+        assert_eq!(nodes[1]["in_flight"], 1);
+    }
+}
