@@ -239,7 +239,7 @@ pub async fn create(
     } else if with_data {
         match store.tus_acquire(&upload.id, LEASE_TTL).await? {
             Acquired::Leased { upload, token } => {
-                write_patch(store, upload, token, None, body, limits).await?
+                write_patch(store, *upload, token, None, body, limits).await?
             }
             _ => 0,
         }
@@ -309,7 +309,7 @@ pub async fn patch(
         .transpose()?;
     live(store, id).await?;
     let (upload, token) = match store.tus_acquire(id, LEASE_TTL).await? {
-        Acquired::Leased { upload, token } => (upload, token),
+        Acquired::Leased { upload, token } => (*upload, token),
         Acquired::Locked => return Err(NodeError::Locked(format!("upload {id}"))),
         Acquired::NotFound => return Err(NodeError::NotFound(format!("upload {id}"))),
     };

@@ -42,6 +42,9 @@ try:
             if "done" in rows[0].get_attribute("class") or "failed" in rows[0].get_attribute("class"):
                 break
         time.sleep(0.02)
+    rows = driver.find_elements(By.CSS_SELECTOR, ".upload")
+    if rows:  # re-read: the row may have finished between the reads above
+        status = rows[0].find_element(By.CSS_SELECTOR, ".stats").text
     listed = False
     for _ in range(100):
         links = [a.text for a in driver.find_elements(By.CSS_SELECTOR, "#files td.name a")]

@@ -50,7 +50,7 @@ pub struct TusUpload {
 pub enum Acquired {
     /// The lease is ours; `token` fences every later write.
     Leased {
-        upload: TusUpload,
+        upload: Box<TusUpload>,
         token: i64,
     },
     /// Another request holds a live lease.
@@ -127,7 +127,10 @@ impl Store {
             .delete_many(doc! {"files_id": upload.file_id, "n": {"$gte": first_free}})
             .await?;
         let token = upload.lease_token;
-        Ok(Acquired::Leased { upload, token })
+        Ok(Acquired::Leased {
+            upload: Box::new(upload),
+            token,
+        })
     }
 
     /// Extends our lease; false if it was taken over.
