@@ -123,6 +123,10 @@ class Drill:
                 h.update(block)
                 n += len(block)
             self.stats.add(bytes_down=n)
+            # http.client ends a body cut short by the server like a complete one.
+            if n != int(r.headers.get("Content-Length", n)):
+                self.stats.error("GET cut short (connection broke mid-body)")
+                return None
             return n, h.hexdigest()
         except (OSError, http.client.HTTPException) as e:
             self.stats.add(sent=1)
