@@ -13,6 +13,7 @@ use speedbox_common::headers::{X_REQUEST_ID, X_SPEEDBOX_NODE};
 use speedbox_common::respond;
 use tracing::Instrument;
 
+use crate::cors;
 use crate::digest;
 use crate::download;
 use crate::error::{NodeError, Result};
@@ -76,7 +77,7 @@ pub async fn handle(
         if is_tus {
             headers.insert("tus-resumable", HeaderValue::from_static(tus::VERSION));
         }
-        tus::add_cors(&request_headers, headers);
+        cors::add_cors(&request_headers, headers);
         Ok(response)
     }
     .instrument(span)
@@ -89,7 +90,7 @@ async fn dispatch(state: &AppState, mut req: Request<Incoming>) -> Result<Respon
             .headers()
             .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
     {
-        return tus::preflight();
+        return cors::preflight();
     }
     // Clients behind proxies that allow only GET/POST tunnel PATCH and DELETE this way.
     if req.method() == Method::POST {

@@ -1,0 +1,259 @@
+//! Resumable uploads, tus 1.0 (<https://tus.io/protocols/resumable-upload>) at `/uploads`:
+//! core, creation, creation-with-upload, termination, checksum and expiration.
+//!
+//! State lives in MongoDB ([`crate::store::TusUpload`]), so a PATCH can go to any node:
+//! it takes the upload's lease, writes whole chunks straight into the GridFS chunks of the
+//! file id reserved at creation, and moves the durable offset after each journaled batch,
+//! so the offset HEAD reports never counts a byte that a crash could lose. With
+//! `Upload-Checksum` the offset only moves once the whole PATCH is verified. Expiry slides
+//! forward with every PATCH, so slow uploads do not die of old age.
+
+use std::time::{Duration, SystemTime};
+
+use http::{header, HeaderMap, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::error::{NodeError, Result};
+use crate::routes::check_name;
+use crate::store::{Acquired, Store, TusUpload};
+use crate::{empty_body, Body};
+
+mod headers;
+mod patch;
+
+use headers::{bad, header_str, header_u64};
+pub use headers::{check_version, location, parse_checksum, parse_metadata};
+use patch::write_patch;
+
+pub const VERSION: &str = "1.0.0";
+pub const EXTENSIONS: &str = "creation,creation-with-upload,termination,checksum,expiration";
+pub const CHECKSUM_ALGORITHMS: &str = "sha1,md5,sha256";
+pub const OFFSET_OCTET_STREAM: &str = "application/offset+octet-stream";
+/// An upload's lease outlives its node by at most this: then any node may continue it.
+pub const LEASE_TTL: Duration = Duration::from_secs(3);
+
+/// Settings of the tus endpoint.
+#[derive(Debug, Clone, Copy)]
+pub struct TusLimits {
+    pub max_size: u64,
+    pub chunks_per_write: usize,
+    pub chunks_per_read: u64,
+    pub idle: Duration,
+    /// Without activity, an unfinished upload expires this long after its last byte.
+    pub expires_after: Duration,
+}
+
+fn new_id() -> Result<String> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| NodeError::Body(format!("no randomness: {e}")))?;
+    Ok(hex::encode(bytes))
+}
+
+fn response(status: StatusCode) -> http::response::Builder {
+    Response::builder()
+        .status(status)
+        .header("tus-resumable", VERSION)
+        .header(header::CACHE_CONTROL, "no-store")
+}
+
+fn expires_header(upload: &TusUpload) -> String {
+    let millis = upload.expires_at.timestamp_millis().max(0) as u64;
+    httpdate::fmt_http_date(SystemTime::UNIX_EPOCH + Duration::from_millis(millis))
+}
+
+fn built(builder: http::response::Builder) -> Result<Response<Body>> {
+    builder
+        .body(empty_body())
+        .map_err(|e| NodeError::BadRequest(format!("cannot build response: {e}")))
+}
+
+/// `OPTIONS /uploads`: what this server supports.
+pub fn options(limits: &TusLimits) -> Result<Response<Body>> {
+    built(
+        response(StatusCode::NO_CONTENT)
+            .header("tus-version", VERSION)
+            .header("tus-extension", EXTENSIONS)
+            .header("tus-max-size", limits.max_size)
+            .header("tus-checksum-algorithm", CHECKSUM_ALGORITHMS),
+    )
+}
+
+/// `POST /uploads`: creation, optionally with the first bytes.
+pub async fn create(
+    store: &Store,
+    headers: &HeaderMap,
+    body: Incoming,
+    limits: &TusLimits,
+) -> Result<Response<Body>> {
+    if header_str(headers, "upload-defer-length").is_some() {
+        return Err(bad(
+            "Upload-Defer-Length is not supported; send Upload-Length",
+        ));
+    }
+    let length =
+        header_u64(headers, "upload-length")?.ok_or_else(|| bad("Upload-Length is required"))?;
+    if length > limits.max_size {
+        return Err(NodeError::TooLarge {
+            limit: limits.max_size,
+        });
+    }
+    let raw_metadata = header_str(headers, "upload-metadata")
+        .unwrap_or("")
+        .to_string();
+    let metadata = parse_metadata(&raw_metadata)?;
+    let text = |key: &str| {
+        metadata
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| String::from_utf8(v.clone()))
+            .transpose()
+            .map_err(|_| bad(&format!("Upload-Metadata {key} is not UTF-8")))
+    };
+    let id = new_id()?;
+    let name = match text("filename")? {
+        Some(name) => check_name(name)?,
+        None => format!("uploads/{id}"),
+    };
+    let content_type = text("filetype")?.filter(|t| !t.is_empty());
+    let upload = store
+        .tus_create(
+            id,
+            name,
+            content_type,
+            raw_metadata,
+            length as i64,
+            limits.expires_after,
+        )
+        .await?;
+    tracing::info!(upload = %upload.id, file = %upload.name, length, "tus upload created");
+    let with_data = header_str(headers, header::CONTENT_TYPE.as_str()) == Some(OFFSET_OCTET_STREAM);
+    let offset = if length == 0 {
+        finish(store, &upload, limits).await?;
+        0
+    } else if with_data {
+        match store.tus_acquire(&upload.id, LEASE_TTL).await? {
+            Acquired::Leased { upload, token } => {
+                write_patch(store, *upload, token, None, body, limits).await?
+            }
+            _ => 0,
+        }
+    } else {
+        0
+    };
+    let current = store.tus_get(&upload.id).await?.unwrap_or(upload);
+    built(
+        response(StatusCode::CREATED)
+            .header(header::LOCATION, location(headers, &current.id))
+            .header("upload-offset", offset)
+            .header("upload-expires", expires_header(&current)),
+    )
+}
+
+/// `HEAD /uploads/{id}`: how much is durably stored.
+pub async fn head(store: &Store, id: &str) -> Result<Response<Body>> {
+    let upload = live(store, id).await?;
+    let mut builder = response(StatusCode::OK)
+        .header("upload-offset", upload.offset)
+        .header("upload-length", upload.length)
+        .header("upload-expires", expires_header(&upload));
+    if !upload.metadata.is_empty() {
+        builder = builder.header("upload-metadata", &upload.metadata);
+    }
+    built(builder)
+}
+
+/// `DELETE /uploads/{id}`: termination.
+pub async fn terminate(store: &Store, id: &str) -> Result<Response<Body>> {
+    if store.tus_terminate(id).await? {
+        tracing::info!(upload = %id, "tus upload terminated");
+        built(response(StatusCode::NO_CONTENT))
+    } else {
+        Err(NodeError::NotFound(format!("upload {id}")))
+    }
+}
+
+async fn live(store: &Store, id: &str) -> Result<TusUpload> {
+    let upload = store
+        .tus_get(id)
+        .await?
+        .ok_or_else(|| NodeError::NotFound(format!("upload {id}")))?;
+    if !upload.done && upload.expires_at < bson::DateTime::now() {
+        return Err(NodeError::Gone(format!("upload {id} expired")));
+    }
+    Ok(upload)
+}
+
+/// `PATCH /uploads/{id}`: bytes at `Upload-Offset`.
+pub async fn patch(
+    store: &Store,
+    id: &str,
+    headers: &HeaderMap,
+    body: Incoming,
+    limits: &TusLimits,
+) -> Result<Response<Body>> {
+    if header_str(headers, header::CONTENT_TYPE.as_str()) != Some(OFFSET_OCTET_STREAM) {
+        return Err(NodeError::UnsupportedMediaType(format!(
+            "PATCH needs Content-Type: {OFFSET_OCTET_STREAM}"
+        )));
+    }
+    let offset = header_u64(headers, "upload-offset")?
+        .ok_or_else(|| bad("Upload-Offset is required"))? as i64;
+    let checksum = header_str(headers, "upload-checksum")
+        .map(parse_checksum)
+        .transpose()?;
+    live(store, id).await?;
+    let (upload, token) = match store.tus_acquire(id, LEASE_TTL).await? {
+        Acquired::Leased { upload, token } => (*upload, token),
+        Acquired::Locked => return Err(NodeError::Locked(format!("upload {id}"))),
+        Acquired::NotFound => return Err(NodeError::NotFound(format!("upload {id}"))),
+    };
+    let lease = LeaseGuard {
+        store: store.clone(),
+        id: id.to_string(),
+        token,
+    };
+    if upload.offset != offset {
+        return Err(NodeError::OffsetMismatch {
+            expected: upload.offset,
+            got: offset,
+        });
+    }
+    let new_offset = if upload.done {
+        upload.length
+    } else {
+        write_patch(store, upload, token, checksum, body, limits).await?
+    };
+    drop(lease);
+    let current = store.tus_get(id).await?;
+    let mut builder = response(StatusCode::NO_CONTENT).header("upload-offset", new_offset);
+    if let Some(current) = current {
+        builder = builder.header("upload-expires", expires_header(&current));
+    }
+    built(builder)
+}
+
+/// Releases the lease when the request ends, however it ends.
+struct LeaseGuard {
+    store: Store,
+    id: String,
+    token: i64,
+}
+
+impl Drop for LeaseGuard {
+    fn drop(&mut self) {
+        let (store, id, token) = (self.store.clone(), std::mem::take(&mut self.id), self.token);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = store.tus_release(&id, token).await {
+                    tracing::debug!(upload = %id, error = %e, "lease left to expire");
+                }
+            });
+        }
+    }
+}
+
+pub(super) async fn finish(store: &Store, upload: &TusUpload, limits: &TusLimits) -> Result<()> {
+    let info = store.tus_finish(upload, limits.chunks_per_read).await?;
+    tracing::info!(upload = %upload.id, file = %info.name, length = info.length, "tus upload complete");
+    Ok(())
+}

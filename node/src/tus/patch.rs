@@ -1,0 +1,178 @@
+//! One PATCH body into chunks, under the upload's lease.
+//!
+//! Bytes are cut into whole chunks (the first one completing the stored tail) and written a
+//! batch per round trip. Without `Upload-Checksum` every journaled batch moves the durable
+//! offset, so a broken PATCH keeps what arrived; with one, nothing counts until the whole
+//! body is verified, and a mismatch removes what this PATCH wrote.
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use http_body_util::BodyDataStream;
+use hyper::body::Incoming;
+use md5::Md5;
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
+
+use super::headers::{Algorithm, Checksum};
+use super::{finish, TusLimits, LEASE_TTL};
+use crate::error::{NodeError, Result};
+use crate::store::{Store, TusUpload};
+
+enum PatchHasher {
+    Sha1(Sha1),
+    Md5(Md5),
+    Sha256(Sha256),
+}
+
+impl PatchHasher {
+    fn new(algorithm: Algorithm) -> Self {
+        match algorithm {
+            Algorithm::Sha1 => Self::Sha1(Sha1::new()),
+            Algorithm::Md5 => Self::Md5(Md5::new()),
+            Algorithm::Sha256 => Self::Sha256(Sha256::new()),
+        }
+    }
+    fn update(&mut self, data: &[u8]) {
+        match self {
+            Self::Sha1(h) => h.update(data),
+            Self::Md5(h) => h.update(data),
+            Self::Sha256(h) => h.update(data),
+        }
+    }
+    fn finish(self) -> Vec<u8> {
+        match self {
+            Self::Sha1(h) => h.finalize().to_vec(),
+            Self::Md5(h) => h.finalize().to_vec(),
+            Self::Sha256(h) => h.finalize().to_vec(),
+        }
+    }
+}
+
+/// Streams one PATCH body into chunks under our lease; returns the new durable offset.
+pub(super) async fn write_patch(
+    store: &Store,
+    upload: TusUpload,
+    token: i64,
+    checksum: Option<Checksum>,
+    body: Incoming,
+    limits: &TusLimits,
+) -> Result<i64> {
+    let cs = upload.chunk_size as usize;
+    let start_chunk = upload.offset / cs as i64;
+    let mut next_n = start_chunk;
+    let mut partial = BytesMut::from(&upload.tail.bytes[..]);
+    let mut received = upload.offset;
+    let mut batch: Vec<Bytes> = Vec::with_capacity(limits.chunks_per_write);
+    let mut hasher = checksum.as_ref().map(|c| PatchHasher::new(c.algorithm));
+    let mut last_renew = tokio::time::Instant::now();
+    let stream = BodyDataStream::new(body);
+    futures::pin_mut!(stream);
+
+    let outcome: Result<()> = async {
+        loop {
+            let next = tokio::time::timeout(limits.idle, stream.next())
+                .await
+                .map_err(|_| NodeError::BodyIdle(limits.idle.as_secs()))?;
+            let Some(frame) = next else { break };
+            let mut data = frame.map_err(|e| NodeError::Body(e.to_string()))?;
+            if received + data.len() as i64 > upload.length {
+                return Err(NodeError::TooLarge {
+                    limit: upload.length as u64,
+                });
+            }
+            received += data.len() as i64;
+            if let Some(h) = hasher.as_mut() {
+                h.update(&data);
+            }
+            while !data.is_empty() {
+                let take = (cs - partial.len()).min(data.len());
+                partial.extend_from_slice(&data.split_to(take));
+                if partial.len() == cs {
+                    batch.push(partial.split().freeze());
+                }
+                if batch.len() == limits.chunks_per_write {
+                    if last_renew.elapsed() > LEASE_TTL / 3 {
+                        if !store.tus_renew(&upload.id, token, LEASE_TTL).await? {
+                            return Err(NodeError::Locked(format!("upload {}", upload.id)));
+                        }
+                        last_renew = tokio::time::Instant::now();
+                    }
+                    store.tus_write(&upload, next_n, &batch).await?;
+                    next_n += batch.len() as i64;
+                    batch.clear();
+                    // Without a checksum every journaled batch is progress a retry keeps.
+                    if hasher.is_none() {
+                        let durable = next_n * cs as i64;
+                        if !store
+                            .tus_advance(
+                                &upload.id,
+                                token,
+                                durable,
+                                &[],
+                                limits.expires_after,
+                                LEASE_TTL,
+                            )
+                            .await?
+                        {
+                            return Err(NodeError::Locked(format!("upload {}", upload.id)));
+                        }
+                        last_renew = tokio::time::Instant::now();
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+    .await;
+
+    if let Err(NodeError::Locked(_)) = outcome {
+        // Another request owns the upload now; anything we wrote could collide with it.
+        return outcome.map(|()| received);
+    }
+    let complete = received == upload.length;
+    let verified = match (&outcome, checksum, hasher) {
+        (Ok(()), Some(expected), Some(h)) => {
+            let got = h.finish();
+            if got != expected.digest {
+                Err(NodeError::ChecksumMismatch)
+            } else {
+                Ok(())
+            }
+        }
+        (Ok(()), _, _) => Ok(()),
+        (Err(_), Some(_), _) => Err(NodeError::Body("discarded: checksum unverifiable".into())),
+        (Err(_), None, _) => Ok(()),
+    };
+    if let Err(e) = verified {
+        // Nothing of this PATCH counts: drop what it wrote, the offset never moved.
+        store.tus_discard_from(&upload, start_chunk).await?;
+        return Err(outcome.err().unwrap_or(e));
+    }
+    // Keep every byte that arrived (a broken PATCH included): full chunks, then the rest as
+    // the tail, or as the file's last chunk when the upload is complete.
+    if complete && !partial.is_empty() {
+        batch.push(partial.split().freeze());
+    }
+    store.tus_write(&upload, next_n, &batch).await?;
+    let tail = partial.freeze();
+    if !store
+        .tus_advance(
+            &upload.id,
+            token,
+            received,
+            &tail,
+            limits.expires_after,
+            LEASE_TTL,
+        )
+        .await?
+    {
+        return Err(NodeError::Locked(format!("upload {}", upload.id)));
+    }
+    outcome?;
+    if complete {
+        let mut done = upload;
+        done.offset = received;
+        finish(store, &done, limits).await?;
+    }
+    Ok(received)
+}
