@@ -150,15 +150,7 @@ async fn active_checks_take_a_node_out_and_bring_it_back() {
     balancer
         .wait_status("a up", |s| node_state(s, "a") == "up")
         .await;
-    let mut nodes = String::new();
-    for _ in 0..4 {
-        let response = client
-            .request(request("GET", &balancer.url("/echo"), empty()))
-            .await
-            .unwrap();
-        nodes += response.headers()["x-speedbox-node"].to_str().unwrap();
-        let _ = json(response).await;
-    }
+    let nodes = served_by(&client, &balancer.url("/echo"), 4).await;
     assert_eq!(nodes.matches('a').count(), 2, "{nodes}");
 }
 

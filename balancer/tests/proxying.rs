@@ -89,15 +89,7 @@ async fn weighted_round_robin_follows_weights() {
         .wait_status("weight 3", |s| s["nodes"][1]["weight"] == 3)
         .await;
     let client = client();
-    let mut order = String::new();
-    for _ in 0..8 {
-        let response = client
-            .request(request("GET", &balancer.url("/echo"), empty()))
-            .await
-            .unwrap();
-        order += response.headers()["x-speedbox-node"].to_str().unwrap();
-        let _ = json(response).await;
-    }
+    let order = served_by(&client, &balancer.url("/echo"), 8).await;
     // smooth weighted order is b a b b, in some rotation
     assert_eq!(order.matches('a').count(), 2, "{order}");
     assert!(format!("{order}{order}").contains("babbbabb"), "{order}");

@@ -350,6 +350,17 @@ pub fn request(method: &str, url: &str, body: TestBody) -> Request<TestBody> {
         .unwrap()
 }
 
+/// Sends `n` GETs of `url` and concatenates the `x-speedbox-node` of each answer.
+pub async fn served_by(client: &Client<HttpConnector, TestBody>, url: &str, n: usize) -> String {
+    let mut nodes = String::new();
+    for _ in 0..n {
+        let response = client.request(request("GET", url, empty())).await.unwrap();
+        nodes += response.headers()["x-speedbox-node"].to_str().unwrap();
+        let _ = json(response).await;
+    }
+    nodes
+}
+
 pub async fn json(response: Response<Incoming>) -> serde_json::Value {
     let bytes = response.into_body().collect().await.unwrap().to_bytes();
     serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{e}: {bytes:?}"))
