@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{anyhow, Context};
 use clap::Parser;
 use speedbox_common::config::ClusterConfig;
+use speedbox_node::tus::{Tus, TusLimits};
 use speedbox_node::{maintenance, store::Store, upload::Limits, AppState};
 use tokio::net::TcpListener;
 
@@ -59,12 +60,15 @@ async fn main() -> anyhow::Result<()> {
             max_size: storage.max_file_size,
         },
         chunks_per_read: u64::from(storage.chunks_per_read),
-        tus: speedbox_node::tus::TusLimits {
-            max_size: storage.max_file_size,
-            chunks_per_write: storage.chunks_per_write as usize,
-            chunks_per_read: u64::from(storage.chunks_per_read),
-            idle: Duration::from_secs(storage.body_idle_timeout_secs),
-            expires_after: Duration::from_secs(storage.tus_expiry_secs),
+        tus: Tus {
+            limits: TusLimits {
+                max_size: storage.max_file_size,
+                chunks_per_write: storage.chunks_per_write as usize,
+                chunks_per_read: u64::from(storage.chunks_per_read),
+                idle: Duration::from_secs(storage.body_idle_timeout_secs),
+                expires_after: Duration::from_secs(storage.tus_expiry_secs),
+            },
+            carry: Default::default(),
         },
     });
     let listener = TcpListener::bind(addr)

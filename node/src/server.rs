@@ -30,7 +30,7 @@ pub struct AppState {
     pub node_id: String,
     pub limits: Limits,
     pub chunks_per_read: u64,
-    pub tus: tus::TusLimits,
+    pub tus: tus::Tus,
 }
 
 /// hyper's service function: never fails, errors become responses.
@@ -111,7 +111,7 @@ async fn dispatch(state: &AppState, mut req: Request<Incoming>) -> Result<Respon
         tus::check_version(req.method(), req.headers())?;
     }
     match route {
-        Route::TusOptions => tus::options(&state.tus),
+        Route::TusOptions => tus::options(&state.tus.limits),
         Route::TusCreate => {
             let (parts, body) = req.into_parts();
             tus::create(store, &parts.headers, body, &state.tus).await

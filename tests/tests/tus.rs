@@ -18,6 +18,8 @@ fn write_file(dir: &Path, name: &str, seed: u64, len: u64) -> std::path::PathBuf
     path
 }
 
+/// Length and SHA-256 of a stored file's bytes, after checking that the digest the node
+/// recorded for it (its ETag) is the digest of those bytes.
 async fn stored_sha256(c: &Cluster, base: &str, name: &str) -> (u64, String) {
     let resp = c
         .http
@@ -26,7 +28,10 @@ async fn stored_sha256(c: &Cluster, base: &str, name: &str) -> (u64, String) {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK, "GET {name}");
-    data::drain(resp).await.unwrap()
+    let etag = resp.headers()["etag"].to_str().unwrap().to_string();
+    let (len, sha) = data::drain(resp).await.unwrap();
+    assert_eq!(etag, format!("\"{sha}\""), "recorded digest of {name}");
+    (len, sha)
 }
 
 fn tuspy(endpoint: &str, file: &Path, name: &str, chunk: u64) -> tokio::process::Command {
@@ -352,16 +357,10 @@ async fn protocol_errors_checksums_termination_and_expiry() {
     let resp = t.patch(&url, 4000, content[4000..].to_vec(), None).await;
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     assert_eq!(offset_of(&resp), 5000);
-    let got = c
-        .http
-        .get(format!("{}/files/proto.bin", t.base))
-        .send()
-        .await
-        .unwrap()
-        .bytes()
-        .await
-        .unwrap();
-    assert_eq!(&got[..], &content[..]);
+    assert_eq!(
+        stored_sha256(&c, &t.base, "proto.bin").await,
+        (5000, data::sha256_of(&content))
+    );
 
     // More bytes than Upload-Length: 413.
     let url2 = t.create(10, "small.bin").await;

@@ -18,7 +18,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::{FileInfo, Finished, Store};
-use crate::digest::Hasher;
+use crate::digest::{Digests, Hasher};
 use crate::error::Result;
 
 /// The state document of one resumable upload.
@@ -63,6 +63,32 @@ fn after(d: Duration) -> DateTime {
 }
 
 impl Store {
+    /// MD5 and SHA-256 of an upload's stored chunks, read back in windows.
+    async fn digest_stored(&self, upload: &TusUpload, window: u64) -> Result<Digests> {
+        let probe = FileInfo {
+            name: upload.name.clone(),
+            file_id: upload.file_id,
+            length: upload.length,
+            chunk_size: upload.chunk_size,
+            content_type: String::new(),
+            md5: String::new(),
+            sha256: String::new(),
+            uploaded_at: DateTime::now(),
+            version: 0,
+        };
+        let mut hasher = Hasher::default();
+        let total = (upload.length as u64).div_ceil(upload.chunk_size as u64);
+        let mut n = 0;
+        while n < total {
+            let to = (n + window).min(total);
+            for chunk in self.read_chunks(&probe, n, to).await? {
+                hasher.update(&chunk);
+            }
+            n = to;
+        }
+        Ok(hasher.finish())
+    }
+
     /// Creates the state of a new upload of `length` bytes.
     pub async fn tus_create(
         &self,
@@ -202,34 +228,20 @@ impl Store {
         Ok(())
     }
 
-    /// All bytes are in: digests are computed from the stored chunks (the upload may have
-    /// crossed several nodes, so no one node saw every byte), then the file is published
-    /// under its name like a PUT, and the upload state marked done.
-    pub async fn tus_finish(&self, upload: &TusUpload, window: u64) -> Result<FileInfo> {
-        let length = upload.length as u64;
-        let cs = upload.chunk_size as u64;
-        let probe = FileInfo {
-            name: upload.name.clone(),
-            file_id: upload.file_id,
-            length: upload.length,
-            chunk_size: upload.chunk_size,
-            content_type: String::new(),
-            md5: String::new(),
-            sha256: String::new(),
-            uploaded_at: DateTime::now(),
-            version: 0,
+    /// All bytes are in: the file is published under its name like a PUT, and the upload
+    /// state marked done. Without `digests` (the upload crossed nodes, so no one node saw
+    /// every byte) they are computed from the stored chunks first.
+    pub async fn tus_finish(
+        &self,
+        upload: &TusUpload,
+        window: u64,
+        digests: Option<Digests>,
+    ) -> Result<FileInfo> {
+        let digests = match digests {
+            Some(d) => d,
+            None => self.digest_stored(upload, window).await?,
         };
-        let mut hasher = Hasher::default();
-        let total = length.div_ceil(cs);
-        let mut n = 0;
-        while n < total {
-            let to = (n + window).min(total);
-            for chunk in self.read_chunks(&probe, n, to).await? {
-                hasher.update(&chunk);
-            }
-            n = to;
-        }
-        let digests = hasher.finish();
+        let length = upload.length as u64;
         let content_type = upload
             .content_type
             .clone()

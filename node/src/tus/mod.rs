@@ -8,11 +8,14 @@
 //! `Upload-Checksum` the offset only moves once the whole PATCH is verified. Expiry slides
 //! forward with every PATCH, so slow uploads do not die of old age.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use http::{header, HeaderMap, Response, StatusCode};
 use hyper::body::Incoming;
 
+use crate::digest::{Digests, Hasher};
 use crate::error::{NodeError, Result};
 use crate::routes::check_name;
 use crate::store::{Acquired, Store, TusUpload};
@@ -32,8 +35,46 @@ pub const OFFSET_OCTET_STREAM: &str = "application/offset+octet-stream";
 /// An upload's lease outlives its node by at most this: then any node may continue it.
 pub const LEASE_TTL: Duration = Duration::from_secs(3);
 
+/// The tus endpoint: its settings and what this node remembers between PATCHes.
+#[derive(Default)]
+pub struct Tus {
+    pub limits: TusLimits,
+    pub carry: HashCarry,
+}
+
+/// How many uploads' running digests a node keeps at most.
+const CARRY_MAX: usize = 1024;
+
+/// Whole-file digests carried between PATCHes that reach this node in order, so the last
+/// PATCH need not read the file back to compute them. Only a shortcut: when a PATCH lands on
+/// another node (or this one restarted), the digests come from the stored chunks instead.
+#[derive(Default)]
+pub struct HashCarry {
+    running: Mutex<HashMap<String, (i64, Hasher)>>,
+}
+
+impl HashCarry {
+    /// The digests of the first `offset` bytes of upload `id`, if this node has them.
+    pub fn take(&self, id: &str, offset: i64) -> Option<Hasher> {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        match running.remove(id) {
+            Some((at, hasher)) if at == offset => Some(hasher),
+            _ => None,
+        }
+    }
+
+    pub fn put(&self, id: &str, offset: i64, hasher: Hasher) {
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        if running.len() >= CARRY_MAX {
+            // Forgetting costs one read-back at the end, never correctness.
+            running.clear();
+        }
+        running.insert(id.to_string(), (offset, hasher));
+    }
+}
+
 /// Settings of the tus endpoint.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct TusLimits {
     pub max_size: u64,
     pub chunks_per_write: usize,
@@ -83,8 +124,9 @@ pub async fn create(
     store: &Store,
     headers: &HeaderMap,
     body: Incoming,
-    limits: &TusLimits,
+    tus: &Tus,
 ) -> Result<Response<Body>> {
+    let limits = &tus.limits;
     if header_str(headers, "upload-defer-length").is_some() {
         return Err(bad(
             "Upload-Defer-Length is not supported; send Upload-Length",
@@ -128,12 +170,12 @@ pub async fn create(
     tracing::info!(upload = %upload.id, file = %upload.name, length, "tus upload created");
     let with_data = header_str(headers, header::CONTENT_TYPE.as_str()) == Some(OFFSET_OCTET_STREAM);
     let offset = if length == 0 {
-        finish(store, &upload, limits).await?;
+        finish(store, &upload, limits, None).await?;
         0
     } else if with_data {
         match store.tus_acquire(&upload.id, LEASE_TTL).await? {
             Acquired::Leased { upload, token } => {
-                write_patch(store, *upload, token, None, body, limits).await?
+                write_patch(store, *upload, token, None, body, tus).await?
             }
             _ => 0,
         }
@@ -189,7 +231,7 @@ pub async fn patch(
     id: &str,
     headers: &HeaderMap,
     body: Incoming,
-    limits: &TusLimits,
+    tus: &Tus,
 ) -> Result<Response<Body>> {
     if header_str(headers, header::CONTENT_TYPE.as_str()) != Some(OFFSET_OCTET_STREAM) {
         return Err(NodeError::UnsupportedMediaType(format!(
@@ -221,7 +263,7 @@ pub async fn patch(
     let new_offset = if upload.done {
         upload.length
     } else {
-        write_patch(store, upload, token, checksum, body, limits).await?
+        write_patch(store, upload, token, checksum, body, tus).await?
     };
     drop(lease);
     let current = store.tus_get(id).await?;
@@ -252,8 +294,15 @@ impl Drop for LeaseGuard {
     }
 }
 
-pub(super) async fn finish(store: &Store, upload: &TusUpload, limits: &TusLimits) -> Result<()> {
-    let info = store.tus_finish(upload, limits.chunks_per_read).await?;
+pub(super) async fn finish(
+    store: &Store,
+    upload: &TusUpload,
+    limits: &TusLimits,
+    digests: Option<Digests>,
+) -> Result<()> {
+    let info = store
+        .tus_finish(upload, limits.chunks_per_read, digests)
+        .await?;
     tracing::info!(upload = %upload.id, file = %info.name, length = info.length, "tus upload complete");
     Ok(())
 }

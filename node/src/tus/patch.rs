@@ -14,9 +14,14 @@ use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
 use super::headers::{Algorithm, Checksum};
-use super::{finish, TusLimits, LEASE_TTL};
+use super::{finish, Tus, LEASE_TTL};
+use crate::digest::Hasher;
 use crate::error::{NodeError, Result};
 use crate::store::{Store, TusUpload};
+
+/// Without a checksum, the durable offset moves at most this often during a PATCH: each
+/// move is a journaled write, and a crash costs the client at most this much re-sending.
+const ADVANCE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 enum PatchHasher {
     Sha1(Sha1),
@@ -55,8 +60,9 @@ pub(super) async fn write_patch(
     token: i64,
     checksum: Option<Checksum>,
     body: Incoming,
-    limits: &TusLimits,
+    tus: &Tus,
 ) -> Result<i64> {
+    let limits = &tus.limits;
     let cs = upload.chunk_size as usize;
     let start_chunk = upload.offset / cs as i64;
     let mut next_n = start_chunk;
@@ -64,7 +70,13 @@ pub(super) async fn write_patch(
     let mut received = upload.offset;
     let mut batch: Vec<Bytes> = Vec::with_capacity(limits.chunks_per_write);
     let mut hasher = checksum.as_ref().map(|c| PatchHasher::new(c.algorithm));
+    // The whole file's digests, when this node has seen every byte before this PATCH.
+    let mut whole = match upload.offset {
+        0 => Some(Hasher::default()),
+        offset => tus.carry.take(&upload.id, offset),
+    };
     let mut last_renew = tokio::time::Instant::now();
+    let mut last_advance = last_renew;
     let stream = BodyDataStream::new(body);
     futures::pin_mut!(stream);
 
@@ -84,6 +96,9 @@ pub(super) async fn write_patch(
             if let Some(h) = hasher.as_mut() {
                 h.update(&data);
             }
+            if let Some(h) = whole.as_mut() {
+                h.update(&data);
+            }
             while !data.is_empty() {
                 let take = (cs - partial.len()).min(data.len());
                 partial.extend_from_slice(&data.split_to(take));
@@ -100,8 +115,8 @@ pub(super) async fn write_patch(
                     store.tus_write(&upload, next_n, &batch).await?;
                     next_n += batch.len() as i64;
                     batch.clear();
-                    // Without a checksum every journaled batch is progress a retry keeps.
-                    if hasher.is_none() {
+                    // Without a checksum journaled batches are progress a retry keeps.
+                    if hasher.is_none() && last_advance.elapsed() >= ADVANCE_EVERY {
                         let durable = next_n * cs as i64;
                         if !store
                             .tus_advance(
@@ -117,6 +132,7 @@ pub(super) async fn write_patch(
                             return Err(NodeError::Locked(format!("upload {}", upload.id)));
                         }
                         last_renew = tokio::time::Instant::now();
+                        last_advance = last_renew;
                     }
                 }
             }
@@ -168,11 +184,13 @@ pub(super) async fn write_patch(
     {
         return Err(NodeError::Locked(format!("upload {}", upload.id)));
     }
-    outcome?;
     if complete {
         let mut done = upload;
         done.offset = received;
-        finish(store, &done, limits).await?;
+        finish(store, &done, limits, whole.map(Hasher::finish)).await?;
+    } else if let Some(h) = whole {
+        tus.carry.put(&upload.id, received, h);
     }
+    outcome?;
     Ok(received)
 }
