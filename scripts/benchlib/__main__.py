@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import shlex
 import shutil
@@ -21,6 +22,7 @@ from .stack import ROOT, Stack
 from .workloads import SMALL_FILES, SMALL_SIZE, Ctx
 
 SECTIONS = ["large", "concurrent", "small", "proxy"]
+LAST_RUN = ROOT / "target" / "bench" / "last-run.json"
 
 
 def parse() -> argparse.Namespace:
@@ -43,11 +45,12 @@ def parse() -> argparse.Namespace:
                    help="write the report here (default BENCHMARKS.md after a full run of every section)")
     p.add_argument("--keep", action="store_true", help="keep the scratch directory (logs, configs)")
     p.add_argument("--no-build", action="store_true", help="use the binaries already built")
+    p.add_argument("--render", type=Path, metavar="JSON",
+                   help=f"only write the report again from a run's raw results (each run saves "
+                   f"them to {LAST_RUN.relative_to(ROOT)})")
     p.add_argument("--bins", type=Path, default=ROOT / "target" / "release", help=argparse.SUPPRESS)
     a = p.parse_args()
-    full = not (a.quick or a.only != ",".join(SECTIONS) or a.size_mib or a.wrk_seconds or a.reps)
-    if a.out is None and full:
-        a.out = ROOT / "BENCHMARKS.md"
+    a.full = not (a.quick or a.only != ",".join(SECTIONS) or a.size_mib or a.wrk_seconds or a.reps)
     # Single transfers through the database vary most from run to run, and cost least.
     a.large_reps = a.reps or (1 if a.quick else 5)
     a.reps = a.reps or (1 if a.quick else 3)
@@ -124,14 +127,19 @@ def run(a: argparse.Namespace, work: Path, procs: Procs) -> str:
         workloads.small(ctx, "proxy", targets)
         procs.stop_all()
 
-    command = shlex.join(["scripts/bench", *sys.argv[1:]])
-    return report.render(ctx.results, size=a.size, reps=a.reps, large_reps=a.large_reps,
-                         wrk_seconds=a.wrk_seconds,
-                         command=command, seconds=time.monotonic() - started)
+    meta = report.meta(size=a.size, reps=a.reps, large_reps=a.large_reps, wrk_seconds=a.wrk_seconds,
+                       command=shlex.join(["scripts/bench", *sys.argv[1:]]),
+                       seconds=time.monotonic() - started, full=a.full)
+    LAST_RUN.parent.mkdir(parents=True, exist_ok=True)
+    LAST_RUN.write_text(json.dumps({"meta": meta, "results": ctx.results}, indent=1))
+    return report.render(ctx.results, meta)
 
 
 def main() -> int:
     a = parse()
+    if a.render:
+        saved = json.loads(a.render.read_text())
+        return publish(a, report.render(saved["results"], saved["meta"]), saved["meta"]["full"])
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     work = Path(tempfile.mkdtemp(prefix="speedbox-bench."))
     (work / "logs").mkdir()
@@ -149,10 +157,17 @@ def main() -> int:
             shutil.rmtree(work, ignore_errors=True)
         elif ok:
             print(f"scratch directory kept: {work}", file=sys.stderr)
+    print(f"raw results: {LAST_RUN}", file=sys.stderr)
+    return publish(a, text, a.full)
+
+
+def publish(a: argparse.Namespace, text: str, full: bool) -> int:
+    """Prints the report; writes it to --out, or to BENCHMARKS.md after a full run."""
     print(text)
-    if a.out:
-        a.out.write_text(text + "\n")
-        print(f"wrote {a.out}", file=sys.stderr)
+    out = a.out or (ROOT / "BENCHMARKS.md" if full else None)
+    if out:
+        out.write_text(text + "\n")
+        print(f"==> wrote {out}", file=sys.stderr)
     return 0
 
 
