@@ -68,26 +68,13 @@ impl Body for UpBody {
             UpBody::Empty => return Poll::Ready(None),
             UpBody::Stream(stream) => stream,
         };
-        match Pin::new(&mut stream.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                stream.idle.progress();
-                // hyper stops polling once a sized body reports its end, so this may be
-                // the last call we get
-                if stream.inner.is_end_stream() {
-                    stream.finish();
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-            Poll::Ready(None) => {
-                stream.finish();
-                Poll::Ready(None)
-            }
-            Poll::Pending => match stream.idle.poll_expired(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(BodyError::Idle(stream.idle.timeout())))),
-                Poll::Pending => Poll::Pending,
-            },
+        let polled = poll_idle(&mut stream.inner, &mut stream.idle, cx);
+        // hyper stops polling once a sized body reports its end, so the last frame may be
+        // the last call we get
+        if matches!(polled, Poll::Ready(None)) || stream.inner.is_end_stream() {
+            stream.finish();
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -165,21 +152,11 @@ impl Body for ProxyBody {
             }
             ProxyBody::Upstream(stream) => stream,
         };
-        match Pin::new(&mut stream.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                stream.idle.progress();
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-            Poll::Ready(None) => {
-                stream.ended = true;
-                Poll::Ready(None)
-            }
-            Poll::Pending => match stream.idle.poll_expired(cx) {
-                Poll::Ready(()) => Poll::Ready(Some(Err(BodyError::Idle(stream.idle.timeout())))),
-                Poll::Pending => Poll::Pending,
-            },
+        let polled = poll_idle(&mut stream.inner, &mut stream.idle, cx);
+        if matches!(polled, Poll::Ready(None)) {
+            stream.ended = true;
         }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
@@ -194,5 +171,25 @@ impl Body for ProxyBody {
             ProxyBody::Full(full) => full.size_hint(),
             ProxyBody::Upstream(stream) => stream.inner.size_hint(),
         }
+    }
+}
+
+/// The next frame of `inner`, or an error once it has stalled for the idle timeout.
+fn poll_idle(
+    inner: &mut Incoming,
+    idle: &mut IdleTimer,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    match Pin::new(inner).poll_frame(cx) {
+        Poll::Ready(Some(Ok(frame))) => {
+            idle.progress();
+            Poll::Ready(Some(Ok(frame)))
+        }
+        Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+        Poll::Ready(None) => Poll::Ready(None),
+        Poll::Pending => match idle.poll_expired(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(BodyError::Idle(idle.timeout())))),
+            Poll::Pending => Poll::Pending,
+        },
     }
 }

@@ -17,7 +17,6 @@ use http::{Method, Request, Response, Uri, Version};
 use http_body::Body;
 use hyper::body::Incoming;
 use speedbox_common::headers::X_REQUEST_ID;
-use tracing::Instrument;
 
 use crate::body::{ProxyBody, RequestStream, ResponseStream, UpBody};
 use crate::conn::{self, SendError};
@@ -45,19 +44,13 @@ pub async fn handle(
     } else if request.uri().path() == page::PATH {
         page::respond(request.method())
     } else {
-        let span = tracing::info_span!(
-            "request",
-            id = request_id.to_str().unwrap_or_default(),
-            method = %request.method(),
-        );
-        // into_response logs, so it runs inside the span that carries the request id
-        async {
-            forward(&pool, client, request, &request_id)
-                .await
-                .unwrap_or_else(ProxyError::into_response)
-        }
-        .instrument(span)
-        .await
+        let method = request.method().clone();
+        forward(&pool, client, request, &request_id)
+            .await
+            .unwrap_or_else(|error| {
+                error.log(request_id.to_str().unwrap_or_default(), &method);
+                error.into_response()
+            })
     };
     response.headers_mut().insert(X_REQUEST_ID, request_id);
     Ok(response)
@@ -137,7 +130,12 @@ async fn forward(
             }
             (None, None) => return Err(upstream()),
         };
-        tracing::info!(node = %node.id, "trying another node: {reason}");
+        tracing::info!(
+            id = request_id.to_str().unwrap_or_default(),
+            method = %request.method(),
+            node = %node.id,
+            "trying another node: {reason}"
+        );
         reasons.push(format!("{}: {reason}", node.id));
         failed.push(i);
     }

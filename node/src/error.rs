@@ -33,6 +33,9 @@ pub enum NodeError {
     Database(#[from] mongodb::error::Error),
     #[error("stored file is damaged: {0}")]
     Corrupt(String),
+    /// A bug or a runtime shutting down (a background task that panicked or was cancelled).
+    #[error("internal error: {0}")]
+    Internal(String),
     #[error("Tus-Resumable: 1.0.0 is required")]
     TusVersion,
     #[error("{0} is being written by another request; retry shortly")]
@@ -61,7 +64,7 @@ impl NodeError {
             TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             BodyIdle(_) => StatusCode::REQUEST_TIMEOUT,
             Database(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Corrupt(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Corrupt(_) | Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             TusVersion => StatusCode::PRECONDITION_FAILED,
             Locked(_) => StatusCode::LOCKED,
             Gone(_) => StatusCode::GONE,

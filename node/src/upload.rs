@@ -68,15 +68,14 @@ where
                 }
             }
             if batch.len() == limits.chunks_per_write {
-                upload.write(&batch).await?;
-                batch.clear();
+                upload.write(std::mem::take(&mut batch)).await?;
             }
         }
     }
     if !partial.is_empty() {
         batch.push(partial.freeze());
     }
-    upload.write(&batch).await?;
+    upload.write(batch).await?;
     let digests = hasher.finish();
     expected.check(&digests)?;
     let content_type = content_type.map_or_else(|| guess_type(name), str::to_string);

@@ -43,6 +43,9 @@ def parse() -> argparse.Namespace:
                    "against the driver only)")
     p.add_argument("--out", type=Path,
                    help="write the report here (default BENCHMARKS.md after a full run of every section)")
+    p.add_argument("--db", choices=["rs", "py"],
+                   help="the SecantusDB server: rs = secantusd-rs (default; scripts/bench installs it), "
+                   "py = secantusd-py (default with --quick, as in CI)")
     p.add_argument("--keep", action="store_true", help="keep the scratch directory (logs, configs)")
     p.add_argument("--no-build", action="store_true", help="use the binaries already built")
     p.add_argument("--render", type=Path, metavar="JSON",
@@ -56,6 +59,7 @@ def parse() -> argparse.Namespace:
     a.reps = a.reps or (1 if a.quick else 3)
     a.size = (a.size_mib or (32 if a.quick else 1024)) << 20
     a.wrk_seconds = a.wrk_seconds or (2 if a.quick else 10)
+    a.db = a.db or ("py" if a.quick else "rs")
     a.sections = set(a.only.split(","))
     a.storage_only = a.sections == {"storage"}
     if a.storage_only:
@@ -91,7 +95,7 @@ def run(a: argparse.Namespace, work: Path, procs: Procs) -> str:
     small_sha = [write_random(www / "files" / "small" / f"{i:03d}.bin", SMALL_SIZE) for i in range(SMALL_FILES)]
     for p in (work, *www.rglob("*")):
         p.chmod(0o755 if p.is_dir() else 0o644)  # nginx's workers read www
-    stack = Stack(work, procs, a.bins)
+    stack = Stack(work, procs, a.bins, a.db)
     ctx = Ctx(stack, procs, work, big, big_sha, a.size, a.reps, a.large_reps, a.wrk_seconds, a.quick)
     small_path = "/files/small/000.bin"
 
@@ -127,7 +131,7 @@ def run(a: argparse.Namespace, work: Path, procs: Procs) -> str:
         workloads.small(ctx, "proxy", targets)
         procs.stop_all()
 
-    meta = report.meta(size=a.size, reps=a.reps, large_reps=a.large_reps, wrk_seconds=a.wrk_seconds,
+    meta = report.meta(db=stack.db_label, size=a.size, reps=a.reps, large_reps=a.large_reps, wrk_seconds=a.wrk_seconds,
                        command=shlex.join(["scripts/bench", *sys.argv[1:]]),
                        seconds=time.monotonic() - started, full=a.full)
     LAST_RUN.parent.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,6 @@ drift between rounds cancels; peak RSS is the maximum over the runs."""
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
 import platform
 import re
@@ -221,7 +220,7 @@ def command_version(argv: list[str], pattern: str) -> str:
     return m.group(1) if m else "?"
 
 
-def machine() -> list[str]:
+def machine(db: str) -> list[str]:
     cpuinfo = open("/proc/cpuinfo").read()
     model = next((l.split(":", 1)[1].strip() for l in cpuinfo.splitlines() if l.startswith("model name")), "?")
     mem_kib = int(next(l.split()[1] for l in open("/proc/meminfo") if l.startswith("MemTotal:")))
@@ -231,10 +230,6 @@ def machine() -> list[str]:
                             capture_output=True, text=True).stdout.strip() or "?"
     dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--untracked-files=no"],
                            capture_output=True, text=True).stdout.split()[1::2]
-    try:
-        secantus = importlib.metadata.version("SecantusDB")
-    except importlib.metadata.PackageNotFoundError:
-        secantus = "?"
     nginx = command_version(["nginx", "-v"], r"nginx/(\S+)")
     haproxy = command_version(["haproxy", "-v"], r"version (\S+)")
     wrk = command_version(["wrk", "-v"], r"wrk \S*?(\d[\d.]*\d)")
@@ -243,7 +238,7 @@ def machine() -> list[str]:
         f"- Machine: {os.cpu_count()} cores ({model}), {mem_kib / (1 << 20):.1f} GiB memory, "
         f"{osname}, kernel {platform.release()}.",
         f"- Software: nginx {nginx}, HAProxy {haproxy}, wrk {wrk}, curl {curl}, "
-        f"SecantusDB {secantus} (`{os.path.basename(os.environ.get('SECANTUSD', 'secantusd-py'))}`).",
+        f"database {db}.",
         f"- Code: commit {commit}"
         + (f" with uncommitted changes to {', '.join(dirty)}" if dirty else "")
         + ", release build.",
@@ -291,12 +286,12 @@ MB/s as a lower bound; the ratios carry over better. MB = 10^6 bytes.
 """
 
 
-def meta(*, size: int, reps: int, large_reps: int, wrk_seconds: int, command: str, seconds: float,
+def meta(*, db: str, size: int, reps: int, large_reps: int, wrk_seconds: int, command: str, seconds: float,
          full: bool) -> dict:
     """What the report says about the run besides the results, taken when it ran."""
     return {
         "size": size, "reps": reps, "large_reps": large_reps, "wrk_seconds": wrk_seconds,
-        "command": command, "seconds": seconds, "full": full, "machine": machine(),
+        "command": command, "seconds": seconds, "full": full, "machine": machine(db),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
 
