@@ -36,10 +36,12 @@ use crate::routes::ListQuery;
 mod sweep;
 mod tus;
 mod upload;
+mod writer;
 
 pub use sweep::Swept;
 pub use tus::{Acquired, TusUpload};
 pub use upload::Upload;
+pub use writer::ChunkWriter;
 
 /// What a name points at: the current revision of a file and its metadata.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

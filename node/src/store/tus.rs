@@ -14,7 +14,6 @@ use std::time::Duration;
 use bson::oid::ObjectId;
 use bson::spec::BinarySubtype;
 use bson::{doc, Binary, DateTime};
-use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use super::{FileInfo, Finished, Store};
@@ -169,16 +168,6 @@ impl Store {
             )
             .await?;
         Ok(renewed.matched_count == 1)
-    }
-
-    /// Writes whole chunks starting at chunk `first_n`.
-    pub async fn tus_write(
-        &self,
-        upload: &TusUpload,
-        first_n: i64,
-        chunks: &[Bytes],
-    ) -> Result<()> {
-        self.insert_chunks(upload.file_id, first_n, chunks).await
     }
 
     /// Records `offset` (with the bytes of the unfinished chunk) as durable, sliding the

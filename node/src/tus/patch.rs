@@ -75,6 +75,7 @@ pub(super) async fn write_patch(
         0 => Some(Hasher::default()),
         offset => tus.carry.take(&upload.id, offset),
     };
+    let mut writer = store.chunk_writer(upload.file_id);
     let mut last_renew = tokio::time::Instant::now();
     let mut last_advance = last_renew;
     let stream = BodyDataStream::new(body);
@@ -112,11 +113,12 @@ pub(super) async fn write_patch(
                         }
                         last_renew = tokio::time::Instant::now();
                     }
-                    store.tus_write(&upload, next_n, &batch).await?;
-                    next_n += batch.len() as i64;
-                    batch.clear();
+                    let written = batch.len() as i64;
+                    writer.write(next_n, std::mem::take(&mut batch)).await?;
+                    next_n += written;
                     // Without a checksum journaled batches are progress a retry keeps.
                     if hasher.is_none() && last_advance.elapsed() >= ADVANCE_EVERY {
+                        writer.flush().await?;
                         let durable = next_n * cs as i64;
                         if !store
                             .tus_advance(
@@ -143,8 +145,11 @@ pub(super) async fn write_patch(
 
     if let Err(NodeError::Locked(_)) = outcome {
         // Another request owns the upload now; anything we wrote could collide with it.
+        writer.settled().await;
         return outcome.map(|()| received);
     }
+    // The offset may only move over chunks that are in; a failed write leaves a hole.
+    let flushed = writer.flush().await;
     let complete = received == upload.length;
     let verified = match (&outcome, checksum, hasher) {
         (Ok(()), Some(expected), Some(h)) => {
@@ -164,12 +169,17 @@ pub(super) async fn write_patch(
         store.tus_discard_from(&upload, start_chunk).await?;
         return Err(outcome.err().unwrap_or(e));
     }
+    if let Err(e) = flushed {
+        // The offset stays where it was; the next PATCH's lease clears what lies beyond.
+        return Err(outcome.err().unwrap_or(e));
+    }
     // Keep every byte that arrived (a broken PATCH included): full chunks, then the rest as
     // the tail, or as the file's last chunk when the upload is complete.
     if complete && !partial.is_empty() {
         batch.push(partial.split().freeze());
     }
-    store.tus_write(&upload, next_n, &batch).await?;
+    writer.write(next_n, batch).await?;
+    writer.flush().await?;
     let tail = partial.freeze();
     if !store
         .tus_advance(
