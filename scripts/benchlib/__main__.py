@@ -23,6 +23,8 @@ from .workloads import SMALL_FILES, SMALL_SIZE, Ctx
 
 SECTIONS = ["large", "concurrent", "small", "proxy"]
 LAST_RUN = ROOT / "target" / "bench" / "last-run.json"
+# --quick runs (CI's, the test suite's) keep theirs apart, so they never replace a full run's.
+LAST_QUICK_RUN = LAST_RUN.with_name("last-quick-run.json")
 
 
 def parse() -> argparse.Namespace:
@@ -96,6 +98,7 @@ def run(a: argparse.Namespace, work: Path, procs: Procs) -> str:
     for p in (work, *www.rglob("*")):
         p.chmod(0o755 if p.is_dir() else 0o644)  # nginx's workers read www
     stack = Stack(work, procs, a.bins, a.db)
+    machine = report.machine(stack.db_label)
     ctx = Ctx(stack, procs, work, big, big_sha, a.size, a.reps, a.large_reps, a.wrk_seconds, a.quick)
     small_path = "/files/small/000.bin"
 
@@ -131,11 +134,12 @@ def run(a: argparse.Namespace, work: Path, procs: Procs) -> str:
         workloads.small(ctx, "proxy", targets)
         procs.stop_all()
 
-    meta = report.meta(db=stack.db_label, size=a.size, reps=a.reps, large_reps=a.large_reps, wrk_seconds=a.wrk_seconds,
+    meta = report.meta(machine=machine, size=a.size, reps=a.reps, large_reps=a.large_reps, wrk_seconds=a.wrk_seconds,
                        command=shlex.join(["scripts/bench", *sys.argv[1:]]),
                        seconds=time.monotonic() - started, full=a.full)
-    LAST_RUN.parent.mkdir(parents=True, exist_ok=True)
-    LAST_RUN.write_text(json.dumps({"meta": meta, "results": ctx.results}, indent=1))
+    saved = LAST_QUICK_RUN if a.quick else LAST_RUN
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    saved.write_text(json.dumps({"meta": meta, "results": ctx.results}, indent=1))
     return report.render(ctx.results, meta)
 
 
@@ -161,7 +165,7 @@ def main() -> int:
             shutil.rmtree(work, ignore_errors=True)
         elif ok:
             print(f"scratch directory kept: {work}", file=sys.stderr)
-    print(f"raw results: {LAST_RUN}", file=sys.stderr)
+    print(f"raw results: {LAST_QUICK_RUN if a.quick else LAST_RUN}", file=sys.stderr)
     return publish(a, text, a.full)
 
 

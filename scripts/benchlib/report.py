@@ -286,12 +286,13 @@ MB/s as a lower bound; the ratios carry over better. MB = 10^6 bytes.
 """
 
 
-def meta(*, db: str, size: int, reps: int, large_reps: int, wrk_seconds: int, command: str, seconds: float,
-         full: bool) -> dict:
-    """What the report says about the run besides the results, taken when it ran."""
+def meta(*, machine: list[str], size: int, reps: int, large_reps: int, wrk_seconds: int, command: str,
+         seconds: float, full: bool) -> dict:
+    """What the report says about the run besides the results (`machine` taken as it started:
+    the code measured is the code built then, whatever changed while it ran)."""
     return {
         "size": size, "reps": reps, "large_reps": large_reps, "wrk_seconds": wrk_seconds,
-        "command": command, "seconds": seconds, "full": full, "machine": machine(db),
+        "command": command, "seconds": seconds, "full": full, "machine": machine,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
 
