@@ -17,6 +17,7 @@
 //! Every write is journaled (`j: true`) unless the URI says otherwise: an acknowledged file
 //! must survive a crash of the database.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bson::oid::ObjectId;
@@ -29,6 +30,7 @@ use mongodb::options::{Acknowledgment, ClientOptions, IndexOptions, WriteConcern
 use mongodb::{Client, Collection, IndexModel};
 use serde::{Deserialize, Serialize};
 use speedbox_common::config::{MongoConfig, StorageConfig};
+use tokio::sync::Semaphore;
 
 use crate::error::{NodeError, Result};
 use crate::routes::ListQuery;
@@ -80,6 +82,8 @@ pub struct Store {
     chunk_size: u32,
     node_id: String,
     heartbeat_every: Duration,
+    /// Chunk writes in flight on this node, across all uploads (see [`writer`]).
+    background_writes: Arc<Semaphore>,
 }
 
 impl Store {
@@ -113,6 +117,7 @@ impl Store {
             node_id: node_id.to_string(),
             // Well inside the grace period, so a live upload is never taken for abandoned.
             heartbeat_every: Duration::from_secs(storage.gc_grace_secs.max(1)).div_f64(4.0),
+            background_writes: Arc::new(Semaphore::new(writer::NODE_WRITES_IN_FLIGHT)),
         })
     }
 
