@@ -216,6 +216,18 @@ def node_state(host, port, node_id) -> str | None:
     return None
 
 
+def wait_all_up(host: str, port: int, timeout: float) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if all(n["state"] == "up" for n in cluster_view(host, port)["nodes"]):
+                return True
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.25)
+    return False
+
+
 def run(cluster, duration: float, kills: int, kill_db: bool, sizes, workers: int, seed: int) -> int:
     host, port = cluster.balancer_listen.rsplit(":", 1)
     port = int(port)
@@ -252,6 +264,10 @@ def run(cluster, duration: float, kills: int, kill_db: bool, sizes, workers: int
     for t in threads:
         t.join(timeout=300)
     print("  load stopped; verifying every acknowledged upload", flush=True)
+    # A database killed near the end may still be recovering: its files are not lost, the
+    # cluster is down. Verify once every node passes its health check (a real read) again.
+    if not wait_all_up(host, port, timeout=120):
+        print("  not every node is up again after 120 s; verifying anyway", flush=True)
     verified, lost = drill.verify()
     listed = drill.listed()
     partial = sorted(listed - set(drill.acked))
