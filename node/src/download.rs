@@ -93,7 +93,7 @@ fn stream_chunks(store: Store, file: FileInfo, start: u64, count: u64, window: u
         let mut n = first;
         while n <= last {
             let to = (n + window).min(last + 1);
-            let chunks = match store.read_chunks(&file, n, to).await {
+            let chunks = match store.read_chunks(file.layout(), n, to).await {
                 Ok(chunks) => chunks,
                 Err(e) => {
                     tracing::error!(file = %file.name, chunk = n, error = %e, "download cut short");

@@ -62,6 +62,24 @@ pub struct FileInfo {
     pub version: i64,
 }
 
+/// What reading a file's chunks needs to know: where they are and how long each must be.
+#[derive(Debug, Clone, Copy)]
+pub struct ChunkLayout {
+    pub file_id: ObjectId,
+    pub chunk_size: u64,
+    pub length: u64,
+}
+
+impl FileInfo {
+    pub fn layout(&self) -> ChunkLayout {
+        ChunkLayout {
+            file_id: self.file_id,
+            chunk_size: self.chunk_size as u64,
+            length: self.length as u64,
+        }
+    }
+}
+
 /// Digests and type of a completely received upload.
 #[derive(Debug, Clone)]
 pub struct Finished {
@@ -212,7 +230,7 @@ impl Store {
     }
 
     /// Chunks `from..to` of a file, in order, each checked for its number and size.
-    pub async fn read_chunks(&self, file: &FileInfo, from: u64, to: u64) -> Result<Vec<Bytes>> {
+    pub async fn read_chunks(&self, file: ChunkLayout, from: u64, to: u64) -> Result<Vec<Bytes>> {
         let filter = doc! {"files_id": file.file_id, "n": {"$gte": from as i64, "$lt": to as i64}};
         let mut cursor = self
             .chunks
@@ -221,8 +239,7 @@ impl Store {
             .batch_size((to - from) as u32)
             .await?;
         let mut out = Vec::with_capacity((to - from) as usize);
-        let cs = file.chunk_size as u64;
-        let length = file.length as u64;
+        let (cs, length) = (file.chunk_size, file.length);
         while let Some(raw) = cursor.try_next().await? {
             let n = from + out.len() as u64;
             let corrupt =

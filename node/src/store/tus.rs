@@ -16,7 +16,7 @@ use bson::spec::BinarySubtype;
 use bson::{doc, Binary, DateTime};
 use serde::{Deserialize, Serialize};
 
-use super::{FileInfo, Finished, Store};
+use super::{ChunkLayout, FileInfo, Finished, Store};
 use crate::digest::{Digests, Hasher};
 use crate::error::Result;
 
@@ -64,23 +64,17 @@ fn after(d: Duration) -> DateTime {
 impl Store {
     /// MD5 and SHA-256 of an upload's stored chunks, read back in windows.
     async fn digest_stored(&self, upload: &TusUpload, window: u64) -> Result<Digests> {
-        let probe = FileInfo {
-            name: upload.name.clone(),
+        let layout = ChunkLayout {
             file_id: upload.file_id,
-            length: upload.length,
-            chunk_size: upload.chunk_size,
-            content_type: String::new(),
-            md5: String::new(),
-            sha256: String::new(),
-            uploaded_at: DateTime::now(),
-            version: 0,
+            chunk_size: upload.chunk_size as u64,
+            length: upload.length as u64,
         };
         let mut hasher = Hasher::default();
-        let total = (upload.length as u64).div_ceil(upload.chunk_size as u64);
+        let total = layout.length.div_ceil(layout.chunk_size);
         let mut n = 0;
         while n < total {
             let to = (n + window).min(total);
-            for chunk in self.read_chunks(&probe, n, to).await? {
+            for chunk in self.read_chunks(layout, n, to).await? {
                 hasher.update(&chunk);
             }
             n = to;
