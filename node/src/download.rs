@@ -6,16 +6,15 @@
 //! stays at about two windows per download. A client that goes away closes the channel and
 //! the task stops.
 
-use std::time::{Duration, SystemTime};
-
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 use http_body::Frame;
 use http_body_util::{BodyExt, StreamBody};
 use tokio::sync::mpsc;
 
+use crate::conditional::{etag, http_date, Decision, Preconditions};
 use crate::error::{NodeError, Result};
-use crate::range::{chunk_span, if_range_holds, none_match, parse_range, RangeRequest};
+use crate::range::{chunk_span, if_range_holds, parse_range, RangeRequest};
 use crate::store::{FileInfo, Store};
 use crate::{empty_body, Body};
 
@@ -28,7 +27,7 @@ pub fn respond(
     chunks_per_read: u64,
 ) -> Result<Response<Body>> {
     let etag = etag(&file);
-    let last_modified = http_date(&file);
+    let last_modified = http_date(file.uploaded_at.timestamp_millis());
     let header_str = |name| {
         headers
             .get(name)
@@ -38,11 +37,15 @@ pub fn respond(
         .header(header::ETAG, &etag)
         .header(header::LAST_MODIFIED, &last_modified)
         .header(header::ACCEPT_RANGES, "bytes");
-    if none_match(header_str(header::IF_NONE_MATCH), &etag) {
-        return builder
-            .status(StatusCode::NOT_MODIFIED)
-            .body(empty_body())
-            .map_err(|e| NodeError::Corrupt(e.to_string()));
+    match Preconditions::from_headers(headers).evaluate_file(Some(&file), true) {
+        Decision::Proceed => {}
+        Decision::Failed => return Err(NodeError::PreconditionFailed(file.name)),
+        Decision::NotModified => {
+            return builder
+                .status(StatusCode::NOT_MODIFIED)
+                .body(empty_body())
+                .map_err(|e| NodeError::Internal(format!("cannot build response: {e}")))
+        }
     }
     let length = file.length as u64;
     let range = if if_range_holds(header_str(header::IF_RANGE), &etag, &last_modified) {
@@ -71,17 +74,7 @@ pub fn respond(
         .header(header::CONTENT_TYPE, &file.content_type)
         .header(header::CONTENT_LENGTH, count)
         .body(body)
-        .map_err(|e| NodeError::BadRequest(format!("cannot build response: {e}")))
-}
-
-/// A strong validator that any node derives alike: the content's SHA-256.
-pub fn etag(file: &FileInfo) -> String {
-    format!("\"{}\"", file.sha256)
-}
-
-fn http_date(file: &FileInfo) -> String {
-    let millis = file.uploaded_at.timestamp_millis().max(0) as u64;
-    httpdate::fmt_http_date(SystemTime::UNIX_EPOCH + Duration::from_millis(millis))
+        .map_err(|e| NodeError::Internal(format!("cannot build response: {e}")))
 }
 
 fn stream_chunks(store: Store, file: FileInfo, start: u64, count: u64, window: u64) -> Body {

@@ -48,6 +48,9 @@ pub enum NodeError {
     ChecksumMismatch,
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// RFC 9110 §13: a conditional write or read whose precondition is false.
+    #[error("precondition failed for {0:?}: it was not changed")]
+    PreconditionFailed(String),
 }
 
 /// tus 1.0's "460 Checksum Mismatch".
@@ -73,6 +76,7 @@ impl NodeError {
                 StatusCode::from_u16(CHECKSUM_MISMATCH).unwrap_or(StatusCode::BAD_REQUEST)
             }
             UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
         }
     }
 

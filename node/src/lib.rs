@@ -5,6 +5,7 @@
 //! talks to MongoDB; [`maintenance`] creates indexes and sweeps garbage in the background.
 #![forbid(unsafe_code)]
 
+pub mod conditional;
 pub mod cors;
 pub mod digest;
 pub mod download;

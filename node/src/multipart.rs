@@ -9,10 +9,11 @@ use http::HeaderMap;
 use http_body_util::BodyDataStream;
 use hyper::body::Incoming;
 
+use crate::conditional::Preconditions;
 use crate::digest::Expected;
 use crate::error::{NodeError, Result};
 use crate::routes::check_name;
-use crate::store::{FileInfo, Store};
+use crate::store::{FileInfo, Guard, Store};
 use crate::upload::{store_stream, Limits};
 
 /// Stores every file part of the form; fails if there is none.
@@ -31,6 +32,10 @@ pub async fn store_form(
             "POST /upload needs Content-Type: multipart/form-data with a boundary".into(),
         )
     })?;
+    // The request's preconditions apply to each part's name (`If-None-Match: *`: a form
+    // that never overwrites).
+    let preconditions = Preconditions::from_headers(headers);
+    let guard = preconditions.write_guard();
     let stream = BodyDataStream::new(body);
     let mut form = multer::Multipart::new(stream, boundary);
     let mut stored = Vec::new();
@@ -50,6 +55,7 @@ pub async fn store_form(
             &Expected::default(),
             data,
             limits,
+            guard.as_ref().map(|g| g as Guard<'_>),
         )
         .await?;
         stored.push(info);

@@ -67,18 +67,6 @@ pub fn parse_range(header: Option<&str>, len: u64) -> RangeRequest {
     }
 }
 
-/// Whether an `If-None-Match` header matches `etag` (weak comparison, RFC 9110 §13.1.2).
-pub fn none_match(header: Option<&str>, etag: &str) -> bool {
-    let Some(header) = header else {
-        return false;
-    };
-    let ours = etag.trim_start_matches("W/");
-    header
-        .split(',')
-        .map(str::trim)
-        .any(|candidate| candidate == "*" || candidate.trim_start_matches("W/") == ours)
-}
-
 /// Whether a Range may be honoured under `If-Range` (RFC 9110 §13.1.5): only when the
 /// validator still names this exact representation (a strong ETag, or the exact date).
 pub fn if_range_holds(header: Option<&str>, etag: &str, last_modified: &str) -> bool {
@@ -147,16 +135,6 @@ mod tests {
             assert_eq!(r(h), Full, "{h}");
         }
         assert_eq!(parse_range(None, 10), Full);
-    }
-
-    #[test]
-    fn etag_matching() {
-        let e = "\"abc\"";
-        assert!(none_match(Some("\"abc\""), e));
-        assert!(none_match(Some("\"x\", W/\"abc\""), e));
-        assert!(none_match(Some("*"), e));
-        assert!(!none_match(Some("\"abcd\""), e));
-        assert!(!none_match(None, e));
     }
 
     #[test]

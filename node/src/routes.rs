@@ -4,6 +4,7 @@ use http::Method;
 use percent_encoding::percent_decode_str;
 
 use crate::error::{NodeError, Result};
+pub use crate::store::ListQuery;
 
 /// Longest file name accepted, in bytes of UTF-8.
 pub const MAX_NAME_LEN: usize = 1024;
@@ -30,14 +31,6 @@ pub enum Route {
     TusHead(String),
     TusPatch(String),
     TusDelete(String),
-}
-
-/// `GET /files?prefix=&limit=&after=`.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ListQuery {
-    pub prefix: String,
-    pub after: Option<String>,
-    pub limit: u32,
 }
 
 /// Decides which route a request takes, or why it takes none.

@@ -13,13 +13,14 @@ use speedbox_common::headers::{X_REQUEST_ID, X_SPEEDBOX_NODE};
 use speedbox_common::respond;
 use tracing::Instrument;
 
+use crate::conditional::{self, Preconditions};
 use crate::cors;
 use crate::digest;
 use crate::download;
 use crate::error::{NodeError, Result};
 use crate::multipart;
 use crate::routes::{self, Route};
-use crate::store::{FileInfo, Store};
+use crate::store::{FileInfo, Guard, Store};
 use crate::tus;
 use crate::upload::{self, Limits};
 use crate::{empty_body, Body};
@@ -135,6 +136,8 @@ async fn dispatch(state: &AppState, mut req: Request<Incoming>) -> Result<Respon
             upload::check_declared_length(&parts.headers, &state.limits)?;
             let expected = digest::expected(&parts.headers)?;
             let data = BodyDataStream::new(body).map_err(|e| NodeError::Body(e.to_string()));
+            let preconditions = Preconditions::from_headers(&parts.headers);
+            let guard = preconditions.write_guard();
             let info = upload::store_stream(
                 store,
                 &name,
@@ -142,11 +145,12 @@ async fn dispatch(state: &AppState, mut req: Request<Incoming>) -> Result<Respon
                 &expected,
                 data,
                 state.limits,
+                guard.as_ref().map(|g| g as Guard<'_>),
             )
             .await?;
             tracing::info!(file = %info.name, length = info.length, "stored");
             let mut response = json(StatusCode::CREATED, &file_json(&info));
-            if let Ok(v) = HeaderValue::from_str(&download::etag(&info)) {
+            if let Ok(v) = HeaderValue::from_str(&conditional::etag(&info)) {
                 response.headers_mut().insert(header::ETAG, v);
             }
             Ok(response)
@@ -159,7 +163,12 @@ async fn dispatch(state: &AppState, mut req: Request<Incoming>) -> Result<Respon
             Ok(json(StatusCode::CREATED, &json!({ "files": files })))
         }
         Route::Delete(name) => {
-            if store.delete(&name).await? {
+            let preconditions = Preconditions::from_headers(req.headers());
+            let guard = preconditions.write_guard();
+            if store
+                .delete(&name, guard.as_ref().map(|g| g as Guard<'_>))
+                .await?
+            {
                 tracing::info!(file = %name, "deleted");
                 let mut response = Response::new(empty_body());
                 *response.status_mut() = StatusCode::NO_CONTENT;

@@ -14,7 +14,7 @@ use http::HeaderMap;
 
 use crate::digest::{Expected, Hasher};
 use crate::error::{NodeError, Result};
-use crate::store::{FileInfo, Finished, Store};
+use crate::store::{guess_type, FileInfo, Finished, Guard, Store};
 
 /// Limits that apply to one upload.
 #[derive(Debug, Clone, Copy)]
@@ -24,7 +24,10 @@ pub struct Limits {
     pub max_size: u64,
 }
 
-/// Streams `body` into a new revision of `name` and makes it current.
+/// Streams `body` into a new revision of `name` and makes it current, if `guard` (the
+/// request's preconditions) allows: checked before the body is read, so a doomed upload
+/// is refused before the client sends it (with `Expect: 100-continue`), and again in the
+/// compare-and-set that makes it current.
 pub async fn store_stream<S>(
     store: &Store,
     name: &str,
@@ -32,10 +35,16 @@ pub async fn store_stream<S>(
     expected: &Expected,
     body: S,
     limits: Limits,
+    guard: Option<Guard<'_>>,
 ) -> Result<FileInfo>
 where
     S: Stream<Item = Result<Bytes>>,
 {
+    if let Some(guard) = guard {
+        if !guard(store.lookup(name).await?.as_ref()) {
+            return Err(NodeError::PreconditionFailed(name.to_string()));
+        }
+    }
     let chunk_size = store.chunk_size() as usize;
     let mut upload = store.begin_upload(name).await?;
     let mut hasher = Hasher::default();
@@ -80,12 +89,15 @@ where
     expected.check(&digests)?;
     let content_type = content_type.map_or_else(|| guess_type(name), str::to_string);
     upload
-        .commit(Finished {
-            length,
-            content_type,
-            md5: hex::encode(&digests.md5),
-            sha256: hex::encode(&digests.sha256),
-        })
+        .commit(
+            Finished {
+                length,
+                content_type,
+                md5: hex::encode(&digests.md5),
+                sha256: hex::encode(&digests.sha256),
+            },
+            guard,
+        )
         .await
 }
 
@@ -110,14 +122,6 @@ pub fn check_declared_length(headers: &HeaderMap, limits: &Limits) -> Result<()>
         }),
         _ => Ok(()),
     }
-}
-
-/// The Content-Type for a name without one: by extension, else octet-stream.
-pub fn guess_type(name: &str) -> String {
-    mime_guess::from_path(name)
-        .first_raw()
-        .unwrap_or("application/octet-stream")
-        .to_string()
 }
 
 #[cfg(test)]

@@ -12,7 +12,9 @@
 //! override them.
 
 pub mod data;
+pub mod lossy;
 pub mod process;
+pub mod tus;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -33,15 +33,18 @@ use speedbox_common::config::{MongoConfig, StorageConfig};
 use tokio::sync::Semaphore;
 
 use crate::error::{NodeError, Result};
-use crate::routes::ListQuery;
 
+mod names;
 mod sweep;
 mod tus;
+mod tus_finish;
 mod upload;
 mod writer;
 
+pub use names::{Guard, ListQuery};
 pub use sweep::Swept;
-pub use tus::{Acquired, TusUpload};
+pub use tus::{Acquired, TusUpload, LEASE_TTL};
+pub use tus_finish::Terminated;
 pub use upload::Upload;
 pub use writer::ChunkWriter;
 
@@ -50,6 +53,10 @@ pub use writer::ChunkWriter;
 pub struct FileInfo {
     #[serde(rename = "_id")]
     pub name: String,
+    /// The name again, as an ordinary indexed field that listings range over (see
+    /// [`Store::list`]).
+    #[serde(rename = "name", default)]
+    pub key: String,
     pub file_id: ObjectId,
     pub length: i64,
     pub chunk_size: i32,
@@ -98,6 +105,8 @@ pub struct Store {
     uploads: Collection<Document>,
     tus: Collection<TusUpload>,
     chunk_size: u32,
+    /// Chunks per query when reading a file back (`chunks_per_read`).
+    read_window: u64,
     node_id: String,
     heartbeat_every: Duration,
     /// Chunk writes in flight on this node, across all uploads (see [`writer`]).
@@ -132,6 +141,7 @@ impl Store {
             uploads: db.collection(&format!("{bucket}.uploads")),
             tus: db.collection(&format!("{bucket}.tus")),
             chunk_size: storage.chunk_size,
+            read_window: u64::from(storage.chunks_per_read.max(1)),
             node_id: node_id.to_string(),
             // Well inside the grace period, so a live upload is never taken for abandoned.
             heartbeat_every: Duration::from_secs(storage.gc_grace_secs.max(1)).div_f64(4.0),
@@ -163,6 +173,10 @@ impl Store {
         self.names
             .create_index(index(doc! {"file_id": 1}, None))
             .await?;
+        self.backfill_name_keys().await?;
+        self.names
+            .create_index(index(doc! {"name": 1}, None))
+            .await?;
         self.uploads
             .create_index(index(doc! {"heartbeat_at": 1}, None))
             .await?;
@@ -176,57 +190,6 @@ impl Store {
     pub async fn check(&self) -> Result<()> {
         self.names.find_one(doc! {"_id": "\u{1}healthz"}).await?;
         Ok(())
-    }
-
-    pub async fn lookup(&self, name: &str) -> Result<Option<FileInfo>> {
-        Ok(self.names.find_one(doc! {"_id": name}).await?)
-    }
-
-    /// One page of names in order, and whether more follow.
-    pub async fn list(&self, q: &ListQuery) -> Result<(Vec<FileInfo>, bool)> {
-        let mut range = Document::new();
-        if !q.prefix.is_empty() {
-            range.insert("$gte", &q.prefix);
-            if let Some(upper) = prefix_upper_bound(&q.prefix) {
-                range.insert("$lt", upper);
-            }
-        }
-        if let Some(after) = &q.after {
-            range.insert("$gt", after);
-        }
-        let filter = if range.is_empty() {
-            doc! {}
-        } else {
-            doc! {"_id": range}
-        };
-        let mut page: Vec<FileInfo> = self
-            .names
-            .find(filter)
-            .sort(doc! {"_id": 1})
-            .limit(i64::from(q.limit) + 1)
-            .await?
-            .try_collect()
-            .await?;
-        let more = page.len() > q.limit as usize;
-        page.truncate(q.limit as usize);
-        Ok((page, more))
-    }
-
-    /// Removes a name; its content goes after the grace period. False if there was none.
-    pub async fn delete(&self, name: &str) -> Result<bool> {
-        loop {
-            let Some(current) = self.lookup(name).await? else {
-                return Ok(false);
-            };
-            self.retire(current.file_id).await?;
-            let gone = self
-                .names
-                .delete_one(doc! {"_id": name, "version": current.version})
-                .await?;
-            if gone.deleted_count == 1 {
-                return Ok(true);
-            }
-        }
     }
 
     /// Chunks `from..to` of a file, in order, each checked for its number and size.
@@ -268,8 +231,15 @@ impl Store {
         Ok(out)
     }
 
-    /// Appends chunks `first_n..` of a file in one journaled round trip.
-    async fn insert_chunks(&self, file_id: ObjectId, first_n: i64, chunks: &[Bytes]) -> Result<()> {
+    /// Appends chunks `first_n..` of a file in one journaled round trip, tagged with the
+    /// tus lease token that wrote them, if any.
+    async fn insert_chunks(
+        &self,
+        file_id: ObjectId,
+        first_n: i64,
+        chunks: &[Bytes],
+        lease: Option<i64>,
+    ) -> Result<()> {
         if chunks.is_empty() {
             return Ok(());
         }
@@ -279,6 +249,11 @@ impl Store {
                 "files_id": file_id,
                 "n": (first_n + i as i64) as i32,
             };
+            if let Some(token) = lease {
+                // Which tus lease wrote it: a later lease holder removes only chunks of
+                // earlier ones (see `tus_clear_stale`), never of a newer holder.
+                doc.append("lease", token);
+            }
             doc.append_ref(
                 "data",
                 RawBinaryRef {
@@ -292,94 +267,20 @@ impl Store {
         Ok(())
     }
 
-    /// Makes complete content visible under `name`: the GridFS files document, then the
-    /// name swap. Until this returns, readers see the previous revision (or nothing).
-    async fn publish(&self, file_id: ObjectId, name: String, done: Finished) -> Result<FileInfo> {
-        let now = DateTime::now();
-        self.files
-            .insert_one(doc! {
-                "_id": file_id,
-                "length": done.length as i64,
-                "chunkSize": self.chunk_size as i32,
-                "uploadDate": now,
-                "filename": &name,
-                "metadata": {
-                    "contentType": &done.content_type,
-                    "md5": &done.md5,
-                    "sha256": &done.sha256,
-                    "node": &self.node_id,
-                },
-            })
-            .await?;
-        let mut info = FileInfo {
-            name,
-            file_id,
-            length: done.length as i64,
-            chunk_size: self.chunk_size as i32,
-            content_type: done.content_type,
-            md5: done.md5,
-            sha256: done.sha256,
-            uploaded_at: now,
-            version: 0,
-        };
-        self.swap_name(&mut info).await?;
-        Ok(info)
-    }
-
-    /// Marks a revision for deletion after the grace period. Done *before* the name stops
-    /// pointing at it, so a crash in between leaves a mark the sweep undoes rather than a
-    /// revision nobody will ever delete.
-    async fn retire(&self, file_id: ObjectId) -> Result<()> {
-        self.files
-            .update_one(
-                doc! {"_id": file_id},
-                doc! {"$set": {"metadata.retired_at": DateTime::now()}},
-            )
-            .await?;
-        Ok(())
-    }
-
-    /// Points `info.name` at `info.file_id`, whatever it pointed at before.
-    async fn swap_name(&self, info: &mut FileInfo) -> Result<()> {
-        loop {
-            match self.lookup(&info.name).await? {
-                None => {
-                    info.version = 1;
-                    match self.names.insert_one(&*info).await {
-                        Ok(_) => return Ok(()),
-                        Err(e) if is_duplicate_key(&e) => continue,
-                        Err(e) => return Err(e.into()),
-                    }
-                }
-                Some(current) => {
-                    self.retire(current.file_id).await?;
-                    info.version = current.version + 1;
-                    let swapped = self
-                        .names
-                        .replace_one(doc! {"_id": &info.name, "version": current.version}, &*info)
-                        .await?;
-                    if swapped.matched_count == 1 {
-                        return Ok(());
-                    }
-                }
-            }
-        }
-    }
-
     async fn delete_content(&self, file_id: ObjectId) -> Result<()> {
         // Files document first: a reader then sees "not found", never a file with holes.
         self.files.delete_one(doc! {"_id": file_id}).await?;
         self.chunks.delete_many(doc! {"files_id": file_id}).await?;
         Ok(())
     }
+}
 
-    async fn is_referenced(&self, file_id: ObjectId) -> Result<bool> {
-        Ok(self
-            .names
-            .find_one(doc! {"file_id": file_id})
-            .await?
-            .is_some())
-    }
+/// The Content-Type for a name without one: by extension, else octet-stream.
+pub fn guess_type(name: &str) -> String {
+    mime_guess::from_path(name)
+        .first_raw()
+        .unwrap_or("application/octet-stream")
+        .to_string()
 }
 
 fn is_duplicate_key(e: &mongodb::error::Error) -> bool {

@@ -35,13 +35,19 @@ impl Store {
             let Ok(id) = upload.get_object_id("_id") else {
                 continue;
             };
+            // Claimed in one step with the proof that it is still silent: an upload whose
+            // node heartbeats again after our read keeps its record and its chunks, and one
+            // whose record we took can no longer commit (its heartbeat finds no record).
+            let claimed = self
+                .uploads
+                .delete_one(doc! {"_id": id, "heartbeat_at": {"$lt": cutoff}})
+                .await?;
             // A node killed between swapping the name and clearing its upload record
             // leaves a record of a file that is live: keep the file.
-            if !self.is_referenced(id).await? {
+            if claimed.deleted_count == 1 && !self.is_referenced(id).await? {
                 self.delete_content(id).await?;
                 swept.abandoned_uploads += 1;
             }
-            self.uploads.delete_one(doc! {"_id": id}).await?;
         }
         let retired: Vec<Document> = self
             .files
@@ -56,18 +62,28 @@ impl Store {
                 continue;
             };
             if self.is_referenced(id).await? {
+                // A mark left by a swap that lost its race. Conditional, so that a fresh mark
+                // (the name moved on since our read) is not undone.
                 self.files
                     .update_one(
-                        doc! {"_id": id},
+                        doc! {"_id": id, "metadata.retired_at": {"$lt": cutoff}},
                         doc! {"$unset": {"metadata.retired_at": ""}},
                     )
                     .await?;
-            } else {
-                self.delete_content(id).await?;
+                continue;
+            }
+            // The files document goes only if it is still retired long enough, in the same
+            // step: another node may have found it referenced and unmarked it meanwhile.
+            let gone = self
+                .files
+                .delete_one(doc! {"_id": id, "metadata.retired_at": {"$lt": cutoff}})
+                .await?;
+            if gone.deleted_count == 1 {
+                self.chunks.delete_many(doc! {"files_id": id}).await?;
                 swept.retired_files += 1;
             }
         }
-        swept.expired_tus_uploads = self.sweep_expired_tus().await?;
+        swept.expired_tus_uploads = self.sweep_tus().await?;
         Ok(swept)
     }
 }

@@ -8,6 +8,15 @@
 //! journaled. A lease (`lease_token`, `lease_until`) is taken by compare-and-set for each
 //! PATCH; every state change is conditional on the token, so a request whose lease was taken
 //! over (its node was presumed dead) can no longer move the offset.
+//!
+//! Nothing here deletes a byte that someone else may own. An upload moves `receiving →
+//! complete → done`: `complete` is set in the same step that records the last offset, and
+//! from then on no lease for writing is ever granted again, so a late, replayed or racing
+//! PATCH can never touch the chunks of a published file. Chunks written under a lease carry
+//! its token, and removing the leftovers of a dead request removes only chunks of *older*
+//! tokens, never those of a newer holder. Terminating and expiring are single conditional
+//! deletes of the state that prove the upload is still unfinished. (The finishing half:
+//! [`super::tus_finish`].)
 
 use std::time::Duration;
 
@@ -16,8 +25,7 @@ use bson::spec::BinarySubtype;
 use bson::{doc, Binary, DateTime};
 use serde::{Deserialize, Serialize};
 
-use super::{ChunkLayout, FileInfo, Finished, Store};
-use crate::digest::{Digests, Hasher};
+use super::Store;
 use crate::error::Result;
 
 /// The state document of one resumable upload.
@@ -39,11 +47,22 @@ pub struct TusUpload {
     pub lease_token: i64,
     pub lease_until: Option<DateTime>,
     pub lease_node: Option<String>,
+    /// Every byte is in: set with the last offset, under the lease. No PATCH is leased
+    /// again; the upload is being (or waits to be) published.
+    #[serde(default)]
+    pub complete: bool,
     /// Complete and published: the chunks belong to a file now, and HEAD keeps answering
     /// with the full offset until the state expires.
     #[serde(default)]
     pub done: bool,
+    /// Who took the lease last: the compare-and-set writes a fresh id, and the read that
+    /// follows it proves whose the token is.
+    #[serde(default)]
+    pub lease_holder: Option<ObjectId>,
 }
+
+/// A lease outlives its node by at most this: then any node may continue the upload.
+pub const LEASE_TTL: Duration = Duration::from_secs(3);
 
 /// What [`Store::tus_acquire`] found.
 pub enum Acquired {
@@ -55,33 +74,22 @@ pub enum Acquired {
     /// Another request holds a live lease.
     Locked,
     NotFound,
+    /// Every byte is in: no more writes (see [`TusUpload::complete`]).
+    Complete(Box<TusUpload>),
+    /// Past its expiry and unfinished.
+    Expired,
 }
 
-fn after(d: Duration) -> DateTime {
+/// Matches an upload whose lease is free or has run out.
+pub(super) fn lease_free(now: DateTime) -> bson::Document {
+    doc! {"$or": [{"lease_until": null}, {"lease_until": {"$lt": now}}]}
+}
+
+pub(super) fn after(d: Duration) -> DateTime {
     DateTime::from_millis(DateTime::now().timestamp_millis() + d.as_millis() as i64)
 }
 
 impl Store {
-    /// MD5 and SHA-256 of an upload's stored chunks, read back in windows.
-    async fn digest_stored(&self, upload: &TusUpload, window: u64) -> Result<Digests> {
-        let layout = ChunkLayout {
-            file_id: upload.file_id,
-            chunk_size: upload.chunk_size as u64,
-            length: upload.length as u64,
-        };
-        let mut hasher = Hasher::default();
-        let total = layout.length.div_ceil(layout.chunk_size);
-        let mut n = 0;
-        while n < total {
-            let to = (n + window).min(total);
-            for chunk in self.read_chunks(layout, n, to).await? {
-                hasher.update(&chunk);
-            }
-            n = to;
-        }
-        Ok(hasher.finish())
-    }
-
     /// Creates the state of a new upload of `length` bytes.
     pub async fn tus_create(
         &self,
@@ -110,7 +118,10 @@ impl Store {
             lease_token: 0,
             lease_until: None,
             lease_node: None,
+            // An empty upload has every byte from the start.
+            complete: length == 0,
             done: false,
+            lease_holder: None,
         };
         self.tus.insert_one(&upload).await?;
         Ok(upload)
@@ -120,36 +131,69 @@ impl Store {
         Ok(self.tus.find_one(doc! {"_id": id}).await?)
     }
 
-    /// Takes the upload's lease for `ttl` unless a live one is held.
+    /// Takes the upload's lease for writing for `ttl`, unless a live one is held or the
+    /// upload is complete or expired: all proven by the one compare-and-set that takes it.
     pub async fn tus_acquire(&self, id: &str, ttl: Duration) -> Result<Acquired> {
         let now = DateTime::now();
+        let mut filter = lease_free(now);
+        filter.extend(doc! {
+            "_id": id, "done": false, "complete": {"$ne": true}, "expires_at": {"$gt": now},
+        });
+        Ok(match self.take_lease(id, filter, ttl).await? {
+            Taken::Ours(upload, token) => Acquired::Leased { upload, token },
+            Taken::NotFound => Acquired::NotFound,
+            Taken::Not(upload) if upload.done || upload.complete => Acquired::Complete(upload),
+            Taken::Not(upload) if upload.expires_at <= now => Acquired::Expired,
+            Taken::Not(_) => Acquired::Locked,
+        })
+    }
+
+    /// The compare-and-set behind every lease: a fresh holder id and the next token where
+    /// `filter` matches, then a read proving whether they are ours.
+    pub(super) async fn take_lease(
+        &self,
+        id: &str,
+        filter: bson::Document,
+        ttl: Duration,
+    ) -> Result<Taken> {
+        let holder = ObjectId::new();
         let taken = self
             .tus
             .update_one(
-                doc! {"_id": id, "$or": [{"lease_until": null}, {"lease_until": {"$lt": now}}]},
+                filter,
                 doc! {
-                    "$set": {"lease_until": after(ttl), "lease_node": &self.node_id},
+                    "$set": {
+                        "lease_until": after(ttl), "lease_node": &self.node_id,
+                        "lease_holder": holder,
+                    },
                     "$inc": {"lease_token": 1},
                 },
             )
             .await?;
         let Some(upload) = self.tus_get(id).await? else {
-            return Ok(Acquired::NotFound);
+            return Ok(Taken::NotFound);
         };
-        if taken.matched_count == 0 {
-            return Ok(Acquired::Locked);
+        if taken.matched_count == 1 && upload.lease_holder == Some(holder) {
+            let token = upload.lease_token;
+            return Ok(Taken::Ours(Box::new(upload), token));
         }
-        // Chunks past the durable offset were written by a request that died before it
-        // could record them; they would collide with ours.
+        Ok(Taken::Not(Box::new(upload)))
+    }
+
+    /// Removes chunks past the durable offset left by requests that held the lease before
+    /// us and died before recording them: they would collide with ours. Only chunks of
+    /// older tokens (or untagged ones, written before tokens were recorded) match, so a
+    /// late call can never remove what a newer holder wrote, and never a chunk below the
+    /// offset, which is part of the upload.
+    pub async fn tus_clear_stale(&self, upload: &TusUpload, token: i64) -> Result<()> {
         let first_free = upload.offset / i64::from(upload.chunk_size);
         self.chunks
-            .delete_many(doc! {"files_id": upload.file_id, "n": {"$gte": first_free}})
+            .delete_many(doc! {
+                "files_id": upload.file_id, "n": {"$gte": first_free},
+                "$or": [{"lease": {"$lt": token}}, {"lease": {"$exists": false}}],
+            })
             .await?;
-        let token = upload.lease_token;
-        Ok(Acquired::Leased {
-            upload: Box::new(upload),
-            token,
-        })
+        Ok(())
     }
 
     /// Extends our lease; false if it was taken over.
@@ -165,12 +209,15 @@ impl Store {
     }
 
     /// Records `offset` (with the bytes of the unfinished chunk) as durable, sliding the
-    /// expiry; false if our lease was taken over.
+    /// expiry; at `length` the upload becomes complete in the same step. False if our lease
+    /// was taken over.
+    #[allow(clippy::too_many_arguments)]
     pub async fn tus_advance(
         &self,
         id: &str,
         token: i64,
         offset: i64,
+        length: i64,
         tail: &[u8],
         expires_in: Duration,
         ttl: Duration,
@@ -182,9 +229,9 @@ impl Store {
         let moved = self
             .tus
             .update_one(
-                doc! {"_id": id, "lease_token": token},
+                doc! {"_id": id, "lease_token": token, "complete": {"$ne": true}},
                 doc! {"$set": {
-                    "offset": offset, "tail": tail,
+                    "offset": offset, "tail": tail, "complete": offset == length,
                     "expires_at": after(expires_in), "lease_until": after(ttl),
                 }},
             )
@@ -203,93 +250,24 @@ impl Store {
         Ok(())
     }
 
-    /// Removes chunks from `first_n` on (bytes of a PATCH that is being discarded).
-    pub async fn tus_discard_from(&self, upload: &TusUpload, first_n: i64) -> Result<()> {
+    /// Removes the chunks this lease wrote from `first_n` on (a PATCH whose checksum
+    /// failed: none of them was ever counted in the offset).
+    pub async fn tus_discard_from(
+        &self,
+        upload: &TusUpload,
+        first_n: i64,
+        token: i64,
+    ) -> Result<()> {
         self.chunks
-            .delete_many(doc! {"files_id": upload.file_id, "n": {"$gte": first_n}})
+            .delete_many(doc! {"files_id": upload.file_id, "n": {"$gte": first_n}, "lease": token})
             .await?;
         Ok(())
     }
+}
 
-    /// All bytes are in: the file is published under its name like a PUT, and the upload
-    /// state marked done. Without `digests` (the upload crossed nodes, so no one node saw
-    /// every byte) they are computed from the stored chunks first.
-    pub async fn tus_finish(
-        &self,
-        upload: &TusUpload,
-        window: u64,
-        digests: Option<Digests>,
-    ) -> Result<FileInfo> {
-        let digests = match digests {
-            Some(d) => d,
-            None => self.digest_stored(upload, window).await?,
-        };
-        let length = upload.length as u64;
-        let content_type = upload
-            .content_type
-            .clone()
-            .unwrap_or_else(|| crate::upload::guess_type(&upload.name));
-        let info = self
-            .publish(
-                upload.file_id,
-                upload.name.clone(),
-                Finished {
-                    length,
-                    content_type,
-                    md5: hex::encode(&digests.md5),
-                    sha256: hex::encode(&digests.sha256),
-                },
-            )
-            .await?;
-        self.tus
-            .update_one(
-                doc! {"_id": &upload.id},
-                doc! {"$set": {"done": true, "offset": upload.length,
-                "tail": Binary { subtype: BinarySubtype::Generic, bytes: Vec::new() },
-                "lease_until": null, "lease_node": null}},
-            )
-            .await?;
-        Ok(info)
-    }
-
-    /// Terminates an upload: its state goes, and its chunks unless it completed (then they
-    /// are a published file, removed by `DELETE /files/{name}`). False if there was none.
-    pub async fn tus_terminate(&self, id: &str) -> Result<bool> {
-        let Some(upload) = self.tus_get(id).await? else {
-            return Ok(false);
-        };
-        self.tus.delete_one(doc! {"_id": id}).await?;
-        if !upload.done {
-            self.chunks
-                .delete_many(doc! {"files_id": upload.file_id})
-                .await?;
-        }
-        Ok(true)
-    }
-
-    /// Removes uploads past their expiry, with their chunks.
-    pub(super) async fn sweep_expired_tus(&self) -> Result<u64> {
-        use futures::TryStreamExt;
-        let expired: Vec<TusUpload> = self
-            .tus
-            .find(doc! {"expires_at": {"$lt": DateTime::now()}})
-            .limit(100)
-            .await?
-            .try_collect()
-            .await?;
-        let mut removed = 0;
-        for upload in expired {
-            let gone = self
-                .tus
-                .delete_one(doc! {"_id": &upload.id, "expires_at": {"$lt": DateTime::now()}})
-                .await?;
-            if gone.deleted_count == 1 && !upload.done {
-                self.chunks
-                    .delete_many(doc! {"files_id": upload.file_id})
-                    .await?;
-                removed += 1;
-            }
-        }
-        Ok(removed)
-    }
+/// What [`Store::take_lease`] found.
+pub(super) enum Taken {
+    Ours(Box<TusUpload>, i64),
+    Not(Box<TusUpload>),
+    NotFound,
 }

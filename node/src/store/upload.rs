@@ -10,7 +10,7 @@ use bson::{doc, DateTime};
 use bytes::Bytes;
 
 use super::writer::ChunkWriter;
-use super::{FileInfo, Finished, Store};
+use super::{FileInfo, Finished, Guard, Store};
 use crate::error::{NodeError, Result};
 
 pub struct Upload {
@@ -41,7 +41,7 @@ impl Store {
             next_n: 0,
             last_beat: Instant::now(),
             done: false,
-            writer: self.chunk_writer(file_id),
+            writer: self.chunk_writer(file_id, None),
         })
     }
 }
@@ -82,13 +82,14 @@ impl Upload {
         Ok(())
     }
 
-    /// Makes the upload visible under its name.
-    pub async fn commit(mut self, done: Finished) -> Result<FileInfo> {
+    /// Makes the upload visible under its name if `guard` allows (else
+    /// [`NodeError::PreconditionFailed`], and the upload is removed).
+    pub async fn commit(mut self, done: Finished, guard: Option<Guard<'_>>) -> Result<FileInfo> {
         self.writer.flush().await?;
         self.heartbeat().await?;
         let store = self.store.clone();
         let info = store
-            .publish(self.file_id, std::mem::take(&mut self.name), done)
+            .publish(self.file_id, std::mem::take(&mut self.name), done, guard)
             .await?;
         // From here the file is live whatever happens; the record is only for the sweep.
         self.done = true;
@@ -113,7 +114,10 @@ impl Drop for Upload {
             // A write landing after the delete would leave its chunks behind.
             settled.await;
             let result = async {
-                store.delete_content(file_id).await?;
+                // A swap whose reply was lost may still have made it live; then it stays.
+                if !store.is_referenced(file_id).await? {
+                    store.delete_content(file_id).await?;
+                }
                 store.uploads.delete_one(doc! {"_id": file_id}).await?;
                 Ok::<_, NodeError>(())
             }

@@ -28,6 +28,8 @@ pub(super) const NODE_WRITES_IN_FLIGHT: usize = 4;
 pub struct ChunkWriter {
     store: Store,
     file_id: ObjectId,
+    /// The tus lease token every chunk is tagged with (None for PUT and multipart).
+    lease: Option<i64>,
     /// Oldest first; at most [`WRITES_IN_FLIGHT`] once `write` returns.
     writing: VecDeque<JoinHandle<Result<()>>>,
     /// A write failed: what follows it has a hole before it, so it must never count.
@@ -35,10 +37,12 @@ pub struct ChunkWriter {
 }
 
 impl Store {
-    pub fn chunk_writer(&self, file_id: ObjectId) -> ChunkWriter {
+    /// A writer of chunks of `file_id`, tagged with tus lease token `lease` if given.
+    pub fn chunk_writer(&self, file_id: ObjectId, lease: Option<i64>) -> ChunkWriter {
         ChunkWriter {
             store: self.clone(),
             file_id,
+            lease,
             writing: VecDeque::new(),
             failed: false,
         }
@@ -57,10 +61,10 @@ impl ChunkWriter {
             .acquire_owned()
             .await
             .map_err(|e| NodeError::Internal(format!("write slots: {e}")))?;
-        let (store, file_id) = (self.store.clone(), self.file_id);
+        let (store, file_id, lease) = (self.store.clone(), self.file_id, self.lease);
         self.writing.push_back(tokio::spawn(async move {
             let _slot = slot;
-            store.insert_chunks(file_id, first_n, &chunks).await
+            store.insert_chunks(file_id, first_n, &chunks, lease).await
         }));
         while self.writing.len() > WRITES_IN_FLIGHT {
             self.wait_oldest().await?;

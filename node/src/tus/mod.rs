@@ -18,7 +18,7 @@ use hyper::body::Incoming;
 use crate::digest::{Digests, Hasher};
 use crate::error::{NodeError, Result};
 use crate::routes::check_name;
-use crate::store::{Acquired, Store, TusUpload};
+use crate::store::{Acquired, Store, Terminated, TusUpload, LEASE_TTL};
 use crate::{empty_body, Body};
 
 mod headers;
@@ -32,8 +32,9 @@ pub const VERSION: &str = "1.0.0";
 pub const EXTENSIONS: &str = "creation,creation-with-upload,termination,checksum,expiration";
 pub const CHECKSUM_ALGORITHMS: &str = "sha1,md5,sha256";
 pub const OFFSET_OCTET_STREAM: &str = "application/offset+octet-stream";
-/// An upload's lease outlives its node by at most this: then any node may continue it.
-pub const LEASE_TTL: Duration = Duration::from_secs(3);
+/// How long a request waits for a live finisher to publish a complete upload (a
+/// multi-GB read-back takes longer; then the client gets 423 and asks again).
+const PUBLISH_WAIT: Duration = Duration::from_secs(10);
 
 /// The tus endpoint: its settings and what this node remembers between PATCHes.
 #[derive(Default)]
@@ -170,12 +171,16 @@ pub async fn create(
     tracing::info!(upload = %upload.id, file = %upload.name, length, "tus upload created");
     let with_data = header_str(headers, header::CONTENT_TYPE.as_str()) == Some(OFFSET_OCTET_STREAM);
     let offset = if length == 0 {
-        finish(store, &upload, limits, None).await?;
+        // Complete from birth: published like any complete upload.
+        ensure_published(store, &upload.id).await?;
         0
     } else if with_data {
         match store.tus_acquire(&upload.id, LEASE_TTL).await? {
             Acquired::Leased { upload, token } => {
-                write_patch(store, *upload, token, None, body, tus).await?
+                let lease = LeaseGuard::new(store, &upload.id, token);
+                let offset = write_patch(store, *upload, token, None, body, tus).await?;
+                drop(lease);
+                offset
             }
             _ => 0,
         }
@@ -193,7 +198,11 @@ pub async fn create(
 
 /// `HEAD /uploads/{id}`: how much is durably stored.
 pub async fn head(store: &Store, id: &str) -> Result<Response<Body>> {
-    let upload = live(store, id).await?;
+    let mut upload = live(store, id).await?;
+    if upload.complete && !upload.done {
+        // The client stops once HEAD reports every byte: the file must be there by then.
+        upload = ensure_published(store, id).await?;
+    }
     let mut builder = response(StatusCode::OK)
         .header("upload-offset", upload.offset)
         .header("upload-length", upload.length)
@@ -206,11 +215,18 @@ pub async fn head(store: &Store, id: &str) -> Result<Response<Body>> {
 
 /// `DELETE /uploads/{id}`: termination.
 pub async fn terminate(store: &Store, id: &str) -> Result<Response<Body>> {
-    if store.tus_terminate(id).await? {
-        tracing::info!(upload = %id, "tus upload terminated");
-        built(response(StatusCode::NO_CONTENT))
-    } else {
-        Err(NodeError::NotFound(format!("upload {id}")))
+    // A complete upload is published before its state goes, or its bytes would be lost.
+    ensure_published(store, id).await?;
+    match store.tus_terminate(id).await? {
+        Terminated::NotFound => Err(NodeError::NotFound(format!("upload {id}"))),
+        Terminated::Removed => {
+            tracing::info!(upload = %id, "tus upload terminated");
+            built(response(StatusCode::NO_CONTENT))
+        }
+        Terminated::StateOnly => {
+            tracing::info!(upload = %id, "state of a completed tus upload removed");
+            built(response(StatusCode::NO_CONTENT))
+        }
     }
 }
 
@@ -219,7 +235,7 @@ async fn live(store: &Store, id: &str) -> Result<TusUpload> {
         .tus_get(id)
         .await?
         .ok_or_else(|| NodeError::NotFound(format!("upload {id}")))?;
-    if !upload.done && upload.expires_at < bson::DateTime::now() {
+    if !upload.done && !upload.complete && upload.expires_at < bson::DateTime::now() {
         return Err(NodeError::Gone(format!("upload {id} expired")));
     }
     Ok(upload)
@@ -243,28 +259,26 @@ pub async fn patch(
     let checksum = header_str(headers, "upload-checksum")
         .map(parse_checksum)
         .transpose()?;
-    live(store, id).await?;
+    let found = live(store, id).await?;
+    if found.complete || found.done {
+        return patch_complete(store, &found, offset, &body).await;
+    }
     let (upload, token) = match store.tus_acquire(id, LEASE_TTL).await? {
         Acquired::Leased { upload, token } => (*upload, token),
         Acquired::Locked => return Err(NodeError::Locked(format!("upload {id}"))),
         Acquired::NotFound => return Err(NodeError::NotFound(format!("upload {id}"))),
+        Acquired::Expired => return Err(NodeError::Gone(format!("upload {id} expired"))),
+        Acquired::Complete(upload) => return patch_complete(store, &upload, offset, &body).await,
     };
-    let lease = LeaseGuard {
-        store: store.clone(),
-        id: id.to_string(),
-        token,
-    };
+    let lease = LeaseGuard::new(store, id, token);
     if upload.offset != offset {
         return Err(NodeError::OffsetMismatch {
             expected: upload.offset,
             got: offset,
         });
     }
-    let new_offset = if upload.done {
-        upload.length
-    } else {
-        write_patch(store, upload, token, checksum, body, tus).await?
-    };
+    store.tus_clear_stale(&upload, token).await?;
+    let new_offset = write_patch(store, upload, token, checksum, body, tus).await?;
     drop(lease);
     let current = store.tus_get(id).await?;
     let mut builder = response(StatusCode::NO_CONTENT).header("upload-offset", new_offset);
@@ -274,11 +288,66 @@ pub async fn patch(
     built(builder)
 }
 
+/// A PATCH to an upload that has every byte: it is immutable. An empty PATCH at its end
+/// (what a client sends when the 204 of its last PATCH was lost) is answered 204 once the
+/// file is published; anything else is 409 and changes nothing (tus 1.0 core).
+async fn patch_complete(
+    store: &Store,
+    upload: &TusUpload,
+    offset: i64,
+    body: &Incoming,
+) -> Result<Response<Body>> {
+    use hyper::body::Body as _;
+    if offset != upload.length || !body.is_end_stream() {
+        return Err(NodeError::OffsetMismatch {
+            expected: upload.length,
+            got: offset,
+        });
+    }
+    let upload = ensure_published(store, &upload.id).await?;
+    built(
+        response(StatusCode::NO_CONTENT)
+            .header("upload-offset", upload.length)
+            .header("upload-expires", expires_header(&upload)),
+    )
+}
+
+/// Waits until a complete upload is published, publishing it ourselves if its finisher
+/// died (its lease ran out); the state as it then is.
+async fn ensure_published(store: &Store, id: &str) -> Result<TusUpload> {
+    let deadline = tokio::time::Instant::now() + PUBLISH_WAIT;
+    loop {
+        let upload = store
+            .tus_get(id)
+            .await?
+            .ok_or_else(|| NodeError::NotFound(format!("upload {id}")))?;
+        if upload.done || !upload.complete {
+            return Ok(upload);
+        }
+        if !store.tus_recover(id).await? {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(NodeError::Locked(format!("upload {id}")));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 /// Releases the lease when the request ends, however it ends.
 struct LeaseGuard {
     store: Store,
     id: String,
     token: i64,
+}
+
+impl LeaseGuard {
+    fn new(store: &Store, id: &str, token: i64) -> Self {
+        Self {
+            store: store.clone(),
+            id: id.to_string(),
+            token,
+        }
+    }
 }
 
 impl Drop for LeaseGuard {
@@ -297,12 +366,10 @@ impl Drop for LeaseGuard {
 pub(super) async fn finish(
     store: &Store,
     upload: &TusUpload,
-    limits: &TusLimits,
+    token: i64,
     digests: Option<Digests>,
 ) -> Result<()> {
-    let info = store
-        .tus_finish(upload, limits.chunks_per_read, digests)
-        .await?;
+    let info = store.tus_finish(upload, token, digests).await?;
     tracing::info!(upload = %upload.id, file = %info.name, length = info.length, "tus upload complete");
     Ok(())
 }

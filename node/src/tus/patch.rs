@@ -14,9 +14,10 @@ use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
 use super::headers::{Algorithm, Checksum};
-use super::{finish, Tus, LEASE_TTL};
+use super::{finish, Tus};
 use crate::digest::Hasher;
 use crate::error::{NodeError, Result};
+use crate::store::LEASE_TTL;
 use crate::store::{Store, TusUpload};
 
 /// Without a checksum, the durable offset moves at most this often during a PATCH: each
@@ -75,7 +76,7 @@ pub(super) async fn write_patch(
         0 => Some(Hasher::default()),
         offset => tus.carry.take(&upload.id, offset),
     };
-    let mut writer = store.chunk_writer(upload.file_id);
+    let mut writer = store.chunk_writer(upload.file_id, Some(token));
     let mut last_renew = tokio::time::Instant::now();
     let mut last_advance = last_renew;
     let stream = BodyDataStream::new(body);
@@ -116,15 +117,20 @@ pub(super) async fn write_patch(
                     let written = batch.len() as i64;
                     writer.write(next_n, std::mem::take(&mut batch)).await?;
                     next_n += written;
-                    // Without a checksum journaled batches are progress a retry keeps.
-                    if hasher.is_none() && last_advance.elapsed() >= ADVANCE_EVERY {
+                    // Without a checksum journaled batches are progress a retry keeps. The
+                    // last byte is recorded only at the end, where the upload completes.
+                    let durable = next_n * cs as i64;
+                    if hasher.is_none()
+                        && last_advance.elapsed() >= ADVANCE_EVERY
+                        && durable < upload.length
+                    {
                         writer.flush().await?;
-                        let durable = next_n * cs as i64;
                         if !store
                             .tus_advance(
                                 &upload.id,
                                 token,
                                 durable,
+                                upload.length,
                                 &[],
                                 limits.expires_after,
                                 LEASE_TTL,
@@ -166,7 +172,7 @@ pub(super) async fn write_patch(
     };
     if let Err(e) = verified {
         // Nothing of this PATCH counts: drop what it wrote, the offset never moved.
-        store.tus_discard_from(&upload, start_chunk).await?;
+        store.tus_discard_from(&upload, start_chunk, token).await?;
         return Err(outcome.err().unwrap_or(e));
     }
     if let Err(e) = flushed {
@@ -186,6 +192,7 @@ pub(super) async fn write_patch(
             &upload.id,
             token,
             received,
+            upload.length,
             &tail,
             limits.expires_after,
             LEASE_TTL,
@@ -197,7 +204,7 @@ pub(super) async fn write_patch(
     if complete {
         let mut done = upload;
         done.offset = received;
-        finish(store, &done, limits, whole.map(Hasher::finish)).await?;
+        finish(store, &done, token, whole.map(Hasher::finish)).await?;
     } else if let Some(h) = whole {
         tus.carry.put(&upload.id, received, h);
     }

@@ -1,0 +1,195 @@
+//! The finishing half of a resumable upload: publishing it once every byte is in,
+//! recovering a publication whose finisher died, termination and expiry.
+//!
+//! Publication runs under a lease too (the finisher keeps the one it wrote with; a
+//! recoverer takes a fresh one once that has run out), and [`Store::publish`] is
+//! idempotent, so an upload is published exactly once in effect however often finishing
+//! is attempted or interrupted.
+
+use std::time::Instant;
+
+use bson::spec::BinarySubtype;
+use bson::{doc, Binary, DateTime};
+use futures::TryStreamExt;
+
+use super::tus::{lease_free, Taken, TusUpload, LEASE_TTL};
+use super::{ChunkLayout, FileInfo, Finished, Store};
+use crate::digest::{Digests, Hasher};
+use crate::error::{NodeError, Result};
+
+/// What [`Store::tus_terminate`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Terminated {
+    /// The upload and its bytes are gone.
+    Removed,
+    /// The upload had completed: its state is gone, the published file stays.
+    StateOnly,
+    NotFound,
+}
+
+impl Store {
+    /// MD5 and SHA-256 of an upload's stored chunks, read back in windows, keeping the
+    /// lease `(id, token)` alive meanwhile (a multi-GB read-back outlasts it).
+    async fn digest_stored(&self, upload: &TusUpload, token: i64) -> Result<Digests> {
+        let (window, ttl) = (self.read_window, LEASE_TTL);
+        let layout = ChunkLayout {
+            file_id: upload.file_id,
+            chunk_size: upload.chunk_size as u64,
+            length: upload.length as u64,
+        };
+        let mut hasher = Hasher::default();
+        let total = layout.length.div_ceil(layout.chunk_size);
+        let mut n = 0;
+        let mut renewed = Instant::now();
+        while n < total {
+            if renewed.elapsed() > ttl / 3 {
+                if !self.tus_renew(&upload.id, token, ttl).await? {
+                    return Err(NodeError::Locked(format!("upload {}", upload.id)));
+                }
+                renewed = Instant::now();
+            }
+            let to = (n + window).min(total);
+            for chunk in self.read_chunks(layout, n, to).await? {
+                hasher.update(&chunk);
+            }
+            n = to;
+        }
+        Ok(hasher.finish())
+    }
+
+    /// Publishes a complete upload under its name like a PUT, then marks its state done.
+    /// `token` is the lease the caller holds. Without `digests` (the upload crossed nodes,
+    /// so no one node saw every byte) they are computed from the stored chunks first.
+    pub async fn tus_finish(
+        &self,
+        upload: &TusUpload,
+        token: i64,
+        digests: Option<Digests>,
+    ) -> Result<FileInfo> {
+        let digests = match digests {
+            Some(d) => d,
+            None => self.digest_stored(upload, token).await?,
+        };
+        let content_type = upload
+            .content_type
+            .clone()
+            .unwrap_or_else(|| super::guess_type(&upload.name));
+        let done = Finished {
+            length: upload.length as u64,
+            content_type,
+            md5: hex::encode(&digests.md5),
+            sha256: hex::encode(&digests.sha256),
+        };
+        let info = self
+            .publish(upload.file_id, upload.name.clone(), done, None)
+            .await?;
+        let empty = Binary {
+            subtype: BinarySubtype::Generic,
+            bytes: Vec::new(),
+        };
+        self.tus
+            .update_one(
+                doc! {"_id": &upload.id, "complete": true},
+                doc! {"$set": {
+                    "done": true, "offset": upload.length, "tail": empty,
+                    "lease_until": null, "lease_node": null,
+                }},
+            )
+            .await?;
+        Ok(info)
+    }
+
+    /// Publishes a complete upload whose finisher died (its lease ran out). Ok(false) when
+    /// it is not complete-and-unpublished, or a live finisher holds it.
+    pub async fn tus_recover(&self, id: &str) -> Result<bool> {
+        let mut filter = lease_free(DateTime::now());
+        filter.extend(doc! {"_id": id, "complete": true, "done": false});
+        match self.take_lease(id, filter, LEASE_TTL).await? {
+            Taken::Ours(upload, token) => {
+                self.tus_finish(&upload, token, None).await?;
+                tracing::info!(upload = %id, file = %upload.name, "tus upload published by recovery");
+                Ok(true)
+            }
+            Taken::Not(_) | Taken::NotFound => Ok(false),
+        }
+    }
+
+    /// Terminates an upload. An unfinished one loses its state and its chunks in that
+    /// order, the state's removal proving in the same step that it is still unfinished;
+    /// a completed one loses only its state (its chunks are a published file now, removed
+    /// by `DELETE /files/{name}`), after being published if its finisher died.
+    pub async fn tus_terminate(&self, id: &str) -> Result<Terminated> {
+        loop {
+            let Some(upload) = self.tus_get(id).await? else {
+                return Ok(Terminated::NotFound);
+            };
+            if upload.complete && !upload.done {
+                if !self.tus_recover(id).await? {
+                    return Err(NodeError::Locked(format!("upload {id}")));
+                }
+                continue;
+            }
+            if upload.done {
+                self.tus.delete_one(doc! {"_id": id, "done": true}).await?;
+                return Ok(Terminated::StateOnly);
+            }
+            let gone = self
+                .tus
+                .delete_one(doc! {"_id": id, "done": false, "complete": {"$ne": true}})
+                .await?;
+            if gone.deleted_count == 1 {
+                // No state, no lease: nobody can complete or publish this file id any more.
+                self.chunks
+                    .delete_many(doc! {"files_id": upload.file_id})
+                    .await?;
+                return Ok(Terminated::Removed);
+            }
+        }
+    }
+
+    /// Removes unfinished uploads past their expiry with their chunks, the state of
+    /// finished ones, and publishes complete uploads whose finisher died.
+    pub(super) async fn sweep_tus(&self) -> Result<u64> {
+        let now = DateTime::now();
+        let stranded: Vec<TusUpload> = self
+            .tus
+            .find(doc! {"complete": true, "done": false, "lease_until": {"$lt": now}})
+            .limit(100)
+            .await?
+            .try_collect()
+            .await?;
+        for upload in stranded {
+            self.tus_recover(&upload.id).await?;
+        }
+        let expired: Vec<TusUpload> = self
+            .tus
+            .find(doc! {"expires_at": {"$lt": now}})
+            .limit(100)
+            .await?
+            .try_collect()
+            .await?;
+        let mut removed = 0;
+        for upload in expired {
+            if upload.done {
+                let filter = doc! {"_id": &upload.id, "done": true, "expires_at": {"$lt": now}};
+                self.tus.delete_one(filter).await?;
+                continue;
+            }
+            // Unfinished, expired and nobody writing, proven by the delete itself: a PATCH
+            // that slid the expiry or holds a live lease keeps the upload.
+            let mut filter = lease_free(now);
+            filter.extend(doc! {
+                "_id": &upload.id, "done": false, "complete": {"$ne": true},
+                "expires_at": {"$lt": now},
+            });
+            let gone = self.tus.delete_one(filter).await?;
+            if gone.deleted_count == 1 {
+                self.chunks
+                    .delete_many(doc! {"files_id": upload.file_id})
+                    .await?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}

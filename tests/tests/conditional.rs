@@ -1,0 +1,310 @@
+//! Conditional requests (RFC 9110 §13) on the file API, through the balancer and directly:
+//! create-only uploads, optimistic concurrency with `If-Match`, conditional DELETE and
+//! GET, and the races where the check must be atomic with the name swap.
+
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::StatusCode;
+use speedbox_tests::{data, Cluster};
+
+fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in pairs {
+        h.append(
+            HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            HeaderValue::from_str(v).unwrap(),
+        );
+    }
+    h
+}
+
+async fn put(c: &Cluster, url: &str, body: &[u8], h: &[(&str, &str)]) -> reqwest::Response {
+    c.http
+        .put(url)
+        .headers(headers(h))
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn get(c: &Cluster, url: &str, h: &[(&str, &str)]) -> reqwest::Response {
+    c.http.get(url).headers(headers(h)).send().await.unwrap()
+}
+
+async fn body_of(c: &Cluster, url: &str) -> Vec<u8> {
+    let resp = get(c, url, &[]).await;
+    assert_eq!(resp.status(), StatusCode::OK, "GET {url}");
+    resp.bytes().await.unwrap().to_vec()
+}
+
+fn etag(resp: &reqwest::Response) -> String {
+    resp.headers()["etag"].to_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn create_only_and_compare_and_swap_writes() {
+    let c = Cluster::builder().nodes(2).balancer(true).start().await;
+    for (i, base) in [c.balancer_url(), c.node_url(1)].into_iter().enumerate() {
+        let url = format!("{base}/files/cond-{i}.txt");
+        // If-None-Match: * creates once, then refuses with 412 and changes nothing.
+        let first = put(&c, &url, b"first", &[("if-none-match", "*")]).await;
+        assert_eq!(first.status(), StatusCode::CREATED);
+        let first_tag = etag(&first);
+        let again = put(&c, &url, b"second", &[("if-none-match", "*")]).await;
+        assert_eq!(again.status(), StatusCode::PRECONDITION_FAILED);
+        assert_eq!(again.headers()["content-type"], "application/json");
+        assert_eq!(body_of(&c, &url).await, b"first");
+
+        // If-Match with a stale tag refuses; with the current one replaces.
+        let stale = format!("\"{}\"", data::sha256_of(b"nope"));
+        let resp = put(&c, &url, b"second", &[("if-match", &stale)]).await;
+        assert_eq!(resp.status(), StatusCode::PRECONDITION_FAILED);
+        assert_eq!(body_of(&c, &url).await, b"first");
+        let resp = put(&c, &url, b"second", &[("if-match", &first_tag)]).await;
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        let second_tag = etag(&resp);
+        // The old tag is stale now, and a weak tag never matches If-Match.
+        let resp = put(&c, &url, b"third", &[("if-match", &first_tag)]).await;
+        assert_eq!(resp.status(), StatusCode::PRECONDITION_FAILED);
+        let weak = format!("W/{second_tag}");
+        let resp = put(&c, &url, b"third", &[("if-match", &weak)]).await;
+        assert_eq!(resp.status(), StatusCode::PRECONDITION_FAILED);
+        // A list containing the current tag matches.
+        let list = format!("{stale}, {second_tag}");
+        let resp = put(&c, &url, b"third", &[("if-match", &list)]).await;
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        assert_eq!(body_of(&c, &url).await, b"third");
+        // If-Match on a name that does not exist: 412, nothing created.
+        let ghost = format!("{base}/files/ghost-{i}.txt");
+        let resp = put(&c, &ghost, b"x", &[("if-match", "*")]).await;
+        assert_eq!(resp.status(), StatusCode::PRECONDITION_FAILED);
+        assert_eq!(get(&c, &ghost, &[]).await.status(), StatusCode::NOT_FOUND);
+
+        // If-Unmodified-Since: a date before the upload refuses, one after allows.
+        let resp = put(
+            &c,
+            &url,
+            b"fourth",
+            &[("if-unmodified-since", "Sat, 01 Jan 2000 00:00:00 GMT")],
+        )
+        .await;
+        assert_eq!(resp.status(), StatusCode::PRECONDITION_FAILED);
+        let resp = put(
+            &c,
+            &url,
+            b"fourth",
+            &[("if-unmodified-since", "Fri, 01 Jan 2100 00:00:00 GMT")],
+        )
+        .await;
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        let tag = etag(&resp);
+
+        // DELETE: a stale If-Match refuses, the current one deletes.
+        let resp = c
+            .http
+            .delete(&url)
+            .headers(headers(&[("if-match", &first_tag)]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::PRECONDITION_FAILED);
+        assert_eq!(body_of(&c, &url).await, b"fourth");
+        let resp = c
+            .http
+            .delete(&url)
+            .headers(headers(&[("if-match", &tag)]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+        assert_eq!(get(&c, &url, &[]).await.status(), StatusCode::NOT_FOUND);
+    }
+}
+
+#[tokio::test]
+async fn conditional_reads() {
+    let c = Cluster::builder().nodes(1).balancer(true).start().await;
+    let url = format!("{}/files/read.txt", c.balancer_url());
+    let tag = etag(&put(&c, &url, b"0123456789", &[]).await);
+    for base in [c.balancer_url(), c.node_url(0)] {
+        let url = format!("{base}/files/read.txt");
+        let stale = "\"0000\"";
+        assert_eq!(
+            get(&c, &url, &[("if-match", stale)]).await.status(),
+            StatusCode::PRECONDITION_FAILED
+        );
+        assert_eq!(
+            get(&c, &url, &[("if-match", &tag)]).await.status(),
+            StatusCode::OK
+        );
+        let resp = get(&c, &url, &[("if-none-match", &tag)]).await;
+        assert_eq!(resp.status(), StatusCode::NOT_MODIFIED);
+        assert_eq!(etag(&resp), tag);
+        let weak = format!("W/{tag}");
+        assert_eq!(
+            get(&c, &url, &[("if-none-match", &weak)]).await.status(),
+            StatusCode::NOT_MODIFIED
+        );
+        assert_eq!(
+            get(&c, &url, &[("if-none-match", stale)]).await.status(),
+            StatusCode::OK
+        );
+        let resp = get(&c, &url, &[]).await;
+        let modified = resp.headers()["last-modified"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            get(&c, &url, &[("if-modified-since", &modified)])
+                .await
+                .status(),
+            StatusCode::NOT_MODIFIED
+        );
+        let old = "Sat, 01 Jan 2000 00:00:00 GMT";
+        assert_eq!(
+            get(&c, &url, &[("if-modified-since", old)]).await.status(),
+            StatusCode::OK
+        );
+        assert_eq!(
+            get(&c, &url, &[("if-unmodified-since", old)])
+                .await
+                .status(),
+            StatusCode::PRECONDITION_FAILED
+        );
+        // If-None-Match takes precedence over If-Modified-Since (RFC 9110 §13.2.2).
+        let resp = get(
+            &c,
+            &url,
+            &[("if-none-match", stale), ("if-modified-since", &modified)],
+        )
+        .await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        // A missing file is 404 whatever the preconditions (§13.2.1).
+        let missing = format!("{base}/files/missing.txt");
+        assert_eq!(
+            get(&c, &missing, &[("if-match", "*")]).await.status(),
+            StatusCode::NOT_FOUND
+        );
+        let resp = c
+            .http
+            .delete(&missing)
+            .headers(headers(&[("if-match", "*")]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    }
+}
+
+/// Many clients race to create one name with `If-None-Match: *`: exactly one wins, and
+/// the stored bytes are the winner's.
+#[tokio::test]
+async fn racing_create_only_uploads_get_one_201() {
+    let c = Cluster::builder().nodes(2).balancer(true).start().await;
+    for round in 0..4 {
+        let bases = [c.balancer_url(), c.node_url(0), c.node_url(1)];
+        let name = format!("race-{round}.bin");
+        let attempts = (0..8u64).map(|k| {
+            let body = data::bytes(round * 100 + k, 3000 + k);
+            let url = format!("{}/files/{name}", bases[k as usize % 3]);
+            let c = &c;
+            async move {
+                let resp = put(c, &url, &body, &[("if-none-match", "*")]).await;
+                (resp.status(), body)
+            }
+        });
+        let results = futures::future::join_all(attempts).await;
+        let winners: Vec<_> = results
+            .iter()
+            .filter(|(s, _)| *s == StatusCode::CREATED)
+            .collect();
+        assert_eq!(
+            winners.len(),
+            1,
+            "round {round}: {:?}",
+            results.iter().map(|r| r.0).collect::<Vec<_>>()
+        );
+        for (status, _) in &results {
+            assert!(*status == StatusCode::CREATED || *status == StatusCode::PRECONDITION_FAILED);
+        }
+        let url = format!("{}/files/{name}", c.balancer_url());
+        assert_eq!(body_of(&c, &url).await, winners[0].1);
+    }
+}
+
+/// Read-modify-write with `If-Match` from several clients at once never loses an update:
+/// each client adds its increments to a counter file, retrying on 412.
+#[tokio::test]
+async fn compare_and_swap_never_loses_an_update() {
+    let c = Cluster::builder().nodes(2).balancer(true).start().await;
+    let url = format!("{}/files/counter.txt", c.balancer_url());
+    assert_eq!(put(&c, &url, b"0", &[]).await.status(), StatusCode::CREATED);
+    let (clients, increments) = (4, 6);
+    let worker = |k: usize| {
+        let c = &c;
+        let url = if k % 2 == 0 {
+            url.clone()
+        } else {
+            format!("{}/files/counter.txt", c.node_url(k % 2))
+        };
+        async move {
+            let mut done = 0;
+            let mut conflicts = 0;
+            while done < increments {
+                let resp = get(c, &url, &[]).await;
+                let tag = etag(&resp);
+                let n: u64 = String::from_utf8(resp.bytes().await.unwrap().to_vec())
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                let next = (n + 1).to_string();
+                match put(c, &url, next.as_bytes(), &[("if-match", &tag)])
+                    .await
+                    .status()
+                {
+                    StatusCode::CREATED => done += 1,
+                    StatusCode::PRECONDITION_FAILED => conflicts += 1,
+                    other => panic!("PUT answered {other}"),
+                }
+                assert!(conflicts < 500, "no progress");
+            }
+        }
+    };
+    futures::future::join_all((0..clients).map(worker)).await;
+    let total = String::from_utf8(body_of(&c, &url).await).unwrap();
+    assert_eq!(total, (clients * increments).to_string());
+}
+
+/// A multipart form with `If-None-Match: *` never overwrites: a part whose name exists is
+/// refused with 412, and the existing file is untouched.
+#[tokio::test]
+async fn create_only_forms() {
+    let c = Cluster::builder().nodes(1).balancer(true).start().await;
+    for (i, base) in [c.balancer_url(), c.node_url(0)].into_iter().enumerate() {
+        let name = format!("form-{i}.txt");
+        let form = || {
+            reqwest::multipart::Form::new().part(
+                "f",
+                reqwest::multipart::Part::bytes(b"from the form".to_vec()).file_name(name.clone()),
+            )
+        };
+        let send = |form| {
+            c.http
+                .post(format!("{base}/upload"))
+                .header("if-none-match", "*")
+                .multipart(form)
+                .send()
+        };
+        assert_eq!(send(form()).await.unwrap().status(), StatusCode::CREATED);
+        let url = format!("{base}/files/{name}");
+        assert_eq!(
+            put(&c, &url, b"replaced", &[]).await.status(),
+            StatusCode::CREATED
+        );
+        assert_eq!(
+            send(form()).await.unwrap().status(),
+            StatusCode::PRECONDITION_FAILED
+        );
+        assert_eq!(body_of(&c, &url).await, b"replaced");
+    }
+}
