@@ -6,7 +6,8 @@
 //! Backpressure is hyper's: a frame is only pulled when the other side can take it.
 
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -16,6 +17,7 @@ use tokio::sync::oneshot;
 
 use crate::conn::Lease;
 use crate::error::BodyError;
+use crate::expect::{AnsweredFirst, Gate};
 use crate::idle::IdleTimer;
 use crate::pool::InFlight;
 
@@ -30,7 +32,11 @@ pub enum UpBody {
 /// A client's upload, forwarded frame by frame.
 #[derive(Debug)]
 pub struct RequestStream {
-    inner: Incoming,
+    /// `None` while an `Expect: 100-continue` [`Gate`] still holds the body.
+    inner: Option<Incoming>,
+    gate: Option<Arc<Gate>>,
+    /// The body's length as the client declared it, for hyper to frame the request.
+    size: SizeHint,
     idle: IdleTimer,
     /// Fired once the last byte has been handed to the node's connection, which is when
     /// the response-header timer may start (an upload can legitimately take hours).
@@ -40,13 +46,51 @@ pub struct RequestStream {
 impl RequestStream {
     /// Wraps `inner`; the receiver resolves when the body has been fully read (or dropped).
     pub fn new(inner: Incoming, idle: IdleTimer) -> (Self, oneshot::Receiver<()>) {
+        let size = inner.size_hint();
+        Self::with(Some(inner), None, size, idle)
+    }
+
+    /// A body that stays pending until `gate` hands it over; `size` is the client's.
+    pub fn gated(
+        gate: Arc<Gate>,
+        size: SizeHint,
+        idle: IdleTimer,
+    ) -> (Self, oneshot::Receiver<()>) {
+        Self::with(None, Some(gate), size, idle)
+    }
+
+    fn with(
+        inner: Option<Incoming>,
+        gate: Option<Arc<Gate>>,
+        size: SizeHint,
+        idle: IdleTimer,
+    ) -> (Self, oneshot::Receiver<()>) {
         let (tx, rx) = oneshot::channel();
         let stream = Self {
             inner,
+            gate,
+            size,
             idle,
             done: Some(tx),
         };
         (stream, rx)
+    }
+
+    /// Ready once the client's body is here to poll: at once, or when the gate (if any)
+    /// lets it through.
+    fn poll_open(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BodyError>> {
+        if self.inner.is_none() {
+            let Some(gate) = &self.gate else {
+                return Poll::Ready(Err(BodyError::Withdrawn));
+            };
+            match ready!(gate.poll_take(cx)) {
+                Some(body) => self.inner = Some(body),
+                None => return Poll::Ready(Err(BodyError::Withdrawn)),
+            }
+            // the idle clock starts when the node asks, not when the request came
+            self.idle.progress();
+        }
+        Poll::Ready(Ok(()))
     }
 
     fn finish(&mut self) {
@@ -68,10 +112,16 @@ impl Body for UpBody {
             UpBody::Empty => return Poll::Ready(None),
             UpBody::Stream(stream) => stream,
         };
-        let polled = poll_idle(&mut stream.inner, &mut stream.idle, cx);
+        if let Err(e) = ready!(stream.poll_open(cx)) {
+            return Poll::Ready(Some(Err(e)));
+        }
+        let Some(inner) = stream.inner.as_mut() else {
+            return Poll::Ready(Some(Err(BodyError::Withdrawn)));
+        };
+        let polled = poll_idle(inner, &mut stream.idle, cx);
         // hyper stops polling once a sized body reports its end, so the last frame may be
         // the last call we get
-        if matches!(polled, Poll::Ready(None)) || stream.inner.is_end_stream() {
+        if matches!(polled, Poll::Ready(None)) || inner.is_end_stream() {
             stream.finish();
         }
         polled
@@ -80,14 +130,17 @@ impl Body for UpBody {
     fn is_end_stream(&self) -> bool {
         match self {
             UpBody::Empty => true,
-            UpBody::Stream(stream) => stream.inner.is_end_stream(),
+            UpBody::Stream(stream) => stream.inner.as_ref().is_some_and(Body::is_end_stream),
         }
     }
 
     fn size_hint(&self) -> SizeHint {
         match self {
             UpBody::Empty => SizeHint::with_exact(0),
-            UpBody::Stream(stream) => stream.inner.size_hint(),
+            UpBody::Stream(stream) => match &stream.inner {
+                Some(inner) => inner.size_hint(),
+                None => stream.size,
+            },
         }
     }
 }
@@ -110,16 +163,26 @@ pub struct ResponseStream {
     /// Its connection, reusable once this body has been read to the end.
     lease: Option<Lease>,
     ended: bool,
+    /// Set when the node answered before asking for the request body: its connection
+    /// is not reusable, and ends when this body is dropped.
+    answered_first: Option<AnsweredFirst>,
 }
 
 impl ResponseStream {
-    pub fn new(inner: Incoming, idle: IdleTimer, in_flight: InFlight, lease: Lease) -> Self {
+    pub fn new(
+        inner: Incoming,
+        idle: IdleTimer,
+        in_flight: InFlight,
+        lease: Lease,
+        answered_first: Option<AnsweredFirst>,
+    ) -> Self {
         Self {
             inner,
             idle,
             _in_flight: in_flight,
             lease: Some(lease),
             ended: false,
+            answered_first,
         }
     }
 }
@@ -129,7 +192,7 @@ impl Drop for ResponseStream {
     /// the most time to get ready for the next request (saving a task to wait for it).
     fn drop(&mut self) {
         if let Some(lease) = self.lease.take() {
-            if self.ended || self.inner.is_end_stream() {
+            if self.answered_first.is_none() && (self.ended || self.inner.is_end_stream()) {
                 lease.release();
             }
         }

@@ -89,6 +89,9 @@ impl ConnectError {
 pub enum BodyError {
     #[error("no byte moved for {0:?}")]
     Idle(Duration),
+    /// The node answered an `Expect: 100-continue` request without asking for its body.
+    #[error("the node answered before asking for the body")]
+    Withdrawn,
     #[error(transparent)]
     Hyper(#[from] hyper::Error),
 }

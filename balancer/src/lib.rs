@@ -4,7 +4,9 @@
 //! Read [`proxy`] first: it is the request path. Around it:
 //! - [`pool`]: the cluster snapshot (nodes with their health) and node selection;
 //! - [`conn`]: keep-alive connections to nodes that hand back unsent requests;
+//! - [`rewrite`]: hop-by-hop and forwarding headers (trusted proxies);
 //! - [`body`] and [`idle`]: streaming bodies and the idle cut-offs;
+//! - [`expect`]: `Expect: 100-continue` decided by the node, not the balancer;
 //! - [`health`] (pure rise/fall) and [`probe`] (the active check loop);
 //! - [`reload`]: live `cluster.toml` changes; [`status`]: `GET /_cluster`;
 //! - [`page`]: the browser upload page at `/`;
@@ -16,6 +18,7 @@
 pub mod body;
 pub mod conn;
 pub mod error;
+pub mod expect;
 pub mod health;
 pub mod idle;
 pub mod page;
@@ -23,6 +26,7 @@ pub mod pool;
 pub mod probe;
 pub mod proxy;
 pub mod reload;
+pub mod rewrite;
 pub mod status;
 
 use std::future::Future;

@@ -5,32 +5,33 @@
 //! connection that closed before the request was written) goes to another node whatever
 //! its method, with an upload body still untouched. A body-less GET/HEAD/DELETE/OPTIONS
 //! is also replayed when the node dies before its response head. An upload whose body
-//! has started is never replayed: the client gets a 502.
+//! has started is never replayed: the client gets a 502. An upload that expects
+//! 100-continue and whose node died before asking for the body still has it untouched
+//! (see [`crate::expect`]), so a PUT is replayed then too.
 
 use std::convert::Infallible;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, Uri, Version};
+use http::header::{HeaderMap, HeaderValue};
+use http::{Method, Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
+use speedbox_common::config::BalancerConfig;
 use speedbox_common::headers::X_REQUEST_ID;
 
 use crate::body::{ProxyBody, RequestStream, ResponseStream, UpBody};
 use crate::conn::{self, SendError};
 use crate::error::{caused_by_dead_peer, ProxyError};
+use crate::expect::{AnsweredFirst, Gate};
 use crate::idle::IdleTimer;
 use crate::pool::{InFlight, Pool};
+use crate::rewrite::{prepare_request, strip_hop_by_hop};
 use crate::{page, status};
 
 /// Nodes one request may be offered to before the client gets an error.
 const MAX_ATTEMPTS: usize = 4;
-
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// The hyper service: every request of every client connection comes through here.
 pub async fn handle(
@@ -65,16 +66,23 @@ async fn forward(
     let snapshot = pool.snapshot();
     let cfg = &snapshot.config.balancer;
     let (mut parts, body) = request.into_parts();
-    prepare_request(&mut parts, client.ip(), request_id);
+    let expect_continue =
+        prepare_request(&mut parts, client.ip(), request_id, &cfg.trusted_proxies);
 
-    let (body, mut body_done) = if body.is_end_stream() {
-        (UpBody::Empty, None)
+    let (body, mut body_done, mut gate) = if body.is_end_stream() {
+        (UpBody::Empty, None, None)
+    } else if expect_continue {
+        let (body, done, gate) = gated(body, cfg);
+        (body, Some(done), Some(gate))
     } else {
         let (stream, done) = RequestStream::new(body, IdleTimer::new(cfg.idle_timeout()));
-        (UpBody::Stream(stream), Some(done))
+        (UpBody::Stream(stream), Some(done), None)
     };
-    // A body-less idempotent request can be rebuilt after the node took it and died.
-    let replay = (body_done.is_none() && is_idempotent(&parts.method)).then(|| {
+    // A request can be rebuilt after the node took it and died when it has no body and
+    // is idempotent, or when its body was never asked for and it is a PUT.
+    let replay = ((gate.is_some() && parts.method == Method::PUT)
+        || (body_done.is_none() && is_idempotent(&parts.method)))
+    .then(|| {
         (
             parts.method.clone(),
             parts.uri.clone(),
@@ -82,6 +90,9 @@ async fn forward(
         )
     });
     let mut request = Request::from_parts(parts, body);
+    if let Some(gate) = &gate {
+        gate.watch(&mut request);
+    }
 
     let mut failed: Vec<usize> = Vec::new();
     let mut reasons: Vec<String> = Vec::new();
@@ -95,7 +106,16 @@ async fn forward(
         let node = &snapshot.nodes[i];
         let in_flight = node.state.begin();
         let (unsent, reason, dead) = match conn::send(node, request, &mut body_done, cfg).await {
-            Ok((response, lease)) => return Ok(prepare_response(response, in_flight, lease, cfg)),
+            Ok((response, lease)) => {
+                let answered_first = gate.as_ref().and_then(AnsweredFirst::check);
+                return Ok(prepare_response(
+                    response,
+                    in_flight,
+                    lease,
+                    cfg,
+                    answered_first,
+                ));
+            }
             Err(SendError::Timeout(timeout)) => {
                 return Err(ProxyError::ResponseTimeout {
                     node: node.id.clone(),
@@ -121,11 +141,25 @@ async fn forward(
         request = match (unsent, &replay) {
             (Some(request), _) => *request,
             (None, Some((method, uri, headers))) => {
+                let body = match gate.take().map(|g| (g.withdraw(), g)) {
+                    None => UpBody::Empty,
+                    Some((Some(body), old)) => {
+                        old.close();
+                        let (body, done, new) = gated(body, cfg);
+                        (body_done, gate) = (Some(done), Some(new));
+                        body
+                    }
+                    // the node had started taking the body
+                    Some((None, _)) => return Err(upstream()),
+                };
                 sent_error = Some(upstream());
-                let mut request = Request::new(UpBody::Empty);
+                let mut request = Request::new(body);
                 *request.method_mut() = method.clone();
                 *request.uri_mut() = uri.clone();
                 *request.headers_mut() = headers.clone();
+                if let Some(gate) = &gate {
+                    gate.watch(&mut request);
+                }
                 request
             }
             (None, None) => return Err(upstream()),
@@ -169,94 +203,30 @@ fn is_idempotent(method: &Method) -> bool {
     )
 }
 
+/// A client body behind an `Expect: 100-continue` gate.
+fn gated(
+    body: Incoming,
+    cfg: &BalancerConfig,
+) -> (UpBody, tokio::sync::oneshot::Receiver<()>, Arc<Gate>) {
+    let size = body.size_hint();
+    let gate = Gate::new(body);
+    let idle = IdleTimer::new(cfg.idle_timeout());
+    let (stream, done) = RequestStream::gated(Arc::clone(&gate), size, idle);
+    (UpBody::Stream(stream), done, gate)
+}
+
 fn prepare_response(
     response: Response<Incoming>,
     in_flight: InFlight,
     lease: conn::Lease,
-    cfg: &speedbox_common::config::BalancerConfig,
+    cfg: &BalancerConfig,
+    answered_first: Option<AnsweredFirst>,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     let idle = IdleTimer::new(cfg.idle_timeout());
-    let body = ResponseStream::new(body, idle, in_flight, lease);
+    let body = ResponseStream::new(body, idle, in_flight, lease, answered_first);
     Response::from_parts(parts, ProxyBody::Upstream(body))
-}
-
-/// Rewrites a client's request for a node: hop-by-hop headers out, `X-Forwarded-*` and
-/// `X-Request-Id` in, origin-form URI, HTTP/1.1.
-pub fn prepare_request(parts: &mut http::request::Parts, client: IpAddr, request_id: &HeaderValue) {
-    let headers = &mut parts.headers;
-    let host = headers.get(header::HOST).cloned();
-    strip_hop_by_hop(headers);
-    // hyper's server already answered any 100-continue when we started reading the body
-    headers.remove(header::EXPECT);
-    let forwarded_for = forwarded_for(headers, client);
-    headers.insert(X_FORWARDED_FOR, forwarded_for);
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    match host {
-        Some(host) => headers.insert(X_FORWARDED_HOST, host),
-        None => headers.remove(X_FORWARDED_HOST),
-    };
-    headers.insert(X_REQUEST_ID, request_id.clone());
-    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
-        parts.uri = match parts.uri.path_and_query() {
-            Some(pq) => Uri::from(pq.clone()),
-            None => Uri::from_static("/"),
-        };
-    }
-    parts.version = Version::HTTP_11;
-}
-
-/// The existing `X-Forwarded-For` chain (all its lines) with `client` appended.
-fn forwarded_for(headers: &HeaderMap, client: IpAddr) -> HeaderValue {
-    let mut chain = String::new();
-    for value in headers.get_all(X_FORWARDED_FOR) {
-        if let Ok(value) = value.to_str() {
-            let value = value.trim();
-            if !value.is_empty() {
-                chain.push_str(value);
-                chain.push_str(", ");
-            }
-        }
-    }
-    chain.push_str(&client.to_string());
-    HeaderValue::from_maybe_shared(Bytes::from(chain))
-        .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
-}
-
-/// Removes the headers that describe one connection rather than the message (RFC 9110
-/// 7.6.1): `Connection` and every header it names, plus the well-known ones.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
-        let listed: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-            .collect();
-        for name in listed {
-            headers.remove(name);
-        }
-    }
-    for name in [
-        header::CONNECTION,
-        HeaderName::from_static("keep-alive"),
-        header::TE,
-        header::TRAILER,
-        header::TRANSFER_ENCODING,
-        header::UPGRADE,
-    ] {
-        headers.remove(name);
-    }
-    let proxy: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| name.as_str().starts_with("proxy-"))
-        .cloned()
-        .collect();
-    for name in proxy {
-        headers.remove(name);
-    }
 }
 
 /// The client's `X-Request-Id` if it is sane, else a new random one.

@@ -115,9 +115,14 @@ async fn forwarding_headers_and_request_ids() {
     let h = &seen["headers"];
     assert_eq!(seen["uri"], "/echo?x=1");
     assert_eq!(h["x-request-id"], "client-id-1");
-    assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    // 127.0.0.1 is not a trusted proxy here: its chain is replaced, not extended
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
     assert_eq!(h["x-forwarded-proto"], "http");
     assert_eq!(h["x-forwarded-host"], balancer.addr.to_string());
+    assert_eq!(
+        h["forwarded"],
+        format!("for=127.0.0.1;proto=http;host=\"{}\"", balancer.addr).as_str()
+    );
     assert!(h.get("x-hop").is_none(), "{h}");
 
     let mut req = request("GET", &balancer.url("/echo"), empty());
@@ -130,6 +135,37 @@ async fn forwarding_headers_and_request_ids() {
         .to_owned();
     assert_eq!(id.len(), 32);
     assert_eq!(json(response).await["headers"]["x-request-id"], id.as_str());
+}
+
+#[tokio::test]
+async fn a_trusted_proxy_keeps_its_forwarding_headers() {
+    let a = FakeNode::start("a").await;
+    let balancer = Balancer::start(&[&a], "trusted_proxies = [\"127.0.0.0/8\"]\n").await;
+    let mut req = request("GET", &balancer.url("/echo"), empty());
+    for (name, value) in [
+        ("x-forwarded-for", "203.0.113.9"),
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "public.example"),
+        (
+            "forwarded",
+            "for=203.0.113.9;proto=https;host=public.example",
+        ),
+    ] {
+        req.headers_mut().insert(name, value.parse().unwrap());
+    }
+    let seen = json(client().request(req).await.unwrap()).await;
+    let h = &seen["headers"];
+    assert_eq!(h["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(h["x-forwarded-proto"], "https");
+    assert_eq!(h["x-forwarded-host"], "public.example");
+    assert_eq!(
+        h["forwarded"],
+        format!(
+            "for=203.0.113.9;proto=https;host=public.example, for=127.0.0.1;proto=http;host=\"{}\"",
+            balancer.addr
+        )
+        .as_str()
+    );
 }
 
 #[tokio::test]

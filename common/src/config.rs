@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::forwarded::TrustedProxies;
+
 /// The default GridFS chunk size (255 KiB), as the GridFS spec and every driver use.
 pub const DEFAULT_CHUNK_SIZE: u32 = 255 * 1024;
 /// Chunks are stored as BSON documents, which MongoDB caps at 16 MiB.
@@ -77,6 +79,9 @@ pub struct BalancerConfig {
     pub header_timeout_ms: u64,
     /// On SIGTERM, in-flight transfers get this long to finish.
     pub drain_timeout_ms: u64,
+    /// Peers (CIDRs) whose `X-Forwarded-*` and `Forwarded` headers are kept and extended
+    /// rather than replaced: a TLS terminator in front of the balancer. Default none.
+    pub trusted_proxies: TrustedProxies,
 }
 
 impl Default for BalancerConfig {
@@ -93,6 +98,7 @@ impl Default for BalancerConfig {
             idle_timeout_ms: 60_000,
             header_timeout_ms: 10_000,
             drain_timeout_ms: 30_000,
+            trusted_proxies: TrustedProxies::default(),
         }
     }
 }
@@ -570,6 +576,31 @@ weight = 3
             let cfg = ClusterConfig::load(Path::new(&path)).unwrap();
             println!("database={}", cfg.mongodb.database);
         }
+    }
+
+    #[test]
+    fn trusted_proxies_load_and_bad_ones_name_the_key() {
+        let with = |list: &str| {
+            GOOD.replace(
+                "listen = \"127.0.0.1:3000\"",
+                &format!("listen = \"127.0.0.1:3000\"\ntrusted_proxies = {list}"),
+            )
+        };
+        let cfg = ClusterConfig::from_toml(GOOD).unwrap();
+        assert!(cfg.balancer.trusted_proxies.is_empty(), "default: none");
+        let cfg = ClusterConfig::from_toml(&with(r#"["10.0.0.0/8", "127.0.0.1/32", "::1/128"]"#))
+            .unwrap();
+        let trusted = &cfg.balancer.trusted_proxies;
+        assert!(trusted.contains("10.9.8.7".parse().unwrap()));
+        assert!(trusted.contains("::1".parse().unwrap()));
+        assert!(!trusted.contains("192.168.1.1".parse().unwrap()));
+        let err = problems(&with(r#"["10.0.0.0/8", "10.0.0.0/40"]"#));
+        assert!(
+            err.contains("trusted_proxies") && err.contains("\"10.0.0.0/40\""),
+            "{err}"
+        );
+        let err = problems(&with(r#""10.0.0.0/8""#));
+        assert!(err.contains("trusted_proxies"), "{err}");
     }
 
     #[test]

@@ -2,11 +2,12 @@
 //!
 //! Start with [`config`]: `cluster.toml` is the one file that describes a cluster, and both
 //! binaries load and validate it through [`config::ClusterConfig::load`]. The rest is small:
-//! header names ([`headers`]), JSON responses ([`respond`]), the shutdown signal
+//! header names ([`headers`]), trusted proxies and RFC 7239 `Forwarded` ([`forwarded`]), JSON responses ([`respond`]), the shutdown signal
 //! ([`shutdown`]) and logging ([`telemetry`]).
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod forwarded;
 pub mod headers;
 pub mod respond;
 pub mod shutdown;

@@ -66,20 +66,39 @@ pub fn parse_metadata(value: &str) -> Result<Vec<(String, Vec<u8>)>> {
     Ok(out)
 }
 
-/// The URL of an upload as the client addressed us (through the balancer: its
-/// `X-Forwarded-Proto`/`-Host`), or a path when the host is unknown.
+/// The URL of an upload as the client addressed us. Through the balancer that is its
+/// `X-Forwarded-Proto`/`-Host` (the first, client-side hop of each), else the nearest
+/// client-side RFC 7239 §5.3/§5.4 `Forwarded` `host=`/`proto=`, else `Host` and `http`;
+/// a path when the host is unknown. Only `http`/`https` are believed as a scheme.
 pub fn location(headers: &HeaderMap, id: &str) -> String {
-    let get = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| v.split(',').next().unwrap_or(v).trim().to_string())
+    let joined = |name: &str| {
+        let values: Vec<&str> = headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        (!values.is_empty()).then(|| values.join(","))
+    };
+    let first = |name: &str| {
+        joined(name)
+            .and_then(|v| v.split(',').next().map(|v| v.trim().to_string()))
             .filter(|v| !v.is_empty())
     };
-    let host = get("x-forwarded-host").or_else(|| get("host"));
-    let proto = get("x-forwarded-proto").unwrap_or_else(|| "http".into());
+    let forwarded = |param: &str| {
+        joined("forwarded").and_then(|v| speedbox_common::forwarded::first_param(&v, param))
+    };
+    let host = first("x-forwarded-host")
+        .or_else(|| forwarded("host"))
+        .or_else(|| first("host"));
+    let proto = first("x-forwarded-proto")
+        .or_else(|| forwarded("proto"))
+        .map(|p| p.to_ascii_lowercase())
+        .filter(|p| p == "http" || p == "https")
+        .unwrap_or_else(|| "http".into());
     match host {
-        Some(host) if !host.contains(['/', ' ']) => format!("{proto}://{host}/uploads/{id}"),
+        Some(host) if !host.contains(['/', ' ', '@', '?', '#', '\\', '"']) => {
+            format!("{proto}://{host}/uploads/{id}")
+        }
         _ => format!("/uploads/{id}"),
     }
 }
@@ -148,10 +167,49 @@ mod tests {
         assert_eq!(location(&h, "ab"), "http://127.0.0.1:8001/uploads/ab");
         h.insert(
             "x-forwarded-host",
-            HeaderValue::from_static("files.example.com"),
+            HeaderValue::from_static("files.example.com, 10.0.0.2:3000"),
         );
-        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https, http"));
         assert_eq!(location(&h, "ab"), "https://files.example.com/uploads/ab");
+        // X-Forwarded-* win over Forwarded when both arrive
+        h.insert(
+            "forwarded",
+            HeaderValue::from_static("for=1.2.3.4;proto=http;host=other"),
+        );
+        assert_eq!(location(&h, "ab"), "https://files.example.com/uploads/ab");
+    }
+
+    #[test]
+    fn locations_fall_back_to_rfc7239_forwarded() {
+        let mut h = HeaderMap::new();
+        h.insert("host", HeaderValue::from_static("10.0.0.2:3000"));
+        h.append(
+            "forwarded",
+            HeaderValue::from_static("for=\"[2001:db8::1]\";proto=https;host=\"up.example:8443\""),
+        );
+        h.append(
+            "forwarded",
+            HeaderValue::from_static("for=10.0.0.1;proto=http;host=\"10.0.0.2:3000\""),
+        );
+        assert_eq!(location(&h, "ab"), "https://up.example:8443/uploads/ab");
+        // a hop that states no proto/host leaves it to the next one, then to Host
+        let mut h = HeaderMap::new();
+        h.insert("host", HeaderValue::from_static("10.0.0.2:3000"));
+        h.insert("forwarded", HeaderValue::from_static("for=1.2.3.4"));
+        assert_eq!(location(&h, "ab"), "http://10.0.0.2:3000/uploads/ab");
+    }
+
+    #[test]
+    fn odd_schemes_and_hosts_are_not_believed() {
+        let mut h = HeaderMap::new();
+        h.insert("host", HeaderValue::from_static("a.example"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("javascript"));
+        assert_eq!(location(&h, "ab"), "http://a.example/uploads/ab");
+        h.insert(
+            "x-forwarded-host",
+            HeaderValue::from_static("evil@b.example"),
+        );
+        assert_eq!(location(&h, "ab"), "/uploads/ab");
     }
 
     #[test]
