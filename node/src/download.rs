@@ -48,7 +48,7 @@ pub fn respond(
         }
     }
     let length = file.length as u64;
-    let range = if if_range_holds(header_str(header::IF_RANGE), &etag, &last_modified) {
+    let range = if if_range_holds(header_str(header::IF_RANGE), &etag) {
         parse_range(header_str(header::RANGE), length)
     } else {
         RangeRequest::Full

@@ -1,17 +1,20 @@
 //! speedbox-node: a stateless storage server that streams files into MongoDB GridFS and back.
 //!
-//! Read [`server`] first: it routes each request ([`routes`]) to an upload ([`upload`],
-//! [`multipart`], [`tus`] for resumable uploads) or a download ([`download`], [`range`]). [`store`] is the only module that
+//! Read [`server`] first: it routes each request ([`routes`], names decoded by [`percent`])
+//! to an upload ([`upload`], [`multipart`] with [`disposition`], [`tus`] for resumable
+//! uploads) or a download ([`download`], [`range`]). [`store`] is the only module that
 //! talks to MongoDB; [`maintenance`] creates indexes and sweeps garbage in the background.
 #![forbid(unsafe_code)]
 
 pub mod conditional;
 pub mod cors;
 pub mod digest;
+pub mod disposition;
 pub mod download;
 pub mod error;
 pub mod maintenance;
 pub mod multipart;
+pub mod percent;
 pub mod range;
 pub mod routes;
 pub mod server;

@@ -33,8 +33,14 @@ pub fn parse_range(header: Option<&str>, len: u64) -> RangeRequest {
             let Some(n) = digits(last).then(|| last.parse::<u64>().ok()).flatten() else {
                 return RangeRequest::Full;
             };
-            if n == 0 || len == 0 {
+            if n == 0 {
                 return RangeRequest::Unsatisfiable;
+            }
+            if len == 0 {
+                // §14.1.1: on an empty representation a non-zero suffix is the one
+                // satisfiable shape, yet it selects no byte and no Content-Range can name
+                // it; §14.2 lets us ignore the Range, so the answer is 200 with no body.
+                return RangeRequest::Full;
             }
             RangeRequest::Partial {
                 start: len.saturating_sub(n),
@@ -68,13 +74,26 @@ pub fn parse_range(header: Option<&str>, len: u64) -> RangeRequest {
 }
 
 /// Whether a Range may be honoured under `If-Range` (RFC 9110 §13.1.5): only when the
-/// validator still names this exact representation (a strong ETag, or the exact date).
-pub fn if_range_holds(header: Option<&str>, etag: &str, last_modified: &str) -> bool {
+/// validator is a strong entity-tag equal to ours. A date never is.
+///
+/// §13.1.5 honours a date only if it is a strong validator in the sense of §8.8.2.2, and an
+/// origin server may treat a Last-Modified date as strong only when it "reliably knows that
+/// the associated representation did not change twice during the second covered by the
+/// presented validator". Ours is `uploaded_at` cut to the second, and a node knows only the
+/// current revision: when revision A is uploaded at 12:00:00.200, served, and replaced by B
+/// at 12:00:00.700, both carry `Last-Modified: 12:00:00`, and nothing stored says A existed
+/// (it is garbage-collected after the grace period, and a delete plus a new upload resets
+/// the name's version). No rule over the date, `uploaded_at` and the current time closes
+/// this: the client may resume a day later, and "old enough" says nothing about when it
+/// received its copy. Nodes also stamp `uploaded_at` with their own clocks. So a date is
+/// treated as weak and the condition is false: the client gets 200 with the whole current
+/// file, never a splice of two revisions. Clients resume with the ETag (the SHA-256, always
+/// strong), as browsers and download managers do when one is offered.
+pub fn if_range_holds(header: Option<&str>, etag: &str) -> bool {
     match header.map(str::trim) {
         None => true,
-        Some(v) if v.starts_with('"') => v == etag,
-        Some(v) if v.starts_with("W/") => false,
-        Some(v) => v == last_modified,
+        // A strong comparison: weak tags and dates never match (§8.8.3.2, §13.1.5).
+        Some(v) => v.starts_with('"') && v == etag,
     }
 }
 
@@ -115,8 +134,23 @@ mod tests {
         assert_eq!(r("bytes=10-", 10), Unsatisfiable);
         assert_eq!(r("bytes=10-20", 10), Unsatisfiable);
         assert_eq!(r("bytes=-0", 10), Unsatisfiable);
-        assert_eq!(r("bytes=0-", 0), Unsatisfiable);
-        assert_eq!(r("bytes=-5", 0), Unsatisfiable);
+    }
+
+    /// RFC 9110 §14.1.1: on a zero-length representation only a suffix-range with a
+    /// non-zero length is satisfiable; it selects nothing, so it is answered 200 (empty).
+    #[test]
+    fn every_range_shape_on_an_empty_file() {
+        let r = |h: &str| parse_range(Some(h), 0);
+        for h in ["bytes=0-", "bytes=0-0", "bytes=5-", "bytes=0-9", "bytes=-0"] {
+            assert_eq!(r(h), Unsatisfiable, "{h}");
+        }
+        for h in ["bytes=-1", "bytes=-5", "bytes=-99999999999"] {
+            assert_eq!(r(h), Full, "{h}");
+        }
+        // Invalid or multiple ranges are ignored on empty files too.
+        for h in ["bytes=5-2", "bytes=-", "bytes=0-0,-1", "items=0-0"] {
+            assert_eq!(r(h), Full, "{h}");
+        }
     }
 
     #[test]
@@ -139,13 +173,28 @@ mod tests {
 
     #[test]
     fn if_range() {
-        let (e, d) = ("\"abc\"", "Mon, 23 Nov 2026 16:00:00 GMT");
-        assert!(if_range_holds(None, e, d));
-        assert!(if_range_holds(Some("\"abc\""), e, d));
-        assert!(!if_range_holds(Some("\"old\""), e, d));
-        assert!(!if_range_holds(Some("W/\"abc\""), e, d));
-        assert!(if_range_holds(Some(d), e, d));
-        assert!(!if_range_holds(Some("Sun, 22 Nov 2026 16:00:00 GMT"), e, d));
+        let e = "\"abc\"";
+        assert!(if_range_holds(None, e));
+        assert!(if_range_holds(Some("\"abc\""), e));
+        assert!(if_range_holds(Some(" \"abc\" "), e));
+        assert!(!if_range_holds(Some("\"old\""), e));
+        assert!(!if_range_holds(Some("W/\"abc\""), e));
+        assert!(!if_range_holds(Some("\"abc"), e));
+    }
+
+    /// A date is weak (§8.8.2.2), whatever its age: the node cannot know that no other
+    /// revision carried the same second. Revision A at 16:00:00.200 and its replacement B
+    /// at 16:00:00.700 format to this same date; any of them may be the client's copy.
+    #[test]
+    fn if_range_dates_never_hold() {
+        let e = "\"abc\"";
+        for d in [
+            "Mon, 23 Nov 2026 16:00:00 GMT",
+            "Sun, 22 Nov 2026 16:00:00 GMT",
+            "Thu, 01 Jan 1970 00:00:00 GMT",
+        ] {
+            assert!(!if_range_holds(Some(d), e), "{d}");
+        }
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! The node's HTTP API as a pure function from method, path and query to a [`Route`].
 
 use http::Method;
-use percent_encoding::percent_decode_str;
 
 use crate::error::{NodeError, Result};
+use crate::percent::{decode_utf8, query_pairs};
 pub use crate::store::ListQuery;
 
 /// Longest file name accepted, in bytes of UTF-8.
@@ -65,7 +65,10 @@ pub fn parse(method: &Method, path: &str, query: Option<&str>) -> Result<Route> 
         },
         "/download" => match *method {
             Method::GET | Method::HEAD => {
-                let name = query_param(query, "filename")
+                let name = query_pairs(query)?
+                    .into_iter()
+                    .find(|(k, _)| k == "filename")
+                    .map(|(_, v)| v)
                     .ok_or_else(|| NodeError::BadRequest("missing ?filename=".into()))?;
                 Ok(Route::Get {
                     name: check_name(name)?,
@@ -98,12 +101,10 @@ fn not_allowed<T>(method: &Method, allow: &'static str) -> Result<T> {
     })
 }
 
-/// Percent-decodes the rest of a `/files/` path into a file name.
+/// Percent-decodes the rest of a `/files/` path into a file name; a malformed escape is a
+/// 400 (RFC 3986 §2.1), not part of the name.
 pub fn decode_name(raw: &str) -> Result<String> {
-    let name = percent_decode_str(raw)
-        .decode_utf8()
-        .map_err(|_| NodeError::BadRequest("file name is not valid UTF-8".into()))?;
-    check_name(name.into_owned())
+    check_name(decode_utf8(raw.as_bytes(), "file name")?)
 }
 
 /// A file name is 1 to 1024 bytes of UTF-8 without control characters.
@@ -125,21 +126,15 @@ pub fn check_name(name: String) -> Result<String> {
     Ok(name)
 }
 
-fn query_param(query: Option<&str>, key: &str) -> Option<String> {
-    form_urlencoded::parse(query.unwrap_or("").as_bytes())
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.into_owned())
-}
-
 fn list_query(query: Option<&str>) -> Result<ListQuery> {
     let mut out = ListQuery {
         limit: DEFAULT_LIST_LIMIT,
         ..ListQuery::default()
     };
-    for (key, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+    for (key, value) in query_pairs(query)? {
         match &*key {
-            "prefix" => out.prefix = value.into_owned(),
-            "after" if !value.is_empty() => out.after = Some(value.into_owned()),
+            "prefix" => out.prefix = value,
+            "after" if !value.is_empty() => out.after = Some(value),
             "after" => {}
             "limit" => {
                 out.limit = value
@@ -210,6 +205,25 @@ mod tests {
             route(Method::GET, "/download", None).unwrap_err().status(),
             400
         );
+    }
+
+    #[test]
+    fn malformed_escapes_are_400_on_every_route_that_decodes_a_name() {
+        for bad in ["%ZZbad", "bad%", "%4", "a%4Gb", "%"] {
+            for method in [Method::GET, Method::HEAD, Method::PUT, Method::DELETE] {
+                let path = format!("/files/{bad}");
+                let err = route(method.clone(), &path, None).unwrap_err();
+                assert_eq!(err.status(), 400, "{method} {path}");
+            }
+            for (path, query) in [
+                ("/download", format!("filename={bad}")),
+                ("/files", format!("prefix={bad}")),
+                ("/files", format!("after={bad}")),
+            ] {
+                let err = route(Method::GET, path, Some(&query)).unwrap_err();
+                assert_eq!(err.status(), 400, "{path}?{query}");
+            }
+        }
     }
 
     #[test]

@@ -158,9 +158,13 @@ async fn dispatch(state: &AppState, mut req: Request<Incoming>) -> Result<Respon
         Route::Multipart => {
             let (parts, body) = req.into_parts();
             upload::check_declared_length(&parts.headers, &state.limits)?;
-            let stored = multipart::store_form(store, &parts.headers, body, state.limits).await?;
-            let files: Vec<_> = stored.iter().map(file_json).collect();
-            Ok(json(StatusCode::CREATED, &json!({ "files": files })))
+            let form = multipart::store_form(store, &parts.headers, body, state.limits).await?;
+            let files: Vec<_> = form.stored.iter().map(file_json).collect();
+            let skipped = &form.skipped;
+            Ok(json(
+                StatusCode::CREATED,
+                &json!({ "files": files, "skipped": skipped }),
+            ))
         }
         Route::Delete(name) => {
             let preconditions = Preconditions::from_headers(req.headers());

@@ -156,6 +156,17 @@ mod tests {
         assert_eq!(m[1], ("filetype".to_string(), b"video/mp4".to_vec()));
         assert_eq!(m[2], ("is_confidential".to_string(), Vec::new()));
         assert!(parse_metadata("filename !!!").is_err());
+        // Malformed base64 is a 400 too, never a name decoded by guesswork.
+        for bad in [
+            "filename dmlkZW8ubXA",
+            "filename dmlkZW8ubXA0=",
+            "filename dmlk ZW8=",
+            "filename ====",
+            "filename dmlkZW8%ubXA0",
+            "filename dmlkZW8_ubXA0",
+        ] {
+            assert_eq!(parse_metadata(bad).unwrap_err().status(), 400, "{bad}");
+        }
         assert!(parse_metadata("").unwrap().is_empty());
     }
 
