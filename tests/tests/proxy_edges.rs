@@ -116,19 +116,25 @@ async fn read_body(stream: &mut TcpStream, buf: &mut Vec<u8>, head: &str) -> Str
     String::from_utf8_lossy(&buf.drain(..len).collect::<Vec<_>>()).into_owned()
 }
 
-/// Sends only the head of a too-large PUT that expects 100-continue: the final 413 must
-/// come first, with no `100 Continue` before it, and the connection then closes.
-async fn too_large_is_refused_before_the_body(addr: &str, who: &str) {
+/// Sends only the head of a PUT that expects 100-continue and that the node refuses on its
+/// headers (too large, a bad name, a false precondition): the final `want` must come first,
+/// with no `100 Continue` before it, and the connection then closes.
+async fn refused_before_the_body(addr: &str, who: &str, path: &str, extra: &str, want: u16) {
+    // Over the limit only where the limit is what is tested.
+    let len = if want == 413 {
+        4 * 1024 * KIB
+    } else {
+        512 * KIB
+    };
     let mut stream = TcpStream::connect(addr).await.unwrap();
     let head = format!(
-        "PUT /files/expect/too-big.bin HTTP/1.1\r\nHost: {addr}\r\n\
-         Content-Length: {}\r\nExpect: 100-continue\r\n\r\n",
-        4 * 1024 * KIB
+        "PUT {path} HTTP/1.1\r\nHost: {addr}\r\n{extra}\
+         Content-Length: {len}\r\nExpect: 100-continue\r\n\r\n"
     );
     stream.write_all(head.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
     let (code, head) = read_head(&mut stream, &mut buf).await;
-    assert_eq!(code, 413, "{who}: {head}");
+    assert_eq!(code, want, "{who} {path}: {head}");
     assert!(head.contains("x-speedbox-error: node"), "{who}: {head}");
     let body = read_body(&mut stream, &mut buf, &head).await;
     assert!(body.contains("error"), "{who}: {body}");
@@ -137,9 +143,15 @@ async fn too_large_is_refused_before_the_body(addr: &str, who: &str) {
     let read = tokio::time::timeout(EXCHANGE, stream.read_to_end(&mut rest)).await;
     assert!(
         read.is_ok(),
-        "{who}: the connection stays open after the 413"
+        "{who}: the connection stays open after the {want}"
     );
-    assert!(rest.is_empty(), "{who}: more after the 413: {rest:?}");
+    assert!(rest.is_empty(), "{who}: more after the {want}: {rest:?}");
+}
+
+async fn too_large_is_refused_before_the_body(addr: &str, who: &str) {
+    let path = "/files/expect/too-big.bin";
+    refused_before_the_body(addr, who, path, "", 413).await;
+    refused_before_the_body(addr, who, "/files/expect/%ZZ", "", 400).await;
 }
 
 #[tokio::test]
@@ -197,4 +209,10 @@ async fn expect_100_continue_lets_the_node_decide() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+
+    // A create-only upload of a name that exists fails its precondition before its body.
+    for (who, addr) in [("node", node_addr.as_str()), ("balancer", addr.as_str())] {
+        let path = "/files/expect/ok.bin";
+        refused_before_the_body(addr, who, path, "If-None-Match: *\r\n", 412).await;
+    }
 }
