@@ -34,5 +34,5 @@ pub fn preflight() -> Result<Response<Body>> {
         .header(header::ACCESS_CONTROL_ALLOW_HEADERS, CORS_ALLOW_HEADERS)
         .header(header::ACCESS_CONTROL_MAX_AGE, "86400")
         .body(empty_body())
-        .map_err(|e| NodeError::BadRequest(format!("cannot build response: {e}")))
+        .map_err(|e| NodeError::Internal(format!("cannot build response: {e}")))
 }

@@ -107,3 +107,42 @@ impl NodeError {
 }
 
 pub type Result<T, E = NodeError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::NodeError::*;
+    use super::*;
+
+    /// Clients retry 5xx and give up on 4xx: our own faults must never be 4xx.
+    #[test]
+    fn status_classes() {
+        let client = [
+            BadRequest("x".into()),
+            NotFound("x".into()),
+            NoRoute("x".into()),
+            RangeNotSatisfiable { length: 1 },
+            TooLarge { limit: 1 },
+            Body("client went away".into()),
+            BodyIdle(1),
+            TusVersion,
+            Locked("x".into()),
+            Gone("x".into()),
+            OffsetMismatch {
+                expected: 1,
+                got: 2,
+            },
+            ChecksumMismatch,
+            UnsupportedMediaType("x".into()),
+            PreconditionFailed("x".into()),
+        ];
+        for e in client {
+            assert!(e.status().is_client_error(), "{e:?}");
+        }
+        for e in [Corrupt("x".into()), Internal("x".into())] {
+            assert!(e.status().is_server_error(), "{e:?}");
+        }
+        assert_eq!(Locked("x".into()).status(), StatusCode::LOCKED);
+        assert_eq!(ChecksumMismatch.status().as_u16(), 460);
+        assert_eq!(PreconditionFailed("x".into()).status(), 412);
+    }
+}

@@ -74,7 +74,8 @@ impl Upload {
             )
             .await?;
         if beat.matched_count == 0 {
-            return Err(NodeError::Body(
+            // Our decision, not the client's fault: a 5xx, so clients retry.
+            return Err(NodeError::Internal(
                 "upload was idle past the grace period and has been discarded".into(),
             ));
         }

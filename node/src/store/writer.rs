@@ -83,7 +83,7 @@ impl ChunkWriter {
             }
         }
         if first.is_ok() && self.failed {
-            first = Err(NodeError::Body("an earlier chunk write failed".into()));
+            first = Err(NodeError::Internal("an earlier chunk write failed".into()));
         }
         first
     }

@@ -8,22 +8,23 @@
 //! `Upload-Checksum` the offset only moves once the whole PATCH is verified. Expiry slides
 //! forward with every PATCH, so slow uploads do not die of old age.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
 use http::{header, HeaderMap, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::digest::{Digests, Hasher};
 use crate::error::{NodeError, Result};
 use crate::routes::check_name;
 use crate::store::{Acquired, Store, Terminated, TusUpload, LEASE_TTL};
 use crate::{empty_body, Body};
 
+mod carry;
+mod complete;
 mod headers;
 mod patch;
 
+pub use carry::HashCarry;
+use complete::{ensure_published, patch_complete};
 use headers::{bad, header_str, header_u64};
 pub use headers::{check_version, location, parse_checksum, parse_metadata};
 use patch::write_patch;
@@ -32,46 +33,12 @@ pub const VERSION: &str = "1.0.0";
 pub const EXTENSIONS: &str = "creation,creation-with-upload,termination,checksum,expiration";
 pub const CHECKSUM_ALGORITHMS: &str = "sha1,md5,sha256";
 pub const OFFSET_OCTET_STREAM: &str = "application/offset+octet-stream";
-/// How long a request waits for a live finisher to publish a complete upload (a
-/// multi-GB read-back takes longer; then the client gets 423 and asks again).
-const PUBLISH_WAIT: Duration = Duration::from_secs(10);
 
 /// The tus endpoint: its settings and what this node remembers between PATCHes.
 #[derive(Default)]
 pub struct Tus {
     pub limits: TusLimits,
     pub carry: HashCarry,
-}
-
-/// How many uploads' running digests a node keeps at most.
-const CARRY_MAX: usize = 1024;
-
-/// Whole-file digests carried between PATCHes that reach this node in order, so the last
-/// PATCH need not read the file back to compute them. Only a shortcut: when a PATCH lands on
-/// another node (or this one restarted), the digests come from the stored chunks instead.
-#[derive(Default)]
-pub struct HashCarry {
-    running: Mutex<HashMap<String, (i64, Hasher)>>,
-}
-
-impl HashCarry {
-    /// The digests of the first `offset` bytes of upload `id`, if this node has them.
-    pub fn take(&self, id: &str, offset: i64) -> Option<Hasher> {
-        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        match running.remove(id) {
-            Some((at, hasher)) if at == offset => Some(hasher),
-            _ => None,
-        }
-    }
-
-    pub fn put(&self, id: &str, offset: i64, hasher: Hasher) {
-        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
-        if running.len() >= CARRY_MAX {
-            // Forgetting costs one read-back at the end, never correctness.
-            running.clear();
-        }
-        running.insert(id.to_string(), (offset, hasher));
-    }
 }
 
 /// Settings of the tus endpoint.
@@ -87,7 +54,7 @@ pub struct TusLimits {
 
 fn new_id() -> Result<String> {
     let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).map_err(|e| NodeError::Body(format!("no randomness: {e}")))?;
+    getrandom::fill(&mut bytes).map_err(|e| NodeError::Internal(format!("no randomness: {e}")))?;
     Ok(hex::encode(bytes))
 }
 
@@ -106,7 +73,7 @@ fn expires_header(upload: &TusUpload) -> String {
 fn built(builder: http::response::Builder) -> Result<Response<Body>> {
     builder
         .body(empty_body())
-        .map_err(|e| NodeError::BadRequest(format!("cannot build response: {e}")))
+        .map_err(|e| NodeError::Internal(format!("cannot build response: {e}")))
 }
 
 /// `OPTIONS /uploads`: what this server supports.
@@ -288,51 +255,6 @@ pub async fn patch(
     built(builder)
 }
 
-/// A PATCH to an upload that has every byte: it is immutable. An empty PATCH at its end
-/// (what a client sends when the 204 of its last PATCH was lost) is answered 204 once the
-/// file is published; anything else is 409 and changes nothing (tus 1.0 core).
-async fn patch_complete(
-    store: &Store,
-    upload: &TusUpload,
-    offset: i64,
-    body: &Incoming,
-) -> Result<Response<Body>> {
-    use hyper::body::Body as _;
-    if offset != upload.length || !body.is_end_stream() {
-        return Err(NodeError::OffsetMismatch {
-            expected: upload.length,
-            got: offset,
-        });
-    }
-    let upload = ensure_published(store, &upload.id).await?;
-    built(
-        response(StatusCode::NO_CONTENT)
-            .header("upload-offset", upload.length)
-            .header("upload-expires", expires_header(&upload)),
-    )
-}
-
-/// Waits until a complete upload is published, publishing it ourselves if its finisher
-/// died (its lease ran out); the state as it then is.
-async fn ensure_published(store: &Store, id: &str) -> Result<TusUpload> {
-    let deadline = tokio::time::Instant::now() + PUBLISH_WAIT;
-    loop {
-        let upload = store
-            .tus_get(id)
-            .await?
-            .ok_or_else(|| NodeError::NotFound(format!("upload {id}")))?;
-        if upload.done || !upload.complete {
-            return Ok(upload);
-        }
-        if !store.tus_recover(id).await? {
-            if tokio::time::Instant::now() >= deadline {
-                return Err(NodeError::Locked(format!("upload {id}")));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-}
-
 /// Releases the lease when the request ends, however it ends.
 struct LeaseGuard {
     store: Store,
@@ -361,15 +283,4 @@ impl Drop for LeaseGuard {
             });
         }
     }
-}
-
-pub(super) async fn finish(
-    store: &Store,
-    upload: &TusUpload,
-    token: i64,
-    digests: Option<Digests>,
-) -> Result<()> {
-    let info = store.tus_finish(upload, token, digests).await?;
-    tracing::info!(upload = %upload.id, file = %info.name, length = info.length, "tus upload complete");
-    Ok(())
 }

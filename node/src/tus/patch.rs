@@ -13,8 +13,9 @@ use md5::Md5;
 use sha1::Sha1;
 use sha2::{Digest, Sha256};
 
+use super::complete::finish;
 use super::headers::{Algorithm, Checksum};
-use super::{finish, Tus};
+use super::Tus;
 use crate::digest::Hasher;
 use crate::error::{NodeError, Result};
 use crate::store::LEASE_TTL;

@@ -1,0 +1,74 @@
+//! The end of a resumable upload: publishing it once every byte is in, and what requests
+//! to a complete upload get. A complete upload is immutable (tus 1.0 core: a mismatched
+//! PATCH is refused "without modifying the upload").
+
+use std::time::Duration;
+
+use hyper::body::Incoming;
+
+use super::{built, expires_header, response};
+use crate::digest::Digests;
+use crate::error::{NodeError, Result};
+use crate::store::{Store, TusUpload};
+use crate::Body;
+use http::{Response, StatusCode};
+
+/// How long a request waits for a live finisher to publish a complete upload (a
+/// multi-GB read-back takes longer; then the client gets 423 and asks again).
+const PUBLISH_WAIT: Duration = Duration::from_secs(10);
+
+/// A PATCH to an upload that has every byte: it is immutable. An empty PATCH at its end
+/// (what a client sends when the 204 of its last PATCH was lost) is answered 204 once the
+/// file is published; anything else is 409 and changes nothing (tus 1.0 core).
+pub(super) async fn patch_complete(
+    store: &Store,
+    upload: &TusUpload,
+    offset: i64,
+    body: &Incoming,
+) -> Result<Response<Body>> {
+    use hyper::body::Body as _;
+    if offset != upload.length || !body.is_end_stream() {
+        return Err(NodeError::OffsetMismatch {
+            expected: upload.length,
+            got: offset,
+        });
+    }
+    let upload = ensure_published(store, &upload.id).await?;
+    built(
+        response(StatusCode::NO_CONTENT)
+            .header("upload-offset", upload.length)
+            .header("upload-expires", expires_header(&upload)),
+    )
+}
+
+/// Waits until a complete upload is published, publishing it ourselves if its finisher
+/// died (its lease ran out); the state as it then is.
+pub(super) async fn ensure_published(store: &Store, id: &str) -> Result<TusUpload> {
+    let deadline = tokio::time::Instant::now() + PUBLISH_WAIT;
+    loop {
+        let upload = store
+            .tus_get(id)
+            .await?
+            .ok_or_else(|| NodeError::NotFound(format!("upload {id}")))?;
+        if upload.done || !upload.complete {
+            return Ok(upload);
+        }
+        if !store.tus_recover(id).await? {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(NodeError::Locked(format!("upload {id}")));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+pub(super) async fn finish(
+    store: &Store,
+    upload: &TusUpload,
+    token: i64,
+    digests: Option<Digests>,
+) -> Result<()> {
+    let info = store.tus_finish(upload, token, digests).await?;
+    tracing::info!(upload = %upload.id, file = %info.name, length = info.length, "tus upload complete");
+    Ok(())
+}
