@@ -97,9 +97,6 @@ impl NodeError {
             NodeError::Database(_) | NodeError::Locked(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
-            NodeError::TusVersion => {
-                headers.insert("tus-version", HeaderValue::from_static(crate::tus::VERSION));
-            }
             _ => {}
         }
         response

@@ -67,7 +67,8 @@ pub async fn handle(
                 full(e.into_response())
             }
         };
-        tracing::debug!(status = %response.status(), "response");
+        let status = response.status();
+        tracing::debug!(%status, "response");
         let headers = response.headers_mut();
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             headers.insert(X_REQUEST_ID, v);
@@ -76,7 +77,7 @@ pub async fn handle(
             headers.insert(X_SPEEDBOX_NODE, v);
         }
         if is_tus {
-            headers.insert("tus-resumable", HeaderValue::from_static(tus::VERSION));
+            tus::add_headers(status, headers);
         }
         cors::add_cors(&request_headers, headers);
         Ok(response)

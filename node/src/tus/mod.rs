@@ -76,6 +76,15 @@ fn built(builder: http::response::Builder) -> Result<Response<Body>> {
         .map_err(|e| NodeError::Internal(format!("cannot build response: {e}")))
 }
 
+/// What every response of the tus endpoint carries (tus 1.0 core): `Tus-Resumable`, and
+/// `Tus-Version` with a 412 (a request without a version this server speaks).
+pub fn add_headers(status: StatusCode, headers: &mut HeaderMap) {
+    headers.insert("tus-resumable", http::HeaderValue::from_static(VERSION));
+    if status == StatusCode::PRECONDITION_FAILED {
+        headers.insert("tus-version", http::HeaderValue::from_static(VERSION));
+    }
+}
+
 /// `OPTIONS /uploads`: what this server supports.
 pub fn options(limits: &TusLimits) -> Result<Response<Body>> {
     built(
