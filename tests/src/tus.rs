@@ -32,21 +32,43 @@ impl TusClient<'_> {
             .await
             .unwrap();
         assert_eq!(resp.status(), StatusCode::CREATED, "create {name}");
+        assert_eq!(resp.headers()["tus-resumable"], "1.0.0");
+        assert!(resp.headers().contains_key("upload-expires"));
         resp.headers()["location"].to_str().unwrap().to_string()
     }
 
     /// `PATCH url` with `body` at `offset`.
     pub async fn patch(&self, url: &str, offset: u64, body: Vec<u8>) -> Response {
+        self.patch_request(url, offset)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The same with `Upload-Checksum: <checksum>` (`"sha1 <base64>"`).
+    pub async fn patch_checked(
+        &self,
+        url: &str,
+        offset: u64,
+        body: Vec<u8>,
+        checksum: &str,
+    ) -> Response {
+        self.patch_request(url, offset)
+            .header("upload-checksum", checksum)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    fn patch_request(&self, url: &str, offset: u64) -> reqwest::RequestBuilder {
         self.c
             .http
             .patch(url)
             .header("tus-resumable", "1.0.0")
             .header("upload-offset", offset)
             .header("content-type", "application/offset+octet-stream")
-            .body(body)
-            .send()
-            .await
-            .unwrap()
     }
 
     pub async fn head(&self, url: &str) -> Response {

@@ -7,7 +7,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use bson::doc;
-use reqwest::{Response, StatusCode};
+use reqwest::StatusCode;
+use speedbox_tests::tus::{offset_of, TusClient};
 use speedbox_tests::{data, eventually, workspace_root, Cluster};
 
 const MIB: u64 = 1 << 20;
@@ -193,82 +194,13 @@ async fn upload_resumes_on_another_node_after_a_sigkill() {
     );
 }
 
-struct Tus<'a> {
-    c: &'a Cluster,
-    base: String,
-}
-
-impl Tus<'_> {
-    async fn create(&self, length: u64, name: &str) -> String {
-        use base64::Engine;
-        let resp = self
-            .c
-            .http
-            .post(format!("{}/uploads", self.base))
-            .header("tus-resumable", "1.0.0")
-            .header("upload-length", length)
-            .header(
-                "upload-metadata",
-                format!(
-                    "filename {}",
-                    base64::engine::general_purpose::STANDARD.encode(name)
-                ),
-            )
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), StatusCode::CREATED);
-        assert_eq!(resp.headers()["tus-resumable"], "1.0.0");
-        assert!(resp.headers().contains_key("upload-expires"));
-        resp.headers()["location"].to_str().unwrap().to_string()
-    }
-
-    async fn patch(
-        &self,
-        url: &str,
-        offset: u64,
-        body: Vec<u8>,
-        checksum: Option<&str>,
-    ) -> Response {
-        let mut req = self
-            .c
-            .http
-            .patch(url)
-            .header("tus-resumable", "1.0.0")
-            .header("upload-offset", offset)
-            .header("content-type", "application/offset+octet-stream");
-        if let Some(sum) = checksum {
-            req = req.header("upload-checksum", sum);
-        }
-        req.body(body).send().await.unwrap()
-    }
-
-    async fn head(&self, url: &str) -> Response {
-        self.c
-            .http
-            .head(url)
-            .header("tus-resumable", "1.0.0")
-            .send()
-            .await
-            .unwrap()
-    }
-}
-
-fn offset_of(resp: &Response) -> u64 {
-    resp.headers()["upload-offset"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap()
-}
-
 #[tokio::test]
 async fn protocol_errors_checksums_termination_and_expiry() {
     let c = Cluster::builder()
         .storage_toml("chunk_size = 1024\ntus_expiry_secs = 2\nsweep_interval_secs = 1\n")
         .start()
         .await;
-    let t = Tus {
+    let t = TusClient {
         c: &c,
         base: c.node_url(0),
     };
@@ -299,15 +231,13 @@ async fn protocol_errors_checksums_termination_and_expiry() {
     assert_eq!(resp.headers()["tus-version"], "1.0.0");
 
     let url = t.create(5000, "proto.bin").await;
-    let resp = t.patch(&url, 0, content[..1500].to_vec(), None).await;
+    let resp = t.patch(&url, 0, content[..1500].to_vec()).await;
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     assert_eq!(offset_of(&resp), 1500);
     assert_eq!(offset_of(&t.head(&url).await), 1500);
 
     // Wrong offset: 409. Wrong content type: 415.
-    let resp = t
-        .patch(&url, 1000, content[1000..2000].to_vec(), None)
-        .await;
+    let resp = t.patch(&url, 1000, content[1000..2000].to_vec()).await;
     assert_eq!(resp.status(), StatusCode::CONFLICT);
     let resp = c
         .http
@@ -324,12 +254,12 @@ async fn protocol_errors_checksums_termination_and_expiry() {
     // A checksum mismatch discards the PATCH's bytes: 460, offset unchanged.
     let wrong = "sha1 Kq5sNclPz7QV2+lfQIuc6R7oRu0=";
     let resp = t
-        .patch(&url, 1500, content[1500..4000].to_vec(), Some(wrong))
+        .patch_checked(&url, 1500, content[1500..4000].to_vec(), wrong)
         .await;
     assert_eq!(resp.status().as_u16(), 460);
     assert_eq!(offset_of(&t.head(&url).await), 1500);
     let resp = t
-        .patch(&url, 1500, content[1500..4000].to_vec(), Some("crc32 AAAA"))
+        .patch_checked(&url, 1500, content[1500..4000].to_vec(), "crc32 AAAA")
         .await;
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
 
@@ -342,7 +272,7 @@ async fn protocol_errors_checksums_termination_and_expiry() {
         b64.encode(sha2::Sha256::digest(&content[1500..4000]))
     );
     let resp = t
-        .patch(&url, 1500, content[1500..4000].to_vec(), Some(&sum))
+        .patch_checked(&url, 1500, content[1500..4000].to_vec(), &sum)
         .await;
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     assert_eq!(offset_of(&resp), 4000);
@@ -354,7 +284,7 @@ async fn protocol_errors_checksums_termination_and_expiry() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
-    let resp = t.patch(&url, 4000, content[4000..].to_vec(), None).await;
+    let resp = t.patch(&url, 4000, content[4000..].to_vec()).await;
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     assert_eq!(offset_of(&resp), 5000);
     assert_eq!(
@@ -364,12 +294,12 @@ async fn protocol_errors_checksums_termination_and_expiry() {
 
     // More bytes than Upload-Length: 413.
     let url2 = t.create(10, "small.bin").await;
-    let resp = t.patch(&url2, 0, vec![1; 20], None).await;
+    let resp = t.patch(&url2, 0, vec![1; 20]).await;
     assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
 
     // Termination: 204, then the upload is gone and its chunks with it.
     let url3 = t.create(4096, "terminated.bin").await;
-    let resp = t.patch(&url3, 0, content[..3000].to_vec(), None).await;
+    let resp = t.patch(&url3, 0, content[..3000].to_vec()).await;
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     let resp = c
         .http
@@ -380,14 +310,12 @@ async fn protocol_errors_checksums_termination_and_expiry() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     assert_eq!(t.head(&url3).await.status(), StatusCode::NOT_FOUND);
-    let resp = t
-        .patch(&url3, 3000, content[3000..4000].to_vec(), None)
-        .await;
+    let resp = t.patch(&url3, 3000, content[3000..4000].to_vec()).await;
     assert_eq!(resp.status(), StatusCode::NOT_FOUND);
 
     // Expiry (2 s here): an idle upload answers 410, then the sweep removes it and its chunks.
     let url4 = t.create(4096, "expiring.bin").await;
-    let resp = t.patch(&url4, 0, content[..2048].to_vec(), None).await;
+    let resp = t.patch(&url4, 0, content[..2048].to_vec()).await;
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     let db = c.db().await;
     let tus = db.collection::<bson::Document>("fs.tus");

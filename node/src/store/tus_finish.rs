@@ -24,6 +24,8 @@ pub enum Terminated {
     Removed,
     /// The upload had completed: its state is gone, the published file stays.
     StateOnly,
+    /// The upload is complete and a live finisher is publishing it: ask again once it has.
+    Publishing,
     NotFound,
 }
 
@@ -125,7 +127,7 @@ impl Store {
             };
             if upload.complete && !upload.done {
                 if !self.tus_recover(id).await? {
-                    return Err(NodeError::Locked(format!("upload {id}")));
+                    return Ok(Terminated::Publishing);
                 }
                 continue;
             }

@@ -192,8 +192,13 @@ pub async fn head(store: &Store, id: &str) -> Result<Response<Body>> {
 /// `DELETE /uploads/{id}`: termination.
 pub async fn terminate(store: &Store, id: &str) -> Result<Response<Body>> {
     // A complete upload is published before its state goes, or its bytes would be lost.
-    ensure_published(store, id).await?;
-    match store.tus_terminate(id).await? {
+    let mut outcome = store.tus_terminate(id).await?;
+    while outcome == Terminated::Publishing {
+        ensure_published(store, id).await?;
+        outcome = store.tus_terminate(id).await?;
+    }
+    match outcome {
+        Terminated::Publishing => Err(NodeError::Locked(format!("upload {id}"))),
         Terminated::NotFound => Err(NodeError::NotFound(format!("upload {id}"))),
         Terminated::Removed => {
             tracing::info!(upload = %id, "tus upload terminated");
