@@ -8,13 +8,13 @@
 
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use http::HeaderMap;
 
 use crate::digest::{Expected, Hasher};
 use crate::error::{NodeError, Result};
-use crate::store::{guess_type, FileInfo, Finished, Guard, Store};
+use crate::store::{guess_type, Chunker, FileInfo, Finished, Guard, Store};
 
 /// Limits that apply to one upload.
 #[derive(Debug, Clone, Copy)]
@@ -45,19 +45,17 @@ where
             return Err(NodeError::PreconditionFailed(name.to_string()));
         }
     }
-    let chunk_size = store.chunk_size() as usize;
     let mut upload = store.begin_upload(name).await?;
+    let mut chunker = Chunker::new(store.chunk_size() as usize, limits.chunks_per_write, &[]);
     let mut hasher = Hasher::default();
     let mut length = 0u64;
-    let mut partial = BytesMut::new();
-    let mut batch: Vec<Bytes> = Vec::with_capacity(limits.chunks_per_write);
     futures::pin_mut!(body);
     loop {
         let next = tokio::time::timeout(limits.idle, body.next())
             .await
             .map_err(|_| NodeError::BodyIdle(limits.idle.as_secs()))?;
         let Some(frame) = next else { break };
-        let mut data = frame?;
+        let data = frame?;
         length += data.len() as u64;
         if length > limits.max_size {
             return Err(NodeError::TooLarge {
@@ -65,24 +63,14 @@ where
             });
         }
         hasher.update(&data);
-        while !data.is_empty() {
-            if partial.is_empty() && data.len() >= chunk_size {
-                // A whole chunk inside one frame goes on without a copy.
-                batch.push(data.split_to(chunk_size));
-            } else {
-                let take = (chunk_size - partial.len()).min(data.len());
-                partial.extend_from_slice(&data.split_to(take));
-                if partial.len() == chunk_size {
-                    batch.push(partial.split().freeze());
-                }
-            }
-            if batch.len() == limits.chunks_per_write {
-                upload.write(std::mem::take(&mut batch)).await?;
-            }
+        for batch in chunker.push(data) {
+            upload.write(batch).await?;
         }
     }
-    if !partial.is_empty() {
-        batch.push(partial.freeze());
+    // The file is complete: its tail is its last chunk.
+    let (mut batch, tail) = chunker.finish();
+    if !tail.is_empty() {
+        batch.push(tail);
     }
     upload.write(batch).await?;
     let digests = hasher.finish();

@@ -34,6 +34,7 @@ use tokio::sync::Semaphore;
 
 use crate::error::{NodeError, Result};
 
+mod chunker;
 mod names;
 mod sweep;
 mod tus;
@@ -41,6 +42,7 @@ mod tus_finish;
 mod upload;
 mod writer;
 
+pub use chunker::Chunker;
 pub use names::{Guard, ListQuery};
 pub use sweep::Swept;
 pub use tus::{Acquired, TusUpload, LEASE_TTL};

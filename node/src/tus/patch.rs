@@ -5,7 +5,6 @@
 //! offset, so a broken PATCH keeps what arrived; with one, nothing counts until the whole
 //! body is verified, and a mismatch removes what this PATCH wrote.
 
-use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use http_body_util::BodyDataStream;
 use hyper::body::Incoming;
@@ -19,7 +18,7 @@ use super::Tus;
 use crate::digest::Hasher;
 use crate::error::{NodeError, Result};
 use crate::store::LEASE_TTL;
-use crate::store::{Store, TusUpload};
+use crate::store::{Chunker, Store, TusUpload};
 
 /// Without a checksum, the durable offset moves at most this often during a PATCH: each
 /// move is a journaled write, and a crash costs the client at most this much re-sending.
@@ -68,9 +67,8 @@ pub(super) async fn write_patch(
     let cs = upload.chunk_size as usize;
     let start_chunk = upload.offset / cs as i64;
     let mut next_n = start_chunk;
-    let mut partial = BytesMut::from(&upload.tail.bytes[..]);
+    let mut chunker = Chunker::new(cs, limits.chunks_per_write, &upload.tail.bytes);
     let mut received = upload.offset;
-    let mut batch: Vec<Bytes> = Vec::with_capacity(limits.chunks_per_write);
     let mut hasher = checksum.as_ref().map(|c| PatchHasher::new(c.algorithm));
     // The whole file's digests, when this node has seen every byte before this PATCH.
     let mut whole = match upload.offset {
@@ -89,7 +87,7 @@ pub(super) async fn write_patch(
                 .await
                 .map_err(|_| NodeError::BodyIdle(limits.idle.as_secs()))?;
             let Some(frame) = next else { break };
-            let mut data = frame.map_err(|e| NodeError::Body(e.to_string()))?;
+            let data = frame.map_err(|e| NodeError::Body(e.to_string()))?;
             if received + data.len() as i64 > upload.length {
                 return Err(NodeError::TooLarge {
                     limit: upload.length as u64,
@@ -102,47 +100,40 @@ pub(super) async fn write_patch(
             if let Some(h) = whole.as_mut() {
                 h.update(&data);
             }
-            while !data.is_empty() {
-                let take = (cs - partial.len()).min(data.len());
-                partial.extend_from_slice(&data.split_to(take));
-                if partial.len() == cs {
-                    batch.push(partial.split().freeze());
+            for batch in chunker.push(data) {
+                if last_renew.elapsed() > LEASE_TTL / 3 {
+                    if !store.tus_renew(&upload.id, token, LEASE_TTL).await? {
+                        return Err(NodeError::Locked(format!("upload {}", upload.id)));
+                    }
+                    last_renew = tokio::time::Instant::now();
                 }
-                if batch.len() == limits.chunks_per_write {
-                    if last_renew.elapsed() > LEASE_TTL / 3 {
-                        if !store.tus_renew(&upload.id, token, LEASE_TTL).await? {
-                            return Err(NodeError::Locked(format!("upload {}", upload.id)));
-                        }
-                        last_renew = tokio::time::Instant::now();
-                    }
-                    let written = batch.len() as i64;
-                    writer.write(next_n, std::mem::take(&mut batch)).await?;
-                    next_n += written;
-                    // Without a checksum journaled batches are progress a retry keeps. The
-                    // last byte is recorded only at the end, where the upload completes.
-                    let durable = next_n * cs as i64;
-                    if hasher.is_none()
-                        && last_advance.elapsed() >= ADVANCE_EVERY
-                        && durable < upload.length
+                let written = batch.len() as i64;
+                writer.write(next_n, batch).await?;
+                next_n += written;
+                // Without a checksum journaled batches are progress a retry keeps. The
+                // last byte is recorded only at the end, where the upload completes.
+                let durable = next_n * cs as i64;
+                if hasher.is_none()
+                    && last_advance.elapsed() >= ADVANCE_EVERY
+                    && durable < upload.length
+                {
+                    writer.flush().await?;
+                    if !store
+                        .tus_advance(
+                            &upload.id,
+                            token,
+                            durable,
+                            upload.length,
+                            &[],
+                            limits.expires_after,
+                            LEASE_TTL,
+                        )
+                        .await?
                     {
-                        writer.flush().await?;
-                        if !store
-                            .tus_advance(
-                                &upload.id,
-                                token,
-                                durable,
-                                upload.length,
-                                &[],
-                                limits.expires_after,
-                                LEASE_TTL,
-                            )
-                            .await?
-                        {
-                            return Err(NodeError::Locked(format!("upload {}", upload.id)));
-                        }
-                        last_renew = tokio::time::Instant::now();
-                        last_advance = last_renew;
+                        return Err(NodeError::Locked(format!("upload {}", upload.id)));
                     }
+                    last_renew = tokio::time::Instant::now();
+                    last_advance = last_renew;
                 }
             }
         }
@@ -182,12 +173,12 @@ pub(super) async fn write_patch(
     }
     // Keep every byte that arrived (a broken PATCH included): full chunks, then the rest as
     // the tail, or as the file's last chunk when the upload is complete.
-    if complete && !partial.is_empty() {
-        batch.push(partial.split().freeze());
+    let (mut batch, mut tail) = chunker.finish();
+    if complete && !tail.is_empty() {
+        batch.push(std::mem::take(&mut tail));
     }
     writer.write(next_n, batch).await?;
     writer.flush().await?;
-    let tail = partial.freeze();
     if !store
         .tus_advance(
             &upload.id,
