@@ -46,10 +46,12 @@ async fn main() -> anyhow::Result<()> {
     let store = Store::connect(&config.mongodb, storage, &node.id)
         .await
         .context("invalid [mongodb] settings")?;
+    let indexes_ready = maintenance::indexes_at_start(&store).await;
     maintenance::spawn(
         store.clone(),
         Duration::from_secs(storage.gc_grace_secs),
         Duration::from_secs(storage.sweep_interval_secs),
+        indexes_ready,
     );
     let state = Arc::new(AppState {
         store,
