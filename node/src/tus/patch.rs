@@ -118,20 +118,7 @@ pub(super) async fn write_patch(
                     && durable < upload.length
                 {
                     writer.flush().await?;
-                    if !store
-                        .tus_advance(
-                            &upload.id,
-                            token,
-                            durable,
-                            upload.length,
-                            &[],
-                            limits.expires_after,
-                            LEASE_TTL,
-                        )
-                        .await?
-                    {
-                        return Err(NodeError::Locked(format!("upload {}", upload.id)));
-                    }
+                    advance(store, &upload, token, durable, &[], tus).await?;
                     last_renew = tokio::time::Instant::now();
                     last_advance = last_renew;
                 }
@@ -179,20 +166,7 @@ pub(super) async fn write_patch(
     }
     writer.write(next_n, batch).await?;
     writer.flush().await?;
-    if !store
-        .tus_advance(
-            &upload.id,
-            token,
-            received,
-            upload.length,
-            &tail,
-            limits.expires_after,
-            LEASE_TTL,
-        )
-        .await?
-    {
-        return Err(NodeError::Locked(format!("upload {}", upload.id)));
-    }
+    advance(store, &upload, token, received, &tail, tus).await?;
     if complete {
         let mut done = upload;
         done.offset = received;
@@ -202,4 +176,26 @@ pub(super) async fn write_patch(
     }
     outcome?;
     Ok(received)
+}
+
+/// Records `offset` (and the unfinished chunk's bytes) as durable under our lease, sliding
+/// the expiry; `Locked` if the lease was taken over.
+async fn advance(
+    store: &Store,
+    upload: &TusUpload,
+    token: i64,
+    offset: i64,
+    tail: &[u8],
+    tus: &Tus,
+) -> Result<()> {
+    let expires = tus.limits.expires_after;
+    let (id, length) = (&upload.id, upload.length);
+    if store
+        .tus_advance(id, token, offset, length, tail, expires, LEASE_TTL)
+        .await?
+    {
+        Ok(())
+    } else {
+        Err(NodeError::Locked(format!("upload {id}")))
+    }
 }
