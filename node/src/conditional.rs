@@ -12,7 +12,7 @@ use std::time::{Duration, SystemTime};
 
 use http::{header, HeaderMap};
 
-use crate::store::FileInfo;
+use crate::store::{FileInfo, Guard};
 
 /// The validators of the revision a name currently points at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -127,10 +127,14 @@ impl Preconditions {
     }
 
     /// The guard a write hands to the store's compare-and-set: None without preconditions.
-    pub fn write_guard(&self) -> Option<impl Fn(Option<&FileInfo>) -> bool + Sync + '_> {
-        (!self.is_empty()).then_some(move |current: Option<&FileInfo>| {
-            self.evaluate_file(current, false) == Decision::Proceed
-        })
+    pub fn write_guard(&self) -> Option<&dyn Guard> {
+        (!self.is_empty()).then_some(self as &dyn Guard)
+    }
+}
+
+impl Guard for Preconditions {
+    fn allows(&self, current: Option<&FileInfo>) -> bool {
+        self.evaluate_file(current, false) == Decision::Proceed
     }
 }
 

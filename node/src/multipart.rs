@@ -18,7 +18,7 @@ use crate::digest::Expected;
 use crate::disposition;
 use crate::error::{NodeError, Result};
 use crate::routes::check_name;
-use crate::store::{FileInfo, Guard, Store};
+use crate::store::{FileInfo, Store};
 use crate::upload::{store_stream, Limits};
 
 /// What a form upload did: the files stored, and the file parts passed over.
@@ -58,7 +58,6 @@ pub async fn store_form(
     // The request's preconditions apply to each part's name (`If-None-Match: *`: a form
     // that never overwrites).
     let preconditions = Preconditions::from_headers(headers);
-    let guard = preconditions.write_guard();
     let stream = BodyDataStream::new(body);
     let mut form = multer::Multipart::new(stream, boundary);
     let mut outcome = FormOutcome::default();
@@ -94,7 +93,7 @@ pub async fn store_form(
             &Expected::default(),
             data,
             limits,
-            guard.as_ref().map(|g| g as Guard<'_>),
+            preconditions.write_guard(),
         )
         .await?;
         outcome.stored.push(info);

@@ -20,7 +20,7 @@ use crate::download;
 use crate::error::{NodeError, Result};
 use crate::multipart;
 use crate::routes::{self, Route};
-use crate::store::{FileInfo, Guard, Store};
+use crate::store::{FileInfo, Store};
 use crate::tus;
 use crate::upload::{self, Limits};
 use crate::{empty_body, Body};
@@ -138,7 +138,6 @@ async fn dispatch(state: &AppState, mut req: Request<Incoming>) -> Result<Respon
             let expected = digest::expected(&parts.headers)?;
             let data = BodyDataStream::new(body).map_err(|e| NodeError::Body(e.to_string()));
             let preconditions = Preconditions::from_headers(&parts.headers);
-            let guard = preconditions.write_guard();
             let info = upload::store_stream(
                 store,
                 &name,
@@ -146,7 +145,7 @@ async fn dispatch(state: &AppState, mut req: Request<Incoming>) -> Result<Respon
                 &expected,
                 data,
                 state.limits,
-                guard.as_ref().map(|g| g as Guard<'_>),
+                preconditions.write_guard(),
             )
             .await?;
             tracing::info!(file = %info.name, length = info.length, "stored");
@@ -169,11 +168,7 @@ async fn dispatch(state: &AppState, mut req: Request<Incoming>) -> Result<Respon
         }
         Route::Delete(name) => {
             let preconditions = Preconditions::from_headers(req.headers());
-            let guard = preconditions.write_guard();
-            if store
-                .delete(&name, guard.as_ref().map(|g| g as Guard<'_>))
-                .await?
-            {
+            if store.delete(&name, preconditions.write_guard()).await? {
                 tracing::info!(file = %name, "deleted");
                 let mut response = Response::new(empty_body());
                 *response.status_mut() = StatusCode::NO_CONTENT;

@@ -35,13 +35,13 @@ pub async fn store_stream<S>(
     expected: &Expected,
     body: S,
     limits: Limits,
-    guard: Option<Guard<'_>>,
+    guard: Option<&dyn Guard>,
 ) -> Result<FileInfo>
 where
     S: Stream<Item = Result<Bytes>>,
 {
     if let Some(guard) = guard {
-        if !guard(store.lookup(name).await?.as_ref()) {
+        if !guard.allows(store.lookup(name).await?.as_ref()) {
             return Err(NodeError::PreconditionFailed(name.to_string()));
         }
     }

@@ -15,7 +15,9 @@ use crate::error::{NodeError, Result};
 
 /// A write's precondition: given the revision the name points at now (None: nothing),
 /// may the write go on? False becomes [`NodeError::PreconditionFailed`] (412).
-pub type Guard<'a> = &'a (dyn Fn(Option<&FileInfo>) -> bool + Sync);
+pub trait Guard: Sync {
+    fn allows(&self, current: Option<&FileInfo>) -> bool;
+}
 
 /// Greater than every valid name (at most 1024 bytes of UTF-8): 257 × U+10FFFF is 1028
 /// bytes and sorts after any shorter string of U+10FFFF and after every other string.
@@ -65,13 +67,13 @@ impl Store {
     /// Removes a name if `guard` allows; its content goes after the grace period.
     /// False if there was none: then preconditions do not apply (RFC 9110 §13.2.1, the
     /// answer would be 404 without them).
-    pub async fn delete(&self, name: &str, guard: Option<Guard<'_>>) -> Result<bool> {
+    pub async fn delete(&self, name: &str, guard: Option<&dyn Guard>) -> Result<bool> {
         loop {
             let Some(current) = self.lookup(name).await? else {
                 return Ok(false);
             };
             if let Some(guard) = guard {
-                if !guard(Some(&current)) {
+                if !guard.allows(Some(&current)) {
                     return Err(NodeError::PreconditionFailed(name.to_string()));
                 }
             }
@@ -98,7 +100,7 @@ impl Store {
         file_id: ObjectId,
         name: String,
         done: Finished,
-        guard: Option<Guard<'_>>,
+        guard: Option<&dyn Guard>,
     ) -> Result<FileInfo> {
         let now = DateTime::now();
         let inserted = self
@@ -143,7 +145,7 @@ impl Store {
         &self,
         info: &mut FileInfo,
         first_attempt: bool,
-        guard: Option<Guard<'_>>,
+        guard: Option<&dyn Guard>,
     ) -> Result<()> {
         loop {
             let current = self.lookup(&info.name).await?;
@@ -157,7 +159,7 @@ impl Store {
                 return Ok(());
             }
             if let Some(guard) = guard {
-                if !guard(current.as_ref()) {
+                if !guard.allows(current.as_ref()) {
                     return Err(NodeError::PreconditionFailed(info.name.clone()));
                 }
             }

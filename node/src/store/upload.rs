@@ -85,7 +85,7 @@ impl Upload {
 
     /// Makes the upload visible under its name if `guard` allows (else
     /// [`NodeError::PreconditionFailed`], and the upload is removed).
-    pub async fn commit(mut self, done: Finished, guard: Option<Guard<'_>>) -> Result<FileInfo> {
+    pub async fn commit(mut self, done: Finished, guard: Option<&dyn Guard>) -> Result<FileInfo> {
         self.writer.flush().await?;
         self.heartbeat().await?;
         let store = self.store.clone();
