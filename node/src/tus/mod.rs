@@ -155,7 +155,7 @@ pub async fn create(
             Acquired::Leased { upload, token } => {
                 let lease = LeaseGuard::new(store, &upload.id, token);
                 let offset = write_patch(store, *upload, token, None, body, tus).await?;
-                drop(lease);
+                lease.release().await;
                 offset
             }
             _ => 0,
@@ -240,10 +240,7 @@ pub async fn patch(
     let checksum = header_str(headers, "upload-checksum")
         .map(parse_checksum)
         .transpose()?;
-    let found = live(store, id).await?;
-    if found.complete || found.done {
-        return patch_complete(store, &found, offset, &body).await;
-    }
+    // The compare-and-set that takes the lease also tells why it could not: no read first.
     let (upload, token) = match store.tus_acquire(id, LEASE_TTL).await? {
         Acquired::Leased { upload, token } => (*upload, token),
         Acquired::Locked => return Err(NodeError::Locked(format!("upload {id}"))),
@@ -260,7 +257,7 @@ pub async fn patch(
     }
     store.tus_clear_stale(&upload, token).await?;
     let new_offset = write_patch(store, upload, token, checksum, body, tus).await?;
-    drop(lease);
+    lease.release().await;
     let current = store.tus_get(id).await?;
     let mut builder = response(StatusCode::NO_CONTENT).header("upload-offset", new_offset);
     if let Some(current) = current {
@@ -286,8 +283,22 @@ impl LeaseGuard {
     }
 }
 
+impl LeaseGuard {
+    /// Releases the lease before the answer goes out, so the client's next PATCH (sent the
+    /// moment it reads our 204) finds it free instead of getting 423.
+    async fn release(mut self) {
+        let id = std::mem::take(&mut self.id);
+        if let Err(e) = self.store.tus_release(&id, self.token).await {
+            tracing::debug!(upload = %id, error = %e, "lease left to expire");
+        }
+    }
+}
+
 impl Drop for LeaseGuard {
     fn drop(&mut self) {
+        if self.id.is_empty() {
+            return; // released already
+        }
         let (store, id, token) = (self.store.clone(), std::mem::take(&mut self.id), self.token);
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
