@@ -214,28 +214,14 @@ async fn retries_after_the_publishing_node_dies() {
     assert_intact(&c, &c.balancer_url(), "killed.bin", &content).await;
 }
 
-/// A finisher that died between completing an upload and publishing it: the next HEAD
-/// (or empty PATCH) publishes it, once, with the right digests.
-#[tokio::test]
-async fn a_complete_upload_whose_finisher_died_is_published_by_the_next_request() {
-    let c = cluster().start().await;
-    let t = TusClient {
-        c: &c,
-        base: c.balancer_url(),
-    };
-    let content = data::bytes(400, 9 * CHUNK + 1);
-    let len = content.len() as u64;
-    let url = t.create(len, "stranded.bin").await;
-    assert_eq!(
-        t.patch(&url, 0, content.clone()).await.status(),
-        StatusCode::NO_CONTENT
-    );
-    // Put the database back into the state a crash right after the last offset leaves.
+/// Puts the database into the state a finisher's crash right after the last offset
+/// leaves: complete, unpublished (no files document, no name), lease released.
+async fn strand(c: &Cluster, url: &str, name: &str) {
     let id = url.rsplit('/').next().unwrap().to_string();
     let db = c.db().await;
     let file_id = db
         .collection::<bson::Document>("fs.names")
-        .find_one_and_delete(doc! {"_id": "stranded.bin"})
+        .find_one_and_delete(doc! {"_id": name})
         .await
         .unwrap()
         .unwrap()
@@ -252,6 +238,53 @@ async fn a_complete_upload_whose_finisher_died_is_published_by_the_next_request(
         )
         .await
         .unwrap();
+}
+
+/// The same stranded upload with no client coming back: the sweep publishes it.
+#[tokio::test]
+async fn the_sweep_publishes_a_stranded_upload() {
+    let c = Cluster::builder()
+        .storage_toml(&format!("chunk_size = {CHUNK}\nsweep_interval_secs = 1\n"))
+        .start()
+        .await;
+    let t = TusClient {
+        c: &c,
+        base: c.node_url(0),
+    };
+    let content = data::bytes(401, 5 * CHUNK + 7);
+    let url = t.create(content.len() as u64, "swept-in.bin").await;
+    assert_eq!(
+        t.patch(&url, 0, content.clone()).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    strand(&c, &url, "swept-in.bin").await;
+    let get = format!("{}/files/swept-in.bin", c.node_url(0));
+    eventually(
+        Duration::from_secs(15),
+        "the sweep publishes it",
+        || async { c.http.get(&get).send().await.unwrap().status() == StatusCode::OK },
+    )
+    .await;
+    assert_intact(&c, &c.node_url(0), "swept-in.bin", &content).await;
+}
+
+/// A finisher that died between completing an upload and publishing it: the next HEAD
+/// (or empty PATCH) publishes it, once, with the right digests.
+#[tokio::test]
+async fn a_complete_upload_whose_finisher_died_is_published_by_the_next_request() {
+    let c = cluster().start().await;
+    let t = TusClient {
+        c: &c,
+        base: c.balancer_url(),
+    };
+    let content = data::bytes(400, 9 * CHUNK + 1);
+    let len = content.len() as u64;
+    let url = t.create(len, "stranded.bin").await;
+    assert_eq!(
+        t.patch(&url, 0, content.clone()).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    strand(&c, &url, "stranded.bin").await;
     let missing = c
         .http
         .get(format!("{}/files/stranded.bin", c.balancer_url()))

@@ -185,6 +185,10 @@ impl Store {
         self.tus
             .create_index(index(doc! {"expires_at": 1}, None))
             .await?;
+        // The sweep looks for complete uploads not yet published.
+        self.tus
+            .create_index(index(doc! {"complete": 1, "done": 1}, None))
+            .await?;
         Ok(())
     }
 

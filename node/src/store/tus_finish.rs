@@ -153,9 +153,12 @@ impl Store {
     /// finished ones, and publishes complete uploads whose finisher died.
     pub(super) async fn sweep_tus(&self) -> Result<u64> {
         let now = DateTime::now();
+        // A finisher that failed released its lease (null); one that died let it run out.
+        let mut stranded = lease_free(now);
+        stranded.extend(doc! {"complete": true, "done": false});
         let stranded: Vec<TusUpload> = self
             .tus
-            .find(doc! {"complete": true, "done": false, "lease_until": {"$lt": now}})
+            .find(stranded)
             .limit(100)
             .await?
             .try_collect()
