@@ -17,16 +17,14 @@ import hashlib
 import http.client
 import json
 import random
-import sys
 import threading
 import time
 import urllib.parse
 from dataclasses import dataclass, field
 
-from cluster import http_ok
+from probe import http_ok
 
 KIB, MIB = 1024, 1024 * 1024
-DEFAULT_SIZES = [1 * KIB, 64 * KIB, 1 * MIB, 8 * MIB, 64 * MIB, 256 * MIB]
 BLOCK = 1 * MIB
 
 
@@ -64,13 +62,11 @@ def content(seed: int, size: int):
 
 
 class Drill:
-    def __init__(self, host: str, port: int, sizes, duration, workers, seed):
+    def __init__(self, host: str, port: int, sizes, seed):
         self.host, self.port = host, port
-        self.sizes, self.duration, self.workers = sizes, duration, workers
-        self.seed = seed
+        self.sizes, self.seed = sizes, seed
         self.stats = Stats()
         self.acked: dict[str, str] = {}  # name -> sha256
-        self.attempted: set[str] = set()
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.run_id = f"drill-{int(time.time())}-{seed}"
@@ -153,8 +149,6 @@ class Drill:
             if rng.random() < 0.5 or not self.acked:
                 size = rng.choice(self.sizes)
                 name = f"{self.run_id}/w{wid}-{i}-{size}"
-                with self.lock:
-                    self.attempted.add(name)
                 seed = hash((self.seed, wid, i)) & 0xFFFFFFFF
                 digest = self.with_retries(self.upload, name, seed, size)
                 if digest:
@@ -231,7 +225,7 @@ def wait_all_up(host: str, port: int, timeout: float) -> bool:
 def run(cluster, duration: float, kills: int, kill_db: bool, sizes, workers: int, seed: int) -> int:
     host, port = cluster.balancer_listen.rsplit(":", 1)
     port = int(port)
-    drill = Drill(host, port, sizes, duration, workers, seed)
+    drill = Drill(host, port, sizes, seed)
     threads = [threading.Thread(target=drill.worker, args=(w,), daemon=True) for w in range(workers)]
     started = time.time()
     for t in threads:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import os
 import shlex
@@ -21,7 +22,8 @@ from .procs import Procs
 from .stack import ROOT, Stack
 from .workloads import SMALL_FILES, SMALL_SIZE, Ctx
 
-SECTIONS = ["large", "concurrent", "small", "proxy"]
+SECTIONS = ["large", "concurrent", "small", "proxy"]  # the default
+OPTIONAL = ["tus"]  # run only when --only names them
 LAST_RUN = ROOT / "target" / "bench" / "last-run.json"
 # --quick runs (CI's, the test suite's) keep theirs apart, so they never replace a full run's.
 LAST_QUICK_RUN = LAST_RUN.with_name("last-quick-run.json")
@@ -41,8 +43,9 @@ def parse() -> argparse.Namespace:
     p.add_argument("--size-mib", type=int, help="size of the large transfers (default 1024, quick 32)")
     p.add_argument("--wrk-seconds", type=int, help="duration of each wrk run (default 10, quick 2)")
     p.add_argument("--only", default=",".join(SECTIONS),
-                   help=f"comma-separated sections: {', '.join(SECTIONS)}, or storage (node "
-                   "against the driver only)")
+                   help=f"comma-separated sections: {', '.join(SECTIONS)} (the default: all of "
+                   "these), tus (PUT against tus by curl and by tuspy through the balancer; needs "
+                   "scripts/setup --test-tools), or storage (node against the driver only)")
     p.add_argument("--out", type=Path,
                    help="write the report here (default BENCHMARKS.md after a full run of every section)")
     p.add_argument("--db", choices=["rs", "py"],
@@ -66,8 +69,10 @@ def parse() -> argparse.Namespace:
     a.storage_only = a.sections == {"storage"}
     if a.storage_only:
         a.sections = {"large"}
-    if not a.sections <= set(SECTIONS):
+    if not a.sections <= set(SECTIONS + OPTIONAL):
         p.error(f"--only: unknown section in {a.only!r}")
+    if "tus" in a.sections and importlib.util.find_spec("tusclient") is None:
+        p.error("--only tus needs tuspy: run scripts/setup --test-tools")
     return a
 
 
@@ -102,7 +107,7 @@ def run(a: argparse.Namespace, work: Path, procs: Procs) -> str:
     ctx = Ctx(stack, procs, work, big, big_sha, a.size, a.reps, a.large_reps, a.wrk_seconds, a.quick)
     small_path = "/files/small/000.bin"
 
-    if a.sections & {"large", "concurrent", "small"}:
+    if a.sections & {"large", "concurrent", "small", "tus"}:
         phase("starting SecantusDB, 3 nodes, the balancer, nginx and HAProxy")
         stack.start_cluster()
         node1 = f"http://127.0.0.1:{stack.node_ports[0]}"
@@ -123,6 +128,9 @@ def run(a: argparse.Namespace, work: Path, procs: Procs) -> str:
         if "small" in a.sections:
             phase("through the cluster: small downloads")
             workloads.small(ctx, "cluster", targets)
+        if "tus" in a.sections:
+            phase("through the balancer: PUT against tus (curl, tuspy)")
+            workloads.cluster_tus(ctx, targets)
         procs.stop_all()
         shutil.rmtree(work / "db", ignore_errors=True)
 

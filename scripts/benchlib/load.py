@@ -1,27 +1,33 @@
-"""The load generators: curl for large transfers, wrk for small requests. Each run checks
-what it moved (status, sizes, and the node's SHA-256 of an upload) and raises
-`TransferError` when a transfer was wrong; every run has a timeout and stops by itself."""
+"""The load generators: curl for large transfers (PUT, and tus), tuspy, wrk for small
+requests. Each run checks what it moved (status, sizes, and the node's SHA-256 of an upload)
+and raises `TransferError` when a transfer was wrong; every run has a timeout and stops by itself."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.client
 import json
 import re
 import subprocess
+import sys
 import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 TIMEOUT = 900  # seconds for any one transfer or wrk run
+# The tus client the integration tests drive (tuspy; scripts/setup --test-tools installs it).
+TUSPY_CLIENT = Path(__file__).resolve().parents[2] / "tests" / "clients" / "tuspy_upload.py"
 
 
 class TransferError(RuntimeError):
     pass
 
 
-def _curl(args: list[str], timeout: float = TIMEOUT) -> subprocess.Popen:
+def _curl(args: list[str]) -> subprocess.Popen:
     return subprocess.Popen(
-        ["curl", "-sS", "--max-time", str(timeout), *args],
+        ["curl", "-sS", "--max-time", str(TIMEOUT), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -94,6 +100,56 @@ def parallel_uploads(urls: list[str], file: Path, size: int, sha256: str | None)
     for p, u in zip(procs, urls):
         finish_upload(p, u, size, sha256)
     return time.monotonic() - started
+
+
+def tus_upload(base: str, name: str, file: Path, size: int, sha256: str) -> float:
+    """tus by curl: POST /uploads (creation), then the whole file in one PATCH. Checks the
+    204, the bytes sent and the stored file's SHA-256; returns the PATCH's time_total."""
+    meta = "filename " + base64.b64encode(name.encode()).decode()
+    created = subprocess.run(
+        ["curl", "-sS", "-f", "--max-time", "60", "-D", "-", "-o", "/dev/null", "-X", "POST",
+         "-H", "Tus-Resumable: 1.0.0", "-H", f"Upload-Length: {size}", "-H", f"Upload-Metadata: {meta}",
+         f"{base}/uploads"],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    location = next((line.split(":", 1)[1].strip() for line in created.stdout.splitlines()
+                     if line.lower().startswith("location:")), None)
+    if created.returncode != 0 or not location:
+        raise TransferError(f"POST {base}/uploads: curl exited {created.returncode}, no Location: "
+                            f"{created.stderr.strip()}")
+    url = urllib.parse.urljoin(f"{base}/uploads", location)
+    proc = _curl(["-H", "Expect:", "-X", "PATCH", "-H", "Tus-Resumable: 1.0.0", "-H", "Upload-Offset: 0",
+                  "-H", "Content-Type: application/offset+octet-stream", "-T", str(file), "-o", "/dev/null",
+                  "-w", "\n%{http_code} %{size_upload} %{time_total}", url])
+    _, (code, sent, secs) = _finish(proc, f"PATCH {url}")
+    if code != "204" or int(sent) != size:
+        raise TransferError(f"PATCH {url}: status {code}, sent {sent}, expected 204 and {size}")
+    check_stored(f"{base}/files/{urllib.parse.quote(name)}", size, sha256)
+    return float(secs)
+
+
+def tuspy_upload(base: str, name: str, file: Path, size: int, sha256: str, chunk: int) -> float:
+    """tuspy in `chunk`-byte PATCHes (tests/clients/tuspy_upload.py); checks the stored file's
+    SHA-256. Returns the client's wall time, interpreter start included."""
+    started = time.monotonic()
+    out = subprocess.run([sys.executable, str(TUSPY_CLIENT), f"{base}/uploads", str(file), name, str(chunk)],
+                         capture_output=True, text=True, timeout=TIMEOUT, check=False)
+    secs = time.monotonic() - started
+    if out.returncode != 0:
+        raise TransferError(f"tuspy {name}: exited {out.returncode}: {out.stderr.strip()[-2000:]}")
+    check_stored(f"{base}/files/{urllib.parse.quote(name)}", size, sha256)
+    return secs
+
+
+def check_stored(url: str, size: int, sha256: str) -> None:
+    """HEAD: the stored file has this length and SHA-256 (its ETag)."""
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=60) as r:
+            length, etag = r.headers.get("Content-Length"), r.headers.get("ETag")
+    except OSError as e:
+        raise TransferError(f"HEAD {url}: {e}") from e
+    if length != str(size) or etag != f'"{sha256}"':
+        raise TransferError(f"HEAD {url}: length {length}, ETag {etag}, expected {size} and {sha256}")
 
 
 def put_many(base: str, files: list[tuple[str, Path, str]]) -> None:

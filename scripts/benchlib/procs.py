@@ -52,7 +52,7 @@ class Procs:
         self.logdir = logdir
         self.started: list[Proc] = []
 
-    def start(self, name: str, argv: list[str], env: dict | None = None, cwd: Path | None = None) -> Proc:
+    def start(self, name: str, argv: list[str]) -> Proc:
         log = self.logdir / f"{name}.log"
         with open(log, "wb") as out:
             popen = subprocess.Popen(
@@ -60,8 +60,6 @@ class Procs:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env={**os.environ, **(env or {})},
-                cwd=cwd,
             )
         proc = Proc(name, popen, log)
         self.started.append(proc)
@@ -86,12 +84,11 @@ class Procs:
             self.stop(proc)
 
 
-def wait_http(url: str, proc: Proc | None = None, timeout: float = 60) -> None:
+def wait_http(url: str, proc: Proc, timeout: float = 60) -> None:
     """Until `url` answers 200 (the process must not die meanwhile)."""
     deadline = time.monotonic() + timeout
     while True:
-        if proc:
-            proc.check()
+        proc.check()
         try:
             with urllib.request.urlopen(url, timeout=2) as r:
                 if r.status == 200:

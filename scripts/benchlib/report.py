@@ -145,6 +145,13 @@ def storage_table(r) -> list[str]:
     return lines
 
 
+def tus_table(r, size: int) -> list[str]:
+    sec = "tus"
+    return ["| | PUT (curl) | tus, one PATCH (curl) | tuspy, 16 MiB PATCHes |", "|---|---|---|---|",
+            row(f"{size_label(size)} upload, MB/s (×PUT)",
+                [cell(r, sec, "upload", c, "mbps", "put") for c in ("put", "tus", "tuspy")])]
+
+
 def fmt_mib(v: float | None) -> str:
     return "–" if v is None else f"{v:.1f}"
 
@@ -319,6 +326,12 @@ def render(results, m: dict) -> str:
             out += ["## Storage path: one node against the plain driver", "",
                     f"The same {size_label(size)} file, same database server.", "",
                     *storage_table(results), ""]
+    if "tus" in results:
+        out += ["## Resumable uploads (tus) through the balancer", "",
+                f"The same {size_label(size)} file by a plain PUT (curl), by tus with curl (POST, then "
+                "one PATCH of the whole file; the time is the PATCH's) and by tuspy in 16 MiB PATCHes "
+                "(the time includes its interpreter's start); each stored file's SHA-256 is checked.", "",
+                *tus_table(results, size), ""]
     if "proxy" in results:
         out += ["## Proxy only (static origin and upload sinks, no database)", "",
                 *proxy_table(results, size, wrk_seconds), ""]

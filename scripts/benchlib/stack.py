@@ -11,7 +11,6 @@ A `Target` is one way in: "direct" (one upstream, no proxy) or a proxy.
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
 import socket
@@ -25,28 +24,21 @@ from pathlib import Path
 from .procs import Proc, Procs, free_port, wait_http
 
 ROOT = Path(__file__).resolve().parents[2]
-VENV = ROOT / ".venv" / "bin"
 NODES = 3
 # [storage] of the benchmark cluster: a deleted upload's chunks are swept about
 # GC_GRACE_SECS + SWEEP_SECS later, and the harness waits for that between measurements.
 # (A shorter grace would make every upload heartbeat more often: every grace / 4.)
 GC_GRACE_SECS = 8
 SWEEP_SECS = 1
-SECANTUSD_RS = ROOT / ".tools" / "bin" / "secantusd-rs"  # scripts/setup --fast-db
-# secantusd-rs ignores j:true, so only --sync-on-commit makes an acknowledged write durable
-# (as secantusd-py's journaled writes are); its default 4G cache grows it to GiBs.
-SECANTUSD_RS_ARGS = ["--sync-on-commit", "--cache-size", "256M"]
+SECANTUSDB = ROOT / "scripts" / "secantusdb"  # the database's one command line
 
 
-def database(kind: str) -> tuple[list, str]:
-    """The command line of the SecantusDB server `kind` (rs or py), and how to name it."""
-    if kind == "rs":
-        if not SECANTUSD_RS.exists():
-            raise RuntimeError(f"{SECANTUSD_RS} is missing: run scripts/setup --fast-db, or pass --db py")
-        version = subprocess.run([SECANTUSD_RS, "--version"], capture_output=True, text=True).stdout.split()
-        return [SECANTUSD_RS, *SECANTUSD_RS_ARGS], f"`{' '.join(version[:2])} {' '.join(SECANTUSD_RS_ARGS)}`"
-    version = importlib.metadata.version("SecantusDB")
-    return [VENV / "secantusd-py"], f"`secantusd-py` (SecantusDB {version})"
+def database(kind: str) -> str:
+    """How the report names the SecantusDB server `kind` (rs or py), its flags included."""
+    out = subprocess.run([SECANTUSDB, "--describe", "--db", kind], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr.strip())
+    return out.stdout.strip()
 
 
 @dataclass
@@ -107,7 +99,7 @@ def wait_tcp(port: int, proc: Proc, timeout: float = 60) -> None:
 class Stack:
     def __init__(self, work: Path, procs: Procs, bins: Path, db: str):
         self.work, self.procs, self.bins = work, procs, bins
-        self.db_command, self.db_label = database(db)
+        self.db_kind, self.db_label = db, database(db)
         self.db: Proc | None = None
         self.nodes: list[Proc] = []
         self.node_ports: list[int] = []
@@ -115,14 +107,10 @@ class Stack:
     # --- the cluster ------------------------------------------------------------------------
 
     def start_cluster(self) -> None:
-        """SecantusDB and the nodes (the same command line as scripts/cluster uses)."""
+        """SecantusDB (through scripts/secantusdb, as scripts/cluster starts it) and the nodes."""
         self.db_port = free_port()
-        (self.work / "secantusd.toml").write_text("")  # hermetic: no config discovery
         self.db = self.procs.start(
-            "secantusd",
-            [*self.db_command, "--config", self.work / "secantusd.toml", "--host", "127.0.0.1",
-             "--port", self.db_port, "--storage-path", self.work / "db",
-             "--oplog-max-entries", "1000", "--oplog-retention-seconds", "60"],
+            "secantusd", [SECANTUSDB, "--db", self.db_kind, "--port", self.db_port, "--dir", self.work]
         )
         wait_tcp(self.db_port, self.db)
         self.db_uri = f"mongodb://127.0.0.1:{self.db_port}"

@@ -21,6 +21,7 @@ CONCURRENT = 5  # parallel large transfers
 SMALL_FILES = 100  # distinct 4 KiB files cycled through by wrk
 SMALL_SIZE = 4096
 WRK_THREADS, WRK_CONNS = 2, 32
+TUSPY_CHUNK = 16 << 20  # tuspy's PATCH size in the tus workload
 
 
 @dataclass
@@ -160,6 +161,26 @@ def small(ctx: Ctx, section: str, targets: list[Target]) -> None:
             ctx.record(section, "small", t.name, **r)
             if section == "cluster":
                 ctx.settle(False)
+
+
+def cluster_tus(ctx: Ctx, targets: list[Target]) -> None:
+    """Resumable uploads against a plain PUT, through the balancer: the large file by PUT
+    (curl), by tus in one PATCH (curl) and by tuspy in 16 MiB PATCHes; MB/s each. Every
+    stored file is checked by its SHA-256, then deleted."""
+    base = next(t for t in targets if t.name == "balancer").up_url
+    size = ctx.size
+    for rep in range(ctx.reps):
+        for client in rotated(["put", "tus", "tuspy"], rep):
+            name = f"tus/{client}-{rep}.bin"
+            if client == "put":
+                secs = load.upload(f"{base}/files/{name}", ctx.big, size, ctx.big_sha256)
+            elif client == "tus":
+                secs = load.tus_upload(base, name, ctx.big, size, ctx.big_sha256)
+            else:
+                secs = load.tuspy_upload(base, name, ctx.big, size, ctx.big_sha256, TUSPY_CHUNK)
+            ctx.record("tus", "upload", client, mbps=size / secs / 1e6)
+            load.delete(f"{base}/files/{name}")
+            ctx.settle(True)
 
 
 # --- proxy only: no database behind the proxies -------------------------------------------------

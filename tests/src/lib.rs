@@ -8,8 +8,9 @@
 //!
 //! Binaries come from the cargo target directory of this test executable
 //! (`cargo build --workspace --bins` first; `scripts/test` does it), SecantusDB from the
-//! project's virtualenv (`scripts/setup`). `SPEEDBOX_BIN_DIR` and `SPEEDBOX_SECANTUSD`
-//! override them.
+//! project's virtualenv (`scripts/setup`), started by `scripts/secantusdb` with the same
+//! flags as the local cluster. `SPEEDBOX_BIN_DIR` overrides the binaries' directory, and
+//! `SPEEDBOX_SECANTUSD` (read by `scripts/secantusdb`) the SecantusDB server binary.
 
 pub mod data;
 pub mod lossy;
@@ -213,28 +214,12 @@ impl Cluster {
     }
 
     async fn start_db(&mut self) {
-        let secantusd = std::env::var_os("SPEEDBOX_SECANTUSD")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| workspace_root().join(".venv/bin/secantusd-py"));
-        assert!(
-            secantusd.exists(),
-            "{} not found: run scripts/setup (or set SPEEDBOX_SECANTUSD)",
-            secantusd.display()
-        );
-        let empty_config = self.dir().join("secantusd.toml");
-        std::fs::write(&empty_config, "").expect("write db config");
-        let mut cmd = Command::new(secantusd);
-        cmd.arg("--config")
-            .arg(&empty_config)
-            .args(["--host", "127.0.0.1", "--port", &self.db_port.to_string()])
-            .arg("--storage-path")
-            .arg(self.dir().join("db"))
-            .args([
-                "--oplog-max-entries",
-                "1000",
-                "--oplog-retention-seconds",
-                "60",
-            ])
+        // scripts/secantusdb: the database's one command line (it writes the empty
+        // secantusd.toml and execs the server, so the PID is the server's own).
+        let mut cmd = Command::new(workspace_root().join("scripts/secantusdb"));
+        cmd.args(["--port", &self.db_port.to_string()])
+            .arg("--dir")
+            .arg(self.dir())
             .current_dir(self.dir());
         let log = self.dir().join("logs/secantusd.log");
         let mut proc = Proc::spawn("secantusd", cmd, &log);
