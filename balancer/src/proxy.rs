@@ -13,13 +13,13 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http::header::{HeaderMap, HeaderValue};
+use http::header::HeaderValue;
 use http::{Method, Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
 use speedbox_common::config::BalancerConfig;
 use speedbox_common::headers::X_REQUEST_ID;
+use speedbox_common::request_id::request_id;
 
 use crate::body::{ProxyBody, RequestStream, ResponseStream, UpBody};
 use crate::conn::{self, SendError};
@@ -227,26 +227,6 @@ fn prepare_response(
     let idle = IdleTimer::new(cfg.idle_timeout());
     let body = ResponseStream::new(body, idle, in_flight, lease, answered_first);
     Response::from_parts(parts, ProxyBody::Upstream(body))
-}
-
-/// The client's `X-Request-Id` if it is sane, else a new random one.
-pub fn request_id(headers: &HeaderMap) -> HeaderValue {
-    match headers.get(X_REQUEST_ID) {
-        Some(id) if sane_request_id(id.as_bytes()) => id.clone(),
-        _ => {
-            let id = format!("{:032x}", fastrand::u128(..));
-            HeaderValue::from_maybe_shared(Bytes::from(id))
-                .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
-        }
-    }
-}
-
-/// Short, printable, and free of anything a log line or a header could trip on.
-pub fn sane_request_id(id: &[u8]) -> bool {
-    (1..=128).contains(&id.len())
-        && id
-            .iter()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.:+/=".contains(b))
 }
 
 #[cfg(test)]

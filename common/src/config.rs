@@ -41,6 +41,10 @@ pub struct ClusterConfig {
     pub mongodb: MongoConfig,
     #[serde(default)]
     pub storage: StorageConfig,
+    /// Settings every node's HTTP server uses (`[node]`; the nodes themselves are
+    /// `[[nodes]]`).
+    #[serde(default)]
+    pub node: NodeServerConfig,
     #[serde(default)]
     pub nodes: Vec<NodeConfig>,
 }
@@ -170,6 +174,34 @@ impl Default for StorageConfig {
             max_file_size: 1 << 40,
             tus_expiry_secs: 24 * 3600,
         }
+    }
+}
+
+/// `[node]`: how every node serves HTTP. Read at each node's start.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeServerConfig {
+    /// A client (usually the balancer) must finish sending request headers within this.
+    pub header_timeout_ms: u64,
+    /// On SIGTERM, requests under way get this long to finish before they are cut.
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for NodeServerConfig {
+    fn default() -> Self {
+        Self {
+            header_timeout_ms: 30_000,
+            drain_timeout_ms: 30_000,
+        }
+    }
+}
+
+impl NodeServerConfig {
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_timeout_ms)
+    }
+    pub fn drain_timeout(&self) -> Duration {
+        Duration::from_millis(self.drain_timeout_ms)
     }
 }
 
@@ -306,6 +338,7 @@ impl ClusterConfig {
             ("balancer.response_timeout_ms", b.response_timeout_ms),
             ("balancer.idle_timeout_ms", b.idle_timeout_ms),
             ("balancer.header_timeout_ms", b.header_timeout_ms),
+            ("node.header_timeout_ms", self.node.header_timeout_ms),
         ] {
             if value == 0 {
                 problems.push(format!("{key} must be more than 0"));
@@ -399,7 +432,7 @@ impl MongoConfig {
 /// `SPEEDBOX_*` variables (`SPEEDBOX_CONFIG`, `SPEEDBOX_LOG_FORMAT`) are not taken for keys.
 fn section_overrides(vars: impl Iterator<Item = (String, String)>) -> config::Map<String, String> {
     vars.filter(|(k, _)| {
-        ["BALANCER", "MONGODB", "STORAGE"]
+        ["BALANCER", "MONGODB", "NODE", "STORAGE"]
             .iter()
             .any(|s| k.starts_with(&format!("SPEEDBOX_{s}__")))
     })

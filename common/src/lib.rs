@@ -2,13 +2,16 @@
 //!
 //! Start with [`config`]: `cluster.toml` is the one file that describes a cluster, and both
 //! binaries load and validate it through [`config::ClusterConfig::load`]. The rest is small:
-//! header names ([`headers`]), trusted proxies and RFC 7239 `Forwarded` ([`forwarded`]), JSON responses ([`respond`]), the shutdown signal
-//! ([`shutdown`]) and logging ([`telemetry`]).
+//! header names ([`headers`]), the `X-Request-Id` rule ([`request_id`]), trusted proxies and
+//! RFC 7239 `Forwarded` ([`forwarded`]), JSON responses ([`respond`]), the accept-and-drain
+//! loop ([`serve`]), the shutdown signal ([`shutdown`]) and logging ([`telemetry`]).
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod forwarded;
 pub mod headers;
+pub mod request_id;
 pub mod respond;
+pub mod serve;
 pub mod shutdown;
 pub mod telemetry;

@@ -3,8 +3,9 @@
 
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
 
-use crate::error::{NodeError, Result};
-use crate::{empty_body, Body};
+use crate::error::Result;
+use crate::respond;
+use crate::Body;
 
 /// Headers browsers may send and read across origins, for tus clients and the file API.
 pub const CORS_ALLOW_HEADERS: &str = "authorization, content-type, content-md5, repr-digest, range, if-none-match, if-range, x-request-id, x-http-method-override, tus-resumable, upload-length, upload-offset, upload-metadata, upload-checksum, upload-defer-length, upload-concat";
@@ -12,8 +13,8 @@ pub const CORS_EXPOSE_HEADERS: &str = "location, upload-offset, upload-length, u
 pub const CORS_ALLOW_METHODS: &str = "GET, HEAD, PUT, POST, PATCH, DELETE, OPTIONS";
 
 /// Adds CORS headers to a response for a request that came with `Origin`.
-pub fn add_cors(request: &HeaderMap, response: &mut HeaderMap) {
-    if request.get(header::ORIGIN).is_none() {
+pub fn add_cors(origin: Option<&HeaderValue>, response: &mut HeaderMap) {
+    if origin.is_none() {
         return;
     }
     response.insert(
@@ -28,11 +29,11 @@ pub fn add_cors(request: &HeaderMap, response: &mut HeaderMap) {
 
 /// The answer to a CORS preflight (`OPTIONS` with `Access-Control-Request-Method`).
 pub fn preflight() -> Result<Response<Body>> {
-    Response::builder()
-        .status(StatusCode::NO_CONTENT)
-        .header(header::ACCESS_CONTROL_ALLOW_METHODS, CORS_ALLOW_METHODS)
-        .header(header::ACCESS_CONTROL_ALLOW_HEADERS, CORS_ALLOW_HEADERS)
-        .header(header::ACCESS_CONTROL_MAX_AGE, "86400")
-        .body(empty_body())
-        .map_err(|e| NodeError::Internal(format!("cannot build response: {e}")))
+    respond::empty(
+        Response::builder()
+            .status(StatusCode::NO_CONTENT)
+            .header(header::ACCESS_CONTROL_ALLOW_METHODS, CORS_ALLOW_METHODS)
+            .header(header::ACCESS_CONTROL_ALLOW_HEADERS, CORS_ALLOW_HEADERS)
+            .header(header::ACCESS_CONTROL_MAX_AGE, "86400"),
+    )
 }

@@ -15,8 +15,9 @@ use tokio::sync::mpsc;
 use crate::conditional::{etag, http_date, Decision, Preconditions};
 use crate::error::{NodeError, Result};
 use crate::range::{chunk_span, if_range_holds, parse_range, RangeRequest};
+use crate::respond::{self, empty_body};
 use crate::store::{FileInfo, Store};
-use crate::{empty_body, Body};
+use crate::Body;
 
 /// The response to GET or HEAD of `file`.
 pub fn respond(
@@ -40,12 +41,7 @@ pub fn respond(
     match Preconditions::from_headers(headers).evaluate_file(Some(&file), true) {
         Decision::Proceed => {}
         Decision::Failed => return Err(NodeError::PreconditionFailed(file.name)),
-        Decision::NotModified => {
-            return builder
-                .status(StatusCode::NOT_MODIFIED)
-                .body(empty_body())
-                .map_err(|e| NodeError::Internal(format!("cannot build response: {e}")))
-        }
+        Decision::NotModified => return respond::empty(builder.status(StatusCode::NOT_MODIFIED)),
     }
     let length = file.length as u64;
     let range = if if_range_holds(header_str(header::IF_RANGE), &etag) {
@@ -69,12 +65,13 @@ pub fn respond(
     } else {
         stream_chunks(store.clone(), file.clone(), start, count, chunks_per_read)
     };
-    builder
-        .status(status)
-        .header(header::CONTENT_TYPE, &file.content_type)
-        .header(header::CONTENT_LENGTH, count)
-        .body(body)
-        .map_err(|e| NodeError::Internal(format!("cannot build response: {e}")))
+    respond::body(
+        builder
+            .status(status)
+            .header(header::CONTENT_TYPE, &file.content_type)
+            .header(header::CONTENT_LENGTH, count),
+        body,
+    )
 }
 
 fn stream_chunks(store: Store, file: FileInfo, start: u64, count: u64, window: u64) -> Body {

@@ -81,6 +81,6 @@ async fn main() -> anyhow::Result<()> {
         let signal = speedbox_common::shutdown::signal_received().await;
         tracing::info!(signal, "shutdown requested");
     };
-    speedbox_node::run(listener, state, shutdown).await;
+    speedbox_node::run(listener, state, config.node.clone(), shutdown).await;
     Ok(())
 }

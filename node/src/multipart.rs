@@ -17,7 +17,7 @@ use crate::conditional::Preconditions;
 use crate::digest::Expected;
 use crate::disposition;
 use crate::error::{NodeError, Result};
-use crate::routes::check_name;
+use crate::name::check_name;
 use crate::store::{FileInfo, Store};
 use crate::upload::{store_stream, Limits};
 

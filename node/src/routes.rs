@@ -1,40 +1,86 @@
-//! The node's HTTP API as a pure function from method, path and query to a [`Route`].
+//! The node's HTTP API as a pure function from a request line and its headers to a
+//! [`Route`]: which handler answers, with its arguments decoded and checked.
 
-use http::Method;
+use http::{header, HeaderMap, Method};
 
 use crate::error::{NodeError, Result};
-use crate::percent::{decode_utf8, query_pairs};
+use crate::name::{check_name, decode_name};
+use crate::percent::query_pairs;
 pub use crate::store::ListQuery;
 
-/// Longest file name accepted, in bytes of UTF-8.
-pub const MAX_NAME_LEN: usize = 1024;
 /// Page size of `GET /files` when the client gives none, and the most it may ask for.
 pub const DEFAULT_LIST_LIMIT: u32 = 100;
 pub const MAX_LIST_LIMIT: u32 = 1000;
 
+/// Clients behind proxies that allow only GET and POST tunnel other methods in a POST
+/// with this header.
+pub const METHOD_OVERRIDE: &str = "x-http-method-override";
+
 /// One request the node knows how to answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
-    Put(String),
-    /// GET or HEAD of a file (`head` says which).
+    /// `OPTIONS` with `Access-Control-Request-Method`, on any path: a CORS preflight.
+    Preflight,
+    Health,
+    /// GET or HEAD of a file (`head` says which), at `/files/NAME` or `/download?filename=`.
     Get {
         name: String,
         head: bool,
     },
+    Put(String),
     Delete(String),
     List(ListQuery),
+    /// `POST /upload`: `multipart/form-data` with one or more files.
     Multipart,
-    Health,
-    /// tus: `OPTIONS /uploads`, `POST /uploads`, and HEAD/PATCH/DELETE of one upload.
-    TusOptions,
-    TusCreate,
-    TusHead(String),
-    TusPatch(String),
-    TusDelete(String),
+    /// The tus 1.0 endpoint at `/uploads`.
+    Tus(TusRoute),
 }
 
-/// Decides which route a request takes, or why it takes none.
-pub fn parse(method: &Method, path: &str, query: Option<&str>) -> Result<Route> {
+/// A request to the tus endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TusRoute {
+    /// `OPTIONS /uploads[/ID]`: what the server supports.
+    Options,
+    /// `POST /uploads`: creation.
+    Create,
+    Head(String),
+    Patch(String),
+    /// termination.
+    Delete(String),
+}
+
+/// Whether `path` belongs to the tus endpoint (its answers carry tus headers, even refusals).
+pub fn is_tus(path: &str) -> bool {
+    path == "/uploads" || path.starts_with("/uploads/")
+}
+
+/// The method a request asks for: a POST's [`METHOD_OVERRIDE`] when it names a valid
+/// method, else the request line's.
+pub fn effective_method(method: &Method, headers: &HeaderMap) -> Method {
+    if method == Method::POST {
+        let wanted = headers
+            .get(METHOD_OVERRIDE)
+            .and_then(|v| Method::from_bytes(v.as_bytes()).ok());
+        if let Some(wanted) = wanted {
+            return wanted;
+        }
+    }
+    method.clone()
+}
+
+/// Decides which route a request takes, or why it takes none: 404 for an unknown path or
+/// upload id, 405 (with `Allow`) for a method the path does not take, 400 for a bad name
+/// or query.
+pub fn parse(
+    method: &Method,
+    headers: &HeaderMap,
+    path: &str,
+    query: Option<&str>,
+) -> Result<Route> {
+    if method == Method::OPTIONS && headers.contains_key(header::ACCESS_CONTROL_REQUEST_METHOD) {
+        return Ok(Route::Preflight);
+    }
+    let method = &effective_method(method, headers);
     let head = method == Method::HEAD;
     if let Some(id) = path.strip_prefix("/uploads/") {
         if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
@@ -42,10 +88,10 @@ pub fn parse(method: &Method, path: &str, query: Option<&str>) -> Result<Route> 
         }
         let id = id.to_string();
         return match *method {
-            Method::HEAD => Ok(Route::TusHead(id)),
-            Method::PATCH => Ok(Route::TusPatch(id)),
-            Method::DELETE => Ok(Route::TusDelete(id)),
-            Method::OPTIONS => Ok(Route::TusOptions),
+            Method::HEAD => Ok(Route::Tus(TusRoute::Head(id))),
+            Method::PATCH => Ok(Route::Tus(TusRoute::Patch(id))),
+            Method::DELETE => Ok(Route::Tus(TusRoute::Delete(id))),
+            Method::OPTIONS => Ok(Route::Tus(TusRoute::Options)),
             _ => not_allowed(method, "HEAD, PATCH, DELETE, OPTIONS"),
         };
     }
@@ -82,8 +128,8 @@ pub fn parse(method: &Method, path: &str, query: Option<&str>) -> Result<Route> 
             _ => not_allowed(method, "POST"),
         },
         "/uploads" | "/uploads/" => match *method {
-            Method::POST => Ok(Route::TusCreate),
-            Method::OPTIONS => Ok(Route::TusOptions),
+            Method::POST => Ok(Route::Tus(TusRoute::Create)),
+            Method::OPTIONS => Ok(Route::Tus(TusRoute::Options)),
             _ => not_allowed(method, "POST, OPTIONS"),
         },
         "/healthz" => match *method {
@@ -99,31 +145,6 @@ fn not_allowed<T>(method: &Method, allow: &'static str) -> Result<T> {
         method: method.to_string(),
         allow,
     })
-}
-
-/// Percent-decodes the rest of a `/files/` path into a file name; a malformed escape is a
-/// 400 (RFC 3986 §2.1), not part of the name.
-pub fn decode_name(raw: &str) -> Result<String> {
-    check_name(decode_utf8(raw.as_bytes(), "file name")?)
-}
-
-/// A file name is 1 to 1024 bytes of UTF-8 without control characters.
-pub fn check_name(name: String) -> Result<String> {
-    if name.is_empty() {
-        return Err(NodeError::BadRequest("file name is empty".into()));
-    }
-    if name.len() > MAX_NAME_LEN {
-        return Err(NodeError::BadRequest(format!(
-            "file name is {} bytes; the limit is {MAX_NAME_LEN}",
-            name.len()
-        )));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(NodeError::BadRequest(
-            "file name contains a control character".into(),
-        ));
-    }
-    Ok(name)
 }
 
 fn list_query(query: Option<&str>) -> Result<ListQuery> {
@@ -161,8 +182,10 @@ fn list_query(query: Option<&str>) -> Result<ListQuery> {
 mod tests {
     use super::*;
 
+    use crate::name::MAX_NAME_LEN;
+
     fn route(method: Method, path: &str, query: Option<&str>) -> Result<Route> {
-        parse(&method, path, query)
+        parse(&method, &HeaderMap::new(), path, query)
     }
 
     #[test]
@@ -261,23 +284,23 @@ mod tests {
     fn tus_routes() {
         assert_eq!(
             route(Method::POST, "/uploads", None).unwrap(),
-            Route::TusCreate
+            Route::Tus(TusRoute::Create)
         );
         assert_eq!(
             route(Method::OPTIONS, "/uploads", None).unwrap(),
-            Route::TusOptions
+            Route::Tus(TusRoute::Options)
         );
         assert_eq!(
             route(Method::PATCH, "/uploads/ab12", None).unwrap(),
-            Route::TusPatch("ab12".into())
+            Route::Tus(TusRoute::Patch("ab12".into()))
         );
         assert_eq!(
             route(Method::HEAD, "/uploads/ab12", None).unwrap(),
-            Route::TusHead("ab12".into())
+            Route::Tus(TusRoute::Head("ab12".into()))
         );
         assert_eq!(
             route(Method::DELETE, "/uploads/ab12", None).unwrap(),
-            Route::TusDelete("ab12".into())
+            Route::Tus(TusRoute::Delete("ab12".into()))
         );
         assert_eq!(
             route(Method::HEAD, "/uploads/a%2Fb", None)
@@ -309,5 +332,74 @@ mod tests {
             route(Method::POST, "/upload", None).unwrap(),
             Route::Multipart
         );
+    }
+
+    fn with(name: &'static str, value: &'static str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(name, http::HeaderValue::from_static(value));
+        headers
+    }
+
+    #[test]
+    fn a_post_may_override_its_method() {
+        let delete = with(METHOD_OVERRIDE, "DELETE");
+        assert_eq!(
+            parse(&Method::POST, &delete, "/files/a", None).unwrap(),
+            Route::Delete("a".into())
+        );
+        assert_eq!(
+            parse(
+                &Method::POST,
+                &with(METHOD_OVERRIDE, "PATCH"),
+                "/uploads/ab",
+                None
+            )
+            .unwrap(),
+            Route::Tus(TusRoute::Patch("ab".into()))
+        );
+        // Only a POST tunnels; a malformed method is ignored, as if the header were absent.
+        assert_eq!(
+            parse(&Method::GET, &delete, "/files/a", None).unwrap(),
+            Route::Get {
+                name: "a".into(),
+                head: false
+            }
+        );
+        assert_eq!(
+            parse(
+                &Method::POST,
+                &with(METHOD_OVERRIDE, "DE LETE"),
+                "/upload",
+                None
+            )
+            .unwrap(),
+            Route::Multipart
+        );
+    }
+
+    #[test]
+    fn a_cors_preflight_is_answered_on_any_path() {
+        let preflight = with("access-control-request-method", "PUT");
+        for path in ["/files/a", "/uploads", "/nope"] {
+            assert_eq!(
+                parse(&Method::OPTIONS, &preflight, path, None).unwrap(),
+                Route::Preflight,
+                "{path}"
+            );
+        }
+        assert_eq!(
+            route(Method::OPTIONS, "/uploads/ab", None).unwrap(),
+            Route::Tus(TusRoute::Options)
+        );
+    }
+
+    #[test]
+    fn tus_paths() {
+        for path in ["/uploads", "/uploads/", "/uploads/ab"] {
+            assert!(is_tus(path), "{path}");
+        }
+        for path in ["/upload", "/uploadsx", "/files/uploads"] {
+            assert!(!is_tus(path), "{path}");
+        }
     }
 }

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use hyper::body::Incoming;
 
-use super::{built, expires_header, response};
+use super::{expires_header, response};
 use crate::digest::Digests;
 use crate::error::{NodeError, Result};
+use crate::respond;
 use crate::store::{Store, TusUpload};
 use crate::Body;
 use http::{Response, StatusCode};
@@ -34,7 +35,7 @@ pub(super) async fn patch_complete(
         });
     }
     let upload = ensure_published(store, &upload.id).await?;
-    built(
+    respond::empty(
         response(StatusCode::NO_CONTENT)
             .header("upload-offset", upload.length)
             .header("upload-expires", expires_header(&upload)),

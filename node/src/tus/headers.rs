@@ -3,7 +3,7 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use http::{HeaderMap, Method};
+use http::HeaderMap;
 
 use super::{CHECKSUM_ALGORITHMS, VERSION};
 use crate::error::{NodeError, Result};
@@ -104,8 +104,8 @@ pub fn location(headers: &HeaderMap, id: &str) -> String {
 }
 
 /// Every tus request but OPTIONS must say which protocol version it speaks.
-pub fn check_version(method: &Method, headers: &HeaderMap) -> Result<()> {
-    if method == Method::OPTIONS || header_str(headers, "tus-resumable") == Some(VERSION) {
+pub fn check_version(headers: &HeaderMap) -> Result<()> {
+    if header_str(headers, "tus-resumable") == Some(VERSION) {
         Ok(())
     } else {
         Err(NodeError::TusVersion)
@@ -224,13 +224,12 @@ mod tests {
     }
 
     #[test]
-    fn version_is_required_except_for_options() {
+    fn version_must_be_ours() {
         let mut h = HeaderMap::new();
-        assert!(check_version(&Method::OPTIONS, &h).is_ok());
-        assert_eq!(check_version(&Method::HEAD, &h).unwrap_err().status(), 412);
+        assert_eq!(check_version(&h).unwrap_err().status(), 412);
         h.insert("tus-resumable", HeaderValue::from_static("0.2.2"));
-        assert_eq!(check_version(&Method::PATCH, &h).unwrap_err().status(), 412);
+        assert_eq!(check_version(&h).unwrap_err().status(), 412);
         h.insert("tus-resumable", HeaderValue::from_static("1.0.0"));
-        assert!(check_version(&Method::PATCH, &h).is_ok());
+        assert!(check_version(&h).is_ok());
     }
 }

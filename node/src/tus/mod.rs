@@ -10,13 +10,15 @@
 
 use std::time::{Duration, SystemTime};
 
-use http::{header, HeaderMap, Response, StatusCode};
+use http::{header, HeaderMap, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::error::{NodeError, Result};
-use crate::routes::check_name;
+use crate::name::check_name;
+use crate::respond;
+use crate::routes::TusRoute;
 use crate::store::{Acquired, Store, Terminated, TusUpload, LEASE_TTL};
-use crate::{empty_body, Body};
+use crate::Body;
 
 mod carry;
 mod complete;
@@ -70,12 +72,6 @@ fn expires_header(upload: &TusUpload) -> String {
     httpdate::fmt_http_date(SystemTime::UNIX_EPOCH + Duration::from_millis(millis))
 }
 
-fn built(builder: http::response::Builder) -> Result<Response<Body>> {
-    builder
-        .body(empty_body())
-        .map_err(|e| NodeError::Internal(format!("cannot build response: {e}")))
-}
-
 /// What every response of the tus endpoint carries (tus 1.0 core): `Tus-Resumable`, and
 /// `Tus-Version` with a 412 (a request without a version this server speaks).
 pub fn add_headers(status: StatusCode, headers: &mut HeaderMap) {
@@ -85,9 +81,30 @@ pub fn add_headers(status: StatusCode, headers: &mut HeaderMap) {
     }
 }
 
+/// Answers one request to the tus endpoint: every request but `OPTIONS` must speak our
+/// version (tus 1.0 core, `Tus-Resumable`; else 412), then the route's handler runs.
+pub async fn handle(
+    store: &Store,
+    tus: &Tus,
+    route: TusRoute,
+    req: Request<Incoming>,
+) -> Result<Response<Body>> {
+    if route != TusRoute::Options {
+        check_version(req.headers())?;
+    }
+    let (parts, body) = req.into_parts();
+    match route {
+        TusRoute::Options => options(&tus.limits),
+        TusRoute::Create => create(store, &parts.headers, body, tus).await,
+        TusRoute::Head(id) => head(store, &id).await,
+        TusRoute::Patch(id) => patch(store, &id, &parts.headers, body, tus).await,
+        TusRoute::Delete(id) => terminate(store, &id).await,
+    }
+}
+
 /// `OPTIONS /uploads`: what this server supports.
-pub fn options(limits: &TusLimits) -> Result<Response<Body>> {
-    built(
+fn options(limits: &TusLimits) -> Result<Response<Body>> {
+    respond::empty(
         response(StatusCode::NO_CONTENT)
             .header("tus-version", VERSION)
             .header("tus-extension", EXTENSIONS)
@@ -97,7 +114,7 @@ pub fn options(limits: &TusLimits) -> Result<Response<Body>> {
 }
 
 /// `POST /uploads`: creation, optionally with the first bytes.
-pub async fn create(
+async fn create(
     store: &Store,
     headers: &HeaderMap,
     body: Incoming,
@@ -164,7 +181,7 @@ pub async fn create(
         0
     };
     let current = store.tus_get(&upload.id).await?.unwrap_or(upload);
-    built(
+    respond::empty(
         response(StatusCode::CREATED)
             .header(header::LOCATION, location(headers, &current.id))
             .header("upload-offset", offset)
@@ -173,7 +190,7 @@ pub async fn create(
 }
 
 /// `HEAD /uploads/{id}`: how much is durably stored.
-pub async fn head(store: &Store, id: &str) -> Result<Response<Body>> {
+async fn head(store: &Store, id: &str) -> Result<Response<Body>> {
     let mut upload = live(store, id).await?;
     if upload.complete && !upload.done {
         // The client stops once HEAD reports every byte: the file must be there by then.
@@ -186,11 +203,11 @@ pub async fn head(store: &Store, id: &str) -> Result<Response<Body>> {
     if !upload.metadata.is_empty() {
         builder = builder.header("upload-metadata", &upload.metadata);
     }
-    built(builder)
+    respond::empty(builder)
 }
 
 /// `DELETE /uploads/{id}`: termination.
-pub async fn terminate(store: &Store, id: &str) -> Result<Response<Body>> {
+async fn terminate(store: &Store, id: &str) -> Result<Response<Body>> {
     // A complete upload is published before its state goes, or its bytes would be lost.
     let mut outcome = store.tus_terminate(id).await?;
     while outcome == Terminated::Publishing {
@@ -202,11 +219,11 @@ pub async fn terminate(store: &Store, id: &str) -> Result<Response<Body>> {
         Terminated::NotFound => Err(NodeError::NotFound(format!("upload {id}"))),
         Terminated::Removed => {
             tracing::info!(upload = %id, "tus upload terminated");
-            built(response(StatusCode::NO_CONTENT))
+            respond::empty(response(StatusCode::NO_CONTENT))
         }
         Terminated::StateOnly => {
             tracing::info!(upload = %id, "state of a completed tus upload removed");
-            built(response(StatusCode::NO_CONTENT))
+            respond::empty(response(StatusCode::NO_CONTENT))
         }
     }
 }
@@ -223,7 +240,7 @@ async fn live(store: &Store, id: &str) -> Result<TusUpload> {
 }
 
 /// `PATCH /uploads/{id}`: bytes at `Upload-Offset`.
-pub async fn patch(
+async fn patch(
     store: &Store,
     id: &str,
     headers: &HeaderMap,
@@ -263,7 +280,7 @@ pub async fn patch(
     if let Some(current) = current {
         builder = builder.header("upload-expires", expires_header(&current));
     }
-    built(builder)
+    respond::empty(builder)
 }
 
 /// Releases the lease when the request ends, however it ends.

@@ -1,0 +1,113 @@
+//! The file API's handlers, one per route: `GET`/`HEAD`/`PUT`/`DELETE /files/NAME`,
+//! `GET /files` (listing) and `POST /upload` (a form). Each reads what its request says,
+//! calls the module that does the work ([`download`], [`upload`], [`multipart`], the
+//! [`Store`]), and shapes the answer with [`respond`].
+
+use futures::TryStreamExt;
+use http::{header, HeaderValue, Request, Response, StatusCode};
+use http_body_util::BodyDataStream;
+use hyper::body::Incoming;
+use serde_json::json;
+
+use crate::conditional::{self, Preconditions};
+use crate::digest;
+use crate::download;
+use crate::error::{NodeError, Result};
+use crate::multipart;
+use crate::respond::{self, file_json};
+use crate::routes::ListQuery;
+use crate::server::AppState;
+use crate::upload;
+use crate::Body;
+
+/// `GET`/`HEAD /files/NAME`: the file, whole or a range; 404 if the name is not current.
+pub async fn get(
+    state: &AppState,
+    name: String,
+    head: bool,
+    req: &Request<Incoming>,
+) -> Result<Response<Body>> {
+    let file = state
+        .store
+        .lookup(&name)
+        .await?
+        .ok_or(NodeError::NotFound(name))?;
+    download::respond(
+        &state.store,
+        file,
+        req.headers(),
+        head,
+        state.chunks_per_read,
+    )
+}
+
+/// `PUT /files/NAME`: stores the body as the name's new revision; 201 with the file's JSON
+/// and its `ETag`.
+pub async fn put(state: &AppState, name: String, req: Request<Incoming>) -> Result<Response<Body>> {
+    let (parts, body) = req.into_parts();
+    upload::check_declared_length(&parts.headers, &state.limits)?;
+    let expected = digest::expected(&parts.headers)?;
+    let data = BodyDataStream::new(body).map_err(|e| NodeError::Body(e.to_string()));
+    let preconditions = Preconditions::from_headers(&parts.headers);
+    let info = upload::store_stream(
+        &state.store,
+        &name,
+        upload::content_type(&parts.headers),
+        &expected,
+        data,
+        state.limits,
+        preconditions.write_guard(),
+    )
+    .await?;
+    tracing::info!(file = %info.name, length = info.length, "stored");
+    let mut response = respond::json(StatusCode::CREATED, &file_json(&info));
+    if let Ok(v) = HeaderValue::from_str(&conditional::etag(&info)) {
+        response.headers_mut().insert(header::ETAG, v);
+    }
+    Ok(response)
+}
+
+/// `DELETE /files/NAME`: 204, or 404 if the name is not current (whatever the
+/// preconditions), or 412 if they fail.
+pub async fn delete(
+    state: &AppState,
+    name: String,
+    req: &Request<Incoming>,
+) -> Result<Response<Body>> {
+    let preconditions = Preconditions::from_headers(req.headers());
+    if state
+        .store
+        .delete(&name, preconditions.write_guard())
+        .await?
+    {
+        tracing::info!(file = %name, "deleted");
+        Ok(respond::no_content())
+    } else {
+        Err(NodeError::NotFound(name))
+    }
+}
+
+/// `GET /files`: one page of names in order, `{files: [...], next_after}`; `next_after` is
+/// the `after=` of the next page, or null on the last.
+pub async fn list(state: &AppState, query: &ListQuery) -> Result<Response<Body>> {
+    let (page, more) = state.store.list(query).await?;
+    let next_after = more.then(|| page.last().map(|f| f.name.clone())).flatten();
+    let files: Vec<_> = page.iter().map(file_json).collect();
+    Ok(respond::json(
+        StatusCode::OK,
+        &json!({ "files": files, "next_after": next_after }),
+    ))
+}
+
+/// `POST /upload`: every file part of a `multipart/form-data` body; 201 with
+/// `{files: [...], skipped: [{field, reason}]}`.
+pub async fn post_form(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>> {
+    let (parts, body) = req.into_parts();
+    upload::check_declared_length(&parts.headers, &state.limits)?;
+    let form = multipart::store_form(&state.store, &parts.headers, body, state.limits).await?;
+    let files: Vec<_> = form.stored.iter().map(file_json).collect();
+    Ok(respond::json(
+        StatusCode::CREATED,
+        &json!({ "files": files, "skipped": form.skipped }),
+    ))
+}
