@@ -1,5 +1,6 @@
-//! Connections to nodes: a small keep-alive list per node, built directly on
-//! `hyper::client::conn::http1` so that a request that never left can be handed back.
+//! Connections to nodes: an idle keep-alive one from the node's list
+//! ([`crate::keepalive`]) or a new one, built directly on `hyper::client::conn::http1` so
+//! that a request that never left can be handed back.
 //!
 //! hyper-util's pooled client would be shorter, but it consumes the request; here a
 //! connect failure happens before the body is touched, and `try_send_request` returns an
@@ -9,76 +10,34 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
+use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use speedbox_common::config::BalancerConfig;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
-use tokio::time::Instant;
 
-use crate::body::UpBody;
 use crate::error::ConnectError;
 use crate::idle::IdleIo;
-use crate::pool::{Node, NodeState};
+use crate::keepalive::Sender;
+use crate::node::{Node, NodeState};
+use crate::up_body::UpBody;
 
 /// hyper's read buffer grows up to this and its write queue holds about as much: large
 /// frames mean fewer syscalls per GiB, and the figure bounds memory per transfer. Measured
 /// on 5 concurrent 1 GiB downloads: 1 MiB gives ~0.36 CPU-s/GiB and 22-25 MiB peak RSS,
 /// 256 KiB gives 0.52 CPU-s/GiB and 11 MiB.
 pub const MAX_BUF_SIZE: usize = 1024 * 1024;
-/// Idle keep-alive connections kept per node (nginx `keepalive 32`).
-const MAX_IDLE_PER_NODE: usize = 32;
 /// A keep-alive connection idle longer than this is not reused: nodes close idle
 /// connections after their header timeout, and a request sent into that race is lost.
 const MAX_IDLE_AGE: Duration = Duration::from_secs(4);
 /// Uploads cannot be replayed once sent, so they only take a connection that was busy a
 /// moment ago, otherwise a fresh one (a loopback connect is cheap next to an upload).
 const MAX_IDLE_AGE_FOR_UPLOADS: Duration = Duration::from_millis(500);
-
-type Sender = SendRequest<UpBody>;
-
-/// Idle keep-alive connections to one node, the most recently used last.
-#[derive(Debug, Default)]
-pub struct IdleConns {
-    list: Mutex<Vec<(Sender, Instant)>>,
-}
-
-impl IdleConns {
-    fn take(&self, max_age: Duration) -> Option<Sender> {
-        let mut list = self.list.lock().unwrap_or_else(PoisonError::into_inner);
-        while let Some((sender, since)) = list.pop() {
-            if since.elapsed() > max_age {
-                // the rest are older still
-                list.clear();
-                return None;
-            }
-            if sender.is_ready() {
-                return Some(sender);
-            }
-        }
-        None
-    }
-
-    fn put(&self, sender: Sender) {
-        let mut list = self.list.lock().unwrap_or_else(PoisonError::into_inner);
-        if list.len() >= MAX_IDLE_PER_NODE {
-            list.remove(0);
-        }
-        list.push((sender, Instant::now()));
-    }
-
-    pub fn clear(&self) {
-        self.list
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
-    }
-}
 
 /// Why [`send`] got no response.
 #[derive(Debug)]

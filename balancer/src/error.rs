@@ -6,10 +6,10 @@
 use std::io;
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{Method, Response, StatusCode};
+use http_body_util::Full;
 use speedbox_common::respond;
-
-use crate::body::ProxyBody;
 
 /// Why a request could not be proxied.
 #[derive(Debug, thiserror::Error)]
@@ -53,11 +53,12 @@ impl ProxyError {
         }
     }
 
-    /// The JSON error response.
-    pub fn into_response(self) -> Response<ProxyBody> {
+    /// The JSON error response, in whatever body type the caller sends
+    /// ([`DownBody`](crate::down_body::DownBody) on the request path).
+    pub fn into_response<B: From<Full<Bytes>>>(self) -> Response<B> {
         let status = self.status();
         let message = self.to_string();
-        respond::error(status, "balancer", &message).map(ProxyBody::Full)
+        respond::error(status, "balancer", &message).map(B::from)
     }
 }
 
@@ -144,7 +145,7 @@ mod tests {
         ];
         for (err, code) in cases {
             let message = err.to_string();
-            let response = err.into_response();
+            let response: Response<Full<Bytes>> = err.into_response();
             assert_eq!(response.status().as_u16(), code);
             assert_eq!(response.headers()["x-speedbox-error"], "balancer");
             let body = response.into_body().collect().await.unwrap().to_bytes();

@@ -12,8 +12,13 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body::{Body, Frame};
+use hyper::body::Incoming;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
+
+use crate::error::BodyError;
 
 /// Detects one side waiting for longer than `timeout`.
 #[derive(Debug)]
@@ -53,6 +58,27 @@ impl IdleTimer {
             sleep.as_mut().reset(deadline);
         }
         sleep.as_mut().poll(cx)
+    }
+}
+
+/// The next frame of a body (either side's), or an error once it has stalled for the idle
+/// timeout.
+pub fn poll_idle(
+    inner: &mut Incoming,
+    idle: &mut IdleTimer,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    match Pin::new(inner).poll_frame(cx) {
+        Poll::Ready(Some(Ok(frame))) => {
+            idle.progress();
+            Poll::Ready(Some(Ok(frame)))
+        }
+        Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+        Poll::Ready(None) => Poll::Ready(None),
+        Poll::Pending => match idle.poll_expired(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(BodyError::Idle(idle.timeout())))),
+            Poll::Pending => Poll::Pending,
+        },
     }
 }
 

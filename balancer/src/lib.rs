@@ -2,10 +2,14 @@
 //! the storage nodes.
 //!
 //! Read [`proxy`] first: it is the request path. Around it:
-//! - [`pool`]: the cluster snapshot (nodes with their health) and node selection;
-//! - [`conn`]: keep-alive connections to nodes that hand back unsent requests;
+//! - [`cluster`]: the cluster snapshot (the nodes of the running config) and its reloads;
+//! - [`node`]: one node's live state (health, in-flight count) and its up/down flips;
+//! - [`select`]: which node takes a request (round robin, least-outstanding);
+//! - [`conn`]: connections to nodes that hand back unsent requests; [`keepalive`]: the
+//!   idle ones each node keeps;
 //! - [`rewrite`]: hop-by-hop and forwarding headers (trusted proxies);
-//! - [`body`] and [`idle`]: streaming bodies and the idle cut-offs;
+//! - [`up_body`] (client to node) and [`down_body`] (node to client): streaming bodies;
+//!   [`idle`]: their idle cut-offs;
 //! - [`expect`]: `Expect: 100-continue` decided by the node, not the balancer;
 //! - [`health`] (pure rise/fall) and [`probe`] (the active check loop);
 //! - [`reload`]: live `cluster.toml` changes; [`status`]: `GET /_cluster`;
@@ -15,19 +19,23 @@
 //! [`run`] takes a bound listener and a shutdown future, so tests drive it in-process.
 #![forbid(unsafe_code)]
 
-pub mod body;
+pub mod cluster;
 pub mod conn;
+pub mod down_body;
 pub mod error;
 pub mod expect;
 pub mod health;
 pub mod idle;
+pub mod keepalive;
+pub mod node;
 pub mod page;
-pub mod pool;
 pub mod probe;
 pub mod proxy;
 pub mod reload;
 pub mod rewrite;
+pub mod select;
 pub mod status;
+pub mod up_body;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -41,8 +49,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use speedbox_common::config::ClusterConfig;
 use tokio::net::TcpListener;
 
+use crate::cluster::Cluster;
 use crate::idle::IdleIo;
-use crate::pool::Pool;
 
 /// After a failed `accept` (out of file descriptors, say), wait this long before retrying
 /// rather than spinning.
@@ -56,9 +64,9 @@ pub async fn run(
     config: ClusterConfig,
     shutdown: impl Future,
 ) -> std::io::Result<()> {
-    let pool = Arc::new(Pool::new(config_path, config));
-    let probe = tokio::spawn(probe::run(Arc::clone(&pool)));
-    let reload = tokio::spawn(reload::run(Arc::clone(&pool)));
+    let cluster = Arc::new(Cluster::new(config_path, config));
+    let probe = tokio::spawn(probe::run(Arc::clone(&cluster)));
+    let reload = tokio::spawn(reload::run(Arc::clone(&cluster)));
     let graceful = GracefulShutdown::new();
     // Kept so that connections still open at the drain deadline can be cut.
     let mut connections = tokio::task::JoinSet::new();
@@ -77,14 +85,14 @@ pub async fn run(
             _ = &mut shutdown => break,
         };
         // Set per connection so that a reload reaches new connections.
-        let cfg = pool.snapshot().config.balancer.clone();
+        let cfg = cluster.snapshot().config.balancer.clone();
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(%client, "set_nodelay: {e}");
         }
         let io = TokioIo::new(IdleIo::new(stream, cfg.idle_timeout()));
         let service = {
-            let pool = Arc::clone(&pool);
-            service_fn(move |request| proxy::handle(Arc::clone(&pool), client, request))
+            let cluster = Arc::clone(&cluster);
+            service_fn(move |request| proxy::handle(Arc::clone(&cluster), client, request))
         };
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
@@ -104,7 +112,7 @@ pub async fn run(
     drop(listener);
     probe.abort();
     reload.abort();
-    let deadline = pool.snapshot().config.balancer.drain_timeout();
+    let deadline = cluster.snapshot().config.balancer.drain_timeout();
     let open = graceful.count();
     tracing::info!(
         "stopped accepting; draining {open} connection(s) for up to {} ms",

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Method, Response, StatusCode};
 use http_body_util::Full;
 
-use crate::body::ProxyBody;
+use crate::down_body::DownBody;
 use crate::error::ProxyError;
 
 /// The path the page is served at.
@@ -15,7 +15,7 @@ pub const PATH: &str = "/";
 const INDEX: &str = include_str!("../static/index.html");
 
 /// GET or HEAD of the page.
-pub fn respond(method: &Method) -> Response<ProxyBody> {
+pub fn respond(method: &Method) -> Response<DownBody> {
     if method != Method::GET && method != Method::HEAD {
         return ProxyError::MethodNotAllowed(method.clone()).into_response();
     }
@@ -24,7 +24,7 @@ pub fn respond(method: &Method) -> Response<ProxyBody> {
     } else {
         Bytes::from_static(INDEX.as_bytes())
     };
-    let mut response = Response::new(ProxyBody::Full(Full::new(body)));
+    let mut response = Response::new(DownBody::Full(Full::new(body)));
     *response.status_mut() = StatusCode::OK;
     let headers = response.headers_mut();
     headers.insert(

@@ -1,6 +1,6 @@
 //! Active health checks: `GET /healthz` on every node each `health_interval_ms`, each
 //! result fed to the node's rise/fall counter. Only flips are logged (in
-//! [`Node::observe_check`](crate::pool::Node::observe_check)).
+//! [`Node::observe_check`](crate::node::Node::observe_check)).
 //!
 //! The same loop forgets removed nodes once their last transfer is done, so there is one
 //! background loop rather than several timers.
@@ -16,26 +16,26 @@ use hyper_util::rt::TokioIo;
 use speedbox_common::config::BalancerConfig;
 use tokio::time::Instant;
 
+use crate::cluster::Cluster;
 use crate::conn;
-use crate::pool::Pool;
 
 /// Checks every node, sleeps, repeats; runs until its task is aborted. The first round
-/// starts at once, and a reload that adds nodes starts another (`Pool::probe_now`).
-pub async fn run(pool: Arc<Pool>) {
+/// starts at once, and a reload that adds nodes starts another (`Cluster::probe_now`).
+pub async fn run(cluster: Arc<Cluster>) {
     loop {
-        let snapshot = pool.snapshot();
+        let snapshot = cluster.snapshot();
         let cfg = &snapshot.config.balancer;
         let rounds = snapshot.nodes.iter().map(|node| async move {
             let result = check(node.addr, cfg).await;
             node.observe_check(result, cfg.rise, cfg.fall);
         });
         futures::future::join_all(rounds).await;
-        pool.prune_drained();
+        cluster.prune_drained();
         let interval = cfg.health_interval();
         drop(snapshot);
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
-            _ = pool.probe_now.notified() => {}
+            _ = cluster.probe_now.notified() => {}
         }
     }
 }

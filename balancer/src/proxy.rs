@@ -21,13 +21,15 @@ use speedbox_common::config::BalancerConfig;
 use speedbox_common::headers::X_REQUEST_ID;
 use speedbox_common::request_id::request_id;
 
-use crate::body::{ProxyBody, RequestStream, ResponseStream, UpBody};
+use crate::cluster::Cluster;
 use crate::conn::{self, SendError};
+use crate::down_body::{DownBody, ResponseStream};
 use crate::error::{caused_by_dead_peer, ProxyError};
 use crate::expect::{AnsweredFirst, Gate};
 use crate::idle::IdleTimer;
-use crate::pool::{InFlight, Pool};
+use crate::node::{InFlight, Node};
 use crate::rewrite::{prepare_request, strip_hop_by_hop};
+use crate::up_body::{RequestStream, UpBody};
 use crate::{page, status};
 
 /// Nodes one request may be offered to before the client gets an error.
@@ -35,18 +37,18 @@ const MAX_ATTEMPTS: usize = 4;
 
 /// The hyper service: every request of every client connection comes through here.
 pub async fn handle(
-    pool: Arc<Pool>,
+    cluster: Arc<Cluster>,
     client: SocketAddr,
     request: Request<Incoming>,
-) -> Result<Response<ProxyBody>, Infallible> {
+) -> Result<Response<DownBody>, Infallible> {
     let request_id = request_id(request.headers());
     let mut response = if request.uri().path() == status::PATH {
-        status::respond(&pool, request.method())
+        status::respond(&cluster, request.method())
     } else if request.uri().path() == page::PATH {
         page::respond(request.method())
     } else {
         let method = request.method().clone();
-        forward(&pool, client, request, &request_id)
+        forward(&cluster, client, request, &request_id)
             .await
             .unwrap_or_else(|error| {
                 error.log(request_id.to_str().unwrap_or_default(), &method);
@@ -58,12 +60,12 @@ pub async fn handle(
 }
 
 async fn forward(
-    pool: &Pool,
+    cluster: &Cluster,
     client: SocketAddr,
     request: Request<Incoming>,
     request_id: &HeaderValue,
-) -> Result<Response<ProxyBody>, ProxyError> {
-    let snapshot = pool.snapshot();
+) -> Result<Response<DownBody>, ProxyError> {
+    let snapshot = cluster.snapshot();
     let cfg = &snapshot.config.balancer;
     let (mut parts, body) = request.into_parts();
     let expect_continue =
@@ -98,9 +100,8 @@ async fn forward(
     let mut reasons: Vec<String> = Vec::new();
     let mut sent_error: Option<ProxyError> = None;
     while failed.len() < MAX_ATTEMPTS {
-        let accept =
-            |i: usize, node: &crate::pool::Node| node.state.is_up() && !failed.contains(&i);
-        let Some(i) = snapshot.pick(pool.next_cursor(), accept) else {
+        let accept = |i: usize, node: &Node| node.state.is_up() && !failed.contains(&i);
+        let Some(i) = snapshot.pick(cluster.next_cursor(), accept) else {
             break;
         };
         let node = &snapshot.nodes[i];
@@ -221,12 +222,12 @@ fn prepare_response(
     lease: conn::Lease,
     cfg: &BalancerConfig,
     answered_first: Option<AnsweredFirst>,
-) -> Response<ProxyBody> {
+) -> Response<DownBody> {
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     let idle = IdleTimer::new(cfg.idle_timeout());
     let body = ResponseStream::new(body, idle, in_flight, lease, answered_first);
-    Response::from_parts(parts, ProxyBody::Upstream(body))
+    Response::from_parts(parts, DownBody::Upstream(body))
 }
 
 #[cfg(test)]

@@ -16,14 +16,14 @@ use speedbox_common::config::ClusterConfig;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::Notify;
 
-use crate::pool::Pool;
+use crate::cluster::Cluster;
 
 /// An editor's save is often several events (truncate, write, rename); wait for quiet.
 const DEBOUNCE: Duration = Duration::from_millis(200);
 
 /// Reloads on file changes and SIGHUP until its task is aborted.
-pub async fn run(pool: Arc<Pool>) {
-    let path = pool.config_path.clone();
+pub async fn run(cluster: Arc<Cluster>) {
+    let path = cluster.config_path.clone();
     let changed = Arc::new(Notify::new());
     // Dropping the watcher stops it, so it lives as long as this loop.
     let _watcher = match watch(&path, Arc::clone(&changed)) {
@@ -41,7 +41,7 @@ pub async fn run(pool: Arc<Pool>) {
         }
     };
     // The file may have changed between the first load and the watch starting.
-    reload(&pool);
+    reload(&cluster);
     loop {
         tokio::select! {
             _ = changed.notified() => {
@@ -52,7 +52,7 @@ pub async fn run(pool: Arc<Pool>) {
                 tracing::info!("SIGHUP received, reloading {}", path.display());
             }
         }
-        reload(&pool);
+        reload(&cluster);
     }
 }
 
@@ -66,15 +66,15 @@ async fn debounce(changed: &Notify) {
 }
 
 /// Loads, validates and applies the config file; false if it was refused or unchanged.
-pub fn reload(pool: &Pool) -> bool {
-    let config = match ClusterConfig::load(&pool.config_path) {
+pub fn reload(cluster: &Cluster) -> bool {
+    let config = match ClusterConfig::load(&cluster.config_path) {
         Ok(config) => config,
         Err(e) => {
             tracing::error!("config reload refused, keeping the running config: {e}");
             return false;
         }
     };
-    let current = pool.snapshot();
+    let current = cluster.snapshot();
     if config == current.config {
         tracing::debug!("config unchanged");
         return false;
@@ -87,7 +87,7 @@ pub fn reload(pool: &Pool) -> bool {
         );
     }
     drop(current);
-    let diff = pool.apply(config);
+    let diff = cluster.apply(config);
     tracing::info!(
         added = ?diff.added,
         removed = ?diff.removed,
@@ -157,18 +157,18 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("cluster.toml");
         std::fs::write(&path, CONFIG).unwrap();
-        let pool = Pool::new(path.clone(), ClusterConfig::load(&path).unwrap());
-        pool.snapshot().nodes[0].force_down("refused".into());
+        let cluster = Cluster::new(path.clone(), ClusterConfig::load(&path).unwrap());
+        cluster.snapshot().nodes[0].force_down("refused".into());
 
-        assert!(!reload(&pool), "unchanged file");
+        assert!(!reload(&cluster), "unchanged file");
         std::fs::write(&path, CONFIG.replace("id = \"a\"", "id = \"a b\"")).unwrap();
-        assert!(!reload(&pool), "invalid id refused");
-        assert_eq!(pool.snapshot().nodes[0].id, "a");
+        assert!(!reload(&cluster), "invalid id refused");
+        assert_eq!(cluster.snapshot().nodes[0].id, "a");
 
         let more = format!("{CONFIG}[[nodes]]\nid = \"b\"\nlisten = \"127.0.0.1:8002\"\n");
         std::fs::write(&path, more).unwrap();
-        assert!(reload(&pool));
-        let snap = pool.snapshot();
+        assert!(reload(&cluster));
+        let snap = cluster.snapshot();
         assert_eq!(snap.nodes.len(), 2);
         assert!(!snap.nodes[0].state.is_up(), "a keeps its health");
         assert!(snap.nodes[1].state.is_up());

@@ -10,9 +10,10 @@ use serde::Serialize;
 use speedbox_common::config::Algorithm;
 use speedbox_common::respond;
 
-use crate::body::ProxyBody;
+use crate::cluster::Cluster;
+use crate::down_body::DownBody;
 use crate::error::ProxyError;
-use crate::pool::{Node, Pool};
+use crate::node::Node;
 
 pub const PATH: &str = "/_cluster";
 
@@ -38,15 +39,15 @@ pub struct NodeStatus {
     pub last_error: Option<String>,
 }
 
-pub fn respond(pool: &Pool, method: &Method) -> Response<ProxyBody> {
+pub fn respond(cluster: &Cluster, method: &Method) -> Response<DownBody> {
     if method != Method::GET && method != Method::HEAD {
         return ProxyError::MethodNotAllowed(method.clone()).into_response();
     }
-    respond::json(StatusCode::OK, &status(pool)).map(ProxyBody::Full)
+    respond::json(StatusCode::OK, &status(cluster)).map(DownBody::Full)
 }
 
-pub fn status(pool: &Pool) -> ClusterStatus {
-    let snapshot = pool.snapshot();
+pub fn status(cluster: &Cluster) -> ClusterStatus {
+    let snapshot = cluster.snapshot();
     let draining = snapshot
         .draining
         .iter()
@@ -57,7 +58,7 @@ pub fn status(pool: &Pool) -> ClusterStatus {
             .loaded_at
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
-        config_path: pool.config_path.display().to_string(),
+        config_path: cluster.config_path.display().to_string(),
         algorithm: snapshot.config.balancer.algorithm,
         nodes: snapshot
             .nodes
@@ -94,15 +95,15 @@ mod tests {
             [[nodes]]\nid = \"a\"\nlisten = \"127.0.0.1:8001\"\n\
             [[nodes]]\nid = \"b\"\nlisten = \"127.0.0.1:8002\"\nweight = 2\n";
         let cfg = ClusterConfig::from_toml(text).unwrap();
-        let pool = Pool::new("cluster.toml".into(), cfg.clone());
-        let snap = pool.snapshot();
+        let cluster = Cluster::new("cluster.toml".into(), cfg.clone());
+        let snap = cluster.snapshot();
         let _busy = snap.nodes[1].state.begin();
         snap.nodes[0].force_down("connect: refused".into());
         let mut fewer = cfg;
         fewer.nodes.truncate(1);
-        pool.apply(fewer);
+        cluster.apply(fewer);
 
-        let json = serde_json::to_value(status(&pool)).unwrap();
+        let json = serde_json::to_value(status(&cluster)).unwrap();
         assert_eq!(json["config_path"], "cluster.toml");
         assert_eq!(json["algorithm"], "least-outstanding");
         assert!(json["config_loaded_at"].as_u64().unwrap() > 1_600_000_000);

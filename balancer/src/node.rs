@@ -1,0 +1,159 @@
+//! One node as the request path sees it: its `[[nodes]]` entry and its live
+//! [`NodeState`] (up or down, in-flight count, idle keep-alives, last check), plus the
+//! up/down flips and their log lines.
+//!
+//! The state is shared: a reload that keeps a node (same id and address) carries its
+//! `NodeState` over (see [`crate::cluster`]).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use crate::health::{Flip, RiseFall};
+use crate::keepalive::IdleConns;
+
+/// What the status page shows about a node's health.
+#[derive(Debug, Clone, Default)]
+pub struct Health {
+    pub rise_fall: RiseFall,
+    pub last_error: Option<String>,
+    pub last_check_latency_ms: Option<u64>,
+}
+
+/// The live, shared part of a node: survives reloads that keep the node.
+#[derive(Debug, Default)]
+pub struct NodeState {
+    /// Mirrors `health.rise_fall.is_up()` so selection reads no lock.
+    up: AtomicBool,
+    in_flight: AtomicUsize,
+    health: Mutex<Health>,
+    pub idle: IdleConns,
+}
+
+impl NodeState {
+    pub fn new() -> Self {
+        Self {
+            up: AtomicBool::new(Health::default().rise_fall.is_up()),
+            ..Self::default()
+        }
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Counts one request until the returned guard is dropped.
+    pub fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(Arc::clone(self))
+    }
+
+    pub fn health(&self) -> Health {
+        self.lock_health().clone()
+    }
+
+    fn lock_health(&self) -> MutexGuard<'_, Health> {
+        // Health is plain data: a panic elsewhere cannot leave it half-written.
+        self.health.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// One request counted against a node; dropping it ends the count.
+#[derive(Debug)]
+pub struct InFlight(Arc<NodeState>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A `[[nodes]]` entry of the running config with its live state.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub id: String,
+    pub addr: SocketAddr,
+    pub weight: u32,
+    pub state: Arc<NodeState>,
+}
+
+impl Node {
+    /// Records an active check; logs and returns a flip.
+    pub fn observe_check(
+        &self,
+        result: Result<Duration, String>,
+        rise: u32,
+        fall: u32,
+    ) -> Option<Flip> {
+        let mut health = self.state.lock_health();
+        let flip = health.rise_fall.observe(result.is_ok(), rise, fall);
+        match result {
+            Ok(latency) => {
+                health.last_check_latency_ms = Some(latency.as_millis() as u64);
+                health.last_error = None;
+            }
+            Err(error) => health.last_error = Some(error),
+        }
+        self.state
+            .up
+            .store(health.rise_fall.is_up(), Ordering::Relaxed);
+        let error = health.last_error.clone();
+        drop(health);
+        match flip {
+            Some(Flip::Down) => tracing::warn!(node = %self.id, addr = %self.addr,
+                error = error.as_deref().unwrap_or(""), "node down: failed {fall} health checks"),
+            Some(Flip::Up) => tracing::info!(node = %self.id, addr = %self.addr,
+                "node up: passed {rise} health checks"),
+            None => {}
+        }
+        flip
+    }
+
+    /// Passive health: a refused or reset connection takes the node down at once.
+    pub fn force_down(&self, error: String) -> Option<Flip> {
+        let mut health = self.state.lock_health();
+        let flip = health.rise_fall.force_down();
+        self.state.up.store(false, Ordering::Relaxed);
+        if flip.is_some() {
+            tracing::warn!(node = %self.id, addr = %self.addr, %error, "node down: {error}");
+        }
+        health.last_error = Some(error);
+        flip
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checks_flip_a_node_and_record_errors() {
+        let a = Node {
+            id: "a".into(),
+            addr: SocketAddr::from(([127, 0, 0, 1], 8001)),
+            weight: 1,
+            state: Arc::new(NodeState::new()),
+        };
+        assert_eq!(a.observe_check(Err("503".into()), 2, 2), None);
+        assert_eq!(
+            a.observe_check(Err("refused".into()), 2, 2),
+            Some(Flip::Down)
+        );
+        assert!(!a.state.is_up());
+        assert_eq!(a.state.health().last_error.as_deref(), Some("refused"));
+        a.observe_check(Ok(Duration::from_millis(3)), 2, 2);
+        assert_eq!(
+            a.observe_check(Ok(Duration::from_millis(4)), 2, 2),
+            Some(Flip::Up)
+        );
+        let health = a.state.health();
+        assert!(a.state.is_up());
+        assert_eq!(health.last_error, None);
+        assert_eq!(health.last_check_latency_ms, Some(4));
+    }
+}
