@@ -40,24 +40,19 @@ pub mod up_body;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use speedbox_common::config::ClusterConfig;
 use tokio::net::TcpListener;
 
 use crate::cluster::Cluster;
 use crate::idle::IdleIo;
 
-/// After a failed `accept` (out of file descriptors, say), wait this long before retrying
-/// rather than spinning.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
-
 /// Serves clients on `listener` until `shutdown` resolves, then stops accepting and gives
-/// in-flight transfers up to `drain_timeout_ms` to finish.
+/// in-flight transfers up to `drain_timeout_ms` (as the config reads then) to finish (see
+/// [`speedbox_common::serve`]).
 pub async fn run(
     listener: TcpListener,
     config_path: PathBuf,
@@ -67,67 +62,26 @@ pub async fn run(
     let cluster = Arc::new(Cluster::new(config_path, config));
     let probe = tokio::spawn(probe::run(Arc::clone(&cluster)));
     let reload = tokio::spawn(reload::run(Arc::clone(&cluster)));
-    let graceful = GracefulShutdown::new();
-    // Kept so that connections still open at the drain deadline can be cut.
-    let mut connections = tokio::task::JoinSet::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-
-    loop {
-        let (stream, client) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => break,
-        };
-        // Set per connection so that a reload reaches new connections.
-        let cfg = cluster.snapshot().config.balancer.clone();
-        if let Err(e) = stream.set_nodelay(true) {
-            tracing::debug!(%client, "set_nodelay: {e}");
-        }
-        let io = TokioIo::new(IdleIo::new(stream, cfg.idle_timeout()));
-        let service = {
+    let connection = {
+        let cluster = Arc::clone(&cluster);
+        move |stream, client| {
+            // Read per connection so that a reload reaches new connections.
+            let cfg = cluster.snapshot().config.balancer.clone();
+            let io = TokioIo::new(IdleIo::new(stream, cfg.idle_timeout()));
             let cluster = Arc::clone(&cluster);
-            service_fn(move |request| proxy::handle(Arc::clone(&cluster), client, request))
-        };
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(cfg.header_timeout())
-            .max_buf_size(conn::MAX_BUF_SIZE)
-            .writev(true)
-            .serve_connection(io, service);
-        let conn = graceful.watch(conn);
-        connections.spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%client, "client connection ended: {e}");
-            }
-        });
-        while connections.try_join_next().is_some() {}
-    }
-
-    drop(listener);
+            let service =
+                service_fn(move |request| proxy::handle(Arc::clone(&cluster), client, request));
+            http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(cfg.header_timeout())
+                .max_buf_size(conn::MAX_BUF_SIZE)
+                .writev(true)
+                .serve_connection(io, service)
+        }
+    };
+    let drain_timeout = || cluster.snapshot().config.balancer.drain_timeout();
+    speedbox_common::serve::serve(listener, connection, shutdown, drain_timeout).await;
     probe.abort();
     reload.abort();
-    let deadline = cluster.snapshot().config.balancer.drain_timeout();
-    let open = graceful.count();
-    tracing::info!(
-        "stopped accepting; draining {open} connection(s) for up to {} ms",
-        deadline.as_millis()
-    );
-    tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("all connections drained"),
-        _ = tokio::time::sleep(deadline) => {
-            while connections.try_join_next().is_some() {}
-            tracing::warn!(
-                "drain deadline reached; closing {} connection(s)",
-                connections.len()
-            );
-        }
-    }
-    connections.shutdown().await;
     Ok(())
 }

@@ -21,10 +21,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bson::oid::ObjectId;
-use bson::spec::BinarySubtype;
-use bson::{doc, rawdoc, DateTime, Document, RawBinaryRef, RawDocumentBuf};
-use bytes::Bytes;
-use futures::TryStreamExt;
+use bson::{doc, DateTime, Document, RawDocumentBuf};
 use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::{Acknowledgment, ClientOptions, IndexOptions, WriteConcern};
 use mongodb::{Client, Collection, IndexModel};
@@ -32,9 +29,10 @@ use serde::{Deserialize, Serialize};
 use speedbox_common::config::{MongoConfig, StorageConfig};
 use tokio::sync::Semaphore;
 
-use crate::error::{NodeError, Result};
+use crate::error::Result;
 
 mod chunker;
+mod chunks;
 mod names;
 mod sweep;
 mod tus;
@@ -197,88 +195,6 @@ impl Store {
         self.names.find_one(doc! {"_id": "\u{1}healthz"}).await?;
         Ok(())
     }
-
-    /// Chunks `from..to` of a file, in order, each checked for its number and size.
-    pub async fn read_chunks(&self, file: ChunkLayout, from: u64, to: u64) -> Result<Vec<Bytes>> {
-        let filter = doc! {"files_id": file.file_id, "n": {"$gte": from as i64, "$lt": to as i64}};
-        let mut cursor = self
-            .chunks
-            .find(filter)
-            .sort(doc! {"n": 1})
-            .batch_size((to - from) as u32)
-            .await?;
-        let mut out = Vec::with_capacity((to - from) as usize);
-        let (cs, length) = (file.chunk_size, file.length);
-        while let Some(raw) = cursor.try_next().await? {
-            let n = from + out.len() as u64;
-            let corrupt =
-                |what: &str| NodeError::Corrupt(format!("file {} chunk {n}: {what}", file.file_id));
-            let got_n = raw.get_i32("n").map_err(|_| corrupt("no n"))?;
-            if got_n as u64 != n {
-                return Err(corrupt(&format!("missing (found chunk {got_n} instead)")));
-            }
-            let data = raw.get_binary("data").map_err(|_| corrupt("no data"))?;
-            let expected = cs.min(length - n * cs);
-            if data.bytes.len() as u64 != expected {
-                return Err(corrupt(&format!(
-                    "{} bytes where {expected} were expected",
-                    data.bytes.len()
-                )));
-            }
-            out.push(Bytes::copy_from_slice(data.bytes));
-        }
-        if (out.len() as u64) < to - from {
-            let n = from + out.len() as u64;
-            return Err(NodeError::Corrupt(format!(
-                "file {} chunk {n}: missing",
-                file.file_id
-            )));
-        }
-        Ok(out)
-    }
-
-    /// Appends chunks `first_n..` of a file in one journaled round trip, tagged with the
-    /// tus lease token that wrote them, if any.
-    async fn insert_chunks(
-        &self,
-        file_id: ObjectId,
-        first_n: i64,
-        chunks: &[Bytes],
-        lease: Option<i64>,
-    ) -> Result<()> {
-        if chunks.is_empty() {
-            return Ok(());
-        }
-        let docs = chunks.iter().enumerate().map(|(i, data)| {
-            let mut doc = rawdoc! {
-                "_id": ObjectId::new(),
-                "files_id": file_id,
-                "n": (first_n + i as i64) as i32,
-            };
-            if let Some(token) = lease {
-                // Which tus lease wrote it: a later lease holder removes only chunks of
-                // earlier ones (see `tus_clear_stale`), never of a newer holder.
-                doc.append("lease", token);
-            }
-            doc.append_ref(
-                "data",
-                RawBinaryRef {
-                    subtype: BinarySubtype::Generic,
-                    bytes: data,
-                },
-            );
-            doc
-        });
-        self.chunks.insert_many(docs).await?;
-        Ok(())
-    }
-
-    async fn delete_content(&self, file_id: ObjectId) -> Result<()> {
-        // Files document first: a reader then sees "not found", never a file with holes.
-        self.files.delete_one(doc! {"_id": file_id}).await?;
-        self.chunks.delete_many(doc! {"files_id": file_id}).await?;
-        Ok(())
-    }
 }
 
 /// The Content-Type for a name without one: by extension, else octet-stream.
@@ -291,35 +207,4 @@ pub fn guess_type(name: &str) -> String {
 
 fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
     matches!(&*e.kind, ErrorKind::Write(WriteFailure::WriteError(w)) if w.code == 11000)
-}
-
-/// The smallest string greater than every string starting with `prefix`, if one exists.
-pub fn prefix_upper_bound(prefix: &str) -> Option<String> {
-    let mut chars: Vec<char> = prefix.chars().collect();
-    while let Some(last) = chars.pop() {
-        let mut next = last as u32 + 1;
-        if (0xD800..=0xDFFF).contains(&next) {
-            next = 0xE000;
-        }
-        if let Some(c) = char::from_u32(next) {
-            chars.push(c);
-            return Some(chars.into_iter().collect());
-        }
-    }
-    None
-}
-
-#[cfg(test)]
-mod tests {
-    use super::prefix_upper_bound;
-
-    #[test]
-    fn prefix_bounds() {
-        assert_eq!(prefix_upper_bound("user07/").as_deref(), Some("user070"));
-        assert_eq!(prefix_upper_bound("a").as_deref(), Some("b"));
-        assert_eq!(prefix_upper_bound("\u{D7FF}").as_deref(), Some("\u{E000}"));
-        assert_eq!(prefix_upper_bound("a\u{10FFFF}").as_deref(), Some("b"));
-        assert_eq!(prefix_upper_bound("\u{10FFFF}"), None);
-        assert_eq!(prefix_upper_bound(""), None);
-    }
 }

@@ -48,7 +48,7 @@ impl Store {
             Some(after) if *after >= q.prefix => doc! {"$gt": after},
             _ => doc! {"$gte": &q.prefix},
         };
-        let upper = super::prefix_upper_bound(&q.prefix).unwrap_or_else(past_every_name);
+        let upper = prefix_upper_bound(&q.prefix).unwrap_or_else(past_every_name);
         let mut range = lower;
         range.insert("$lt", upper);
         let mut page: Vec<FileInfo> = self
@@ -225,5 +225,36 @@ impl Store {
             .update_many(doc! {"name": {"$exists": false}}, pipeline)
             .await?;
         Ok(())
+    }
+}
+
+/// The smallest string greater than every string starting with `prefix`, if one exists.
+fn prefix_upper_bound(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let mut next = last as u32 + 1;
+        if (0xD800..=0xDFFF).contains(&next) {
+            next = 0xE000;
+        }
+        if let Some(c) = char::from_u32(next) {
+            chars.push(c);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_upper_bound;
+
+    #[test]
+    fn prefix_bounds() {
+        assert_eq!(prefix_upper_bound("user07/").as_deref(), Some("user070"));
+        assert_eq!(prefix_upper_bound("a").as_deref(), Some("b"));
+        assert_eq!(prefix_upper_bound("\u{D7FF}").as_deref(), Some("\u{E000}"));
+        assert_eq!(prefix_upper_bound("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(prefix_upper_bound("\u{10FFFF}"), None);
+        assert_eq!(prefix_upper_bound(""), None);
     }
 }

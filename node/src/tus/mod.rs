@@ -21,14 +21,17 @@ use crate::store::{Acquired, Store, Terminated, TusUpload, LEASE_TTL};
 use crate::Body;
 
 mod carry;
+mod checksum;
 mod complete;
 mod headers;
+mod lease;
 mod patch;
 
 pub use carry::HashCarry;
 use complete::{ensure_published, patch_complete};
 use headers::{bad, header_str, header_u64};
 pub use headers::{check_version, location, parse_checksum, parse_metadata};
+use lease::LeaseGuard;
 use patch::write_patch;
 
 pub const VERSION: &str = "1.0.0";
@@ -281,48 +284,4 @@ async fn patch(
         builder = builder.header("upload-expires", expires_header(&current));
     }
     respond::empty(builder)
-}
-
-/// Releases the lease when the request ends, however it ends.
-struct LeaseGuard {
-    store: Store,
-    id: String,
-    token: i64,
-}
-
-impl LeaseGuard {
-    fn new(store: &Store, id: &str, token: i64) -> Self {
-        Self {
-            store: store.clone(),
-            id: id.to_string(),
-            token,
-        }
-    }
-}
-
-impl LeaseGuard {
-    /// Releases the lease before the answer goes out, so the client's next PATCH (sent the
-    /// moment it reads our 204) finds it free instead of getting 423.
-    async fn release(mut self) {
-        let id = std::mem::take(&mut self.id);
-        if let Err(e) = self.store.tus_release(&id, self.token).await {
-            tracing::debug!(upload = %id, error = %e, "lease left to expire");
-        }
-    }
-}
-
-impl Drop for LeaseGuard {
-    fn drop(&mut self) {
-        if self.id.is_empty() {
-            return; // released already
-        }
-        let (store, id, token) = (self.store.clone(), std::mem::take(&mut self.id), self.token);
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                if let Err(e) = store.tus_release(&id, token).await {
-                    tracing::debug!(upload = %id, error = %e, "lease left to expire");
-                }
-            });
-        }
-    }
 }
