@@ -19,23 +19,23 @@
 //! [`run`] takes a bound listener and a shutdown future, so tests drive it in-process.
 #![forbid(unsafe_code)]
 
-pub mod cluster;
-pub mod conn;
-pub mod down_body;
-pub mod error;
-pub mod expect;
-pub mod health;
-pub mod idle;
-pub mod keepalive;
-pub mod node;
-pub mod page;
-pub mod probe;
-pub mod proxy;
-pub mod reload;
-pub mod rewrite;
-pub mod select;
-pub mod status;
-pub mod up_body;
+mod cluster;
+mod conn;
+mod down_body;
+mod error;
+mod expect;
+mod health;
+mod idle;
+mod keepalive;
+mod node;
+mod page;
+mod probe;
+mod proxy;
+mod reload;
+mod rewrite;
+mod select;
+mod status;
+mod up_body;
 
 use std::future::Future;
 use std::path::PathBuf;

@@ -9,24 +9,24 @@
 //! background.
 #![forbid(unsafe_code)]
 
-pub mod conditional;
-pub mod cors;
-pub mod digest;
-pub mod disposition;
-pub mod download;
-pub mod error;
-pub mod files;
-pub mod maintenance;
-pub mod multipart;
-pub mod name;
-pub mod percent;
-pub mod range;
-pub mod respond;
-pub mod routes;
-pub mod server;
-pub mod store;
-pub mod tus;
-pub mod upload;
+mod conditional;
+mod cors;
+mod digest;
+mod disposition;
+mod download;
+mod error;
+mod files;
+mod maintenance;
+mod multipart;
+mod name;
+mod percent;
+mod range;
+mod respond;
+mod routes;
+mod server;
+mod store;
+mod tus;
+mod upload;
 
 use std::future::Future;
 use std::sync::Arc;

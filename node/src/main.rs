@@ -2,14 +2,11 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use clap::Parser;
 use speedbox_common::config::ClusterConfig;
-use speedbox_node::tus::{Tus, TusLimits};
-use speedbox_node::{maintenance, store::Store, upload::Limits, AppState};
+use speedbox_node::AppState;
 use tokio::net::TcpListener;
 
 /// A speedbox storage node: streams files into MongoDB GridFS and back.
@@ -42,37 +39,9 @@ async fn main() -> anyhow::Result<()> {
         )
     })?;
     let addr = args.listen.unwrap_or(node.listen);
-    let storage = &config.storage;
-    let store = Store::connect(&config.mongodb, storage, &node.id)
+    let state = AppState::start(&config, &node.id)
         .await
         .context("invalid [mongodb] settings")?;
-    let indexes_ready = maintenance::indexes_at_start(&store).await;
-    maintenance::spawn(
-        store.clone(),
-        Duration::from_secs(storage.gc_grace_secs),
-        Duration::from_secs(storage.sweep_interval_secs),
-        indexes_ready,
-    );
-    let state = Arc::new(AppState {
-        store,
-        node_id: node.id.clone(),
-        limits: Limits {
-            chunks_per_write: storage.chunks_per_write as usize,
-            idle: Duration::from_secs(storage.body_idle_timeout_secs),
-            max_size: storage.max_file_size,
-        },
-        chunks_per_read: u64::from(storage.chunks_per_read),
-        tus: Tus {
-            limits: TusLimits {
-                max_size: storage.max_file_size,
-                chunks_per_write: storage.chunks_per_write as usize,
-                chunks_per_read: u64::from(storage.chunks_per_read),
-                idle: Duration::from_secs(storage.body_idle_timeout_secs),
-                expires_after: Duration::from_secs(storage.tus_expiry_secs),
-            },
-            carry: Default::default(),
-        },
-    });
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;

@@ -4,10 +4,12 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::json;
+use speedbox_common::config::ClusterConfig;
 use speedbox_common::headers::{X_REQUEST_ID, X_SPEEDBOX_NODE};
 use speedbox_common::request_id::request_id;
 use tracing::Instrument;
@@ -16,7 +18,7 @@ use crate::error::Result;
 use crate::routes::{self, Route};
 use crate::store::Store;
 use crate::upload::Limits;
-use crate::{cors, files, respond, tus, Body};
+use crate::{cors, files, maintenance, respond, tus, Body};
 
 /// What every request handler shares.
 pub struct AppState {
@@ -25,6 +27,48 @@ pub struct AppState {
     pub limits: Limits,
     pub chunks_per_read: u64,
     pub tus: tus::Tus,
+}
+
+impl AppState {
+    /// Connects node `node_id` of `config` to its database, puts the indexes in place
+    /// (waiting a bounded time, see [`maintenance::indexes_at_start`]) and starts the
+    /// background sweeps.
+    ///
+    /// Errors: [`crate::error::NodeError`] when the `[mongodb]` settings are unusable.
+    pub async fn start(config: &ClusterConfig, node_id: &str) -> Result<Arc<Self>> {
+        let storage = &config.storage;
+        let store = Store::connect(&config.mongodb, storage, node_id).await?;
+        let indexes_ready = maintenance::indexes_at_start(&store).await;
+        maintenance::spawn(
+            store.clone(),
+            Duration::from_secs(storage.gc_grace_secs),
+            Duration::from_secs(storage.sweep_interval_secs),
+            indexes_ready,
+        );
+        let idle = Duration::from_secs(storage.body_idle_timeout_secs);
+        let chunks_per_write = storage.chunks_per_write as usize;
+        let chunks_per_read = u64::from(storage.chunks_per_read);
+        Ok(Arc::new(AppState {
+            store,
+            node_id: node_id.to_string(),
+            limits: Limits {
+                chunks_per_write,
+                idle,
+                max_size: storage.max_file_size,
+            },
+            chunks_per_read,
+            tus: tus::Tus {
+                limits: tus::TusLimits {
+                    max_size: storage.max_file_size,
+                    chunks_per_write,
+                    chunks_per_read,
+                    idle,
+                    expires_after: Duration::from_secs(storage.tus_expiry_secs),
+                },
+                carry: Default::default(),
+            },
+        }))
+    }
 }
 
 /// hyper's service function: never fails, errors become responses.

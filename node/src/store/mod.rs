@@ -42,10 +42,8 @@ mod writer;
 
 pub use chunker::Chunker;
 pub use names::{Guard, ListQuery};
-pub use sweep::Swept;
 pub use tus::{Acquired, TusUpload, LEASE_TTL};
 pub use tus_finish::Terminated;
-pub use upload::Upload;
 pub use writer::ChunkWriter;
 
 /// What a name points at: the current revision of a file and its metadata.

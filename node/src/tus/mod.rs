@@ -269,15 +269,21 @@ async fn patch(
         Acquired::Complete(upload) => return patch_complete(store, &upload, offset, &body).await,
     };
     let lease = LeaseGuard::new(store, id, token);
-    if upload.offset != offset {
-        return Err(NodeError::OffsetMismatch {
-            expected: upload.offset,
-            got: offset,
-        });
+    let written = async {
+        if upload.offset != offset {
+            return Err(NodeError::OffsetMismatch {
+                expected: upload.offset,
+                got: offset,
+            });
+        }
+        store.tus_clear_stale(&upload, token).await?;
+        write_patch(store, upload, token, checksum, body, tus).await
     }
-    store.tus_clear_stale(&upload, token).await?;
-    let new_offset = write_patch(store, upload, token, checksum, body, tus).await?;
+    .await;
+    // Released before any answer goes out, a refusal's too: the client's next PATCH, sent
+    // the moment it reads this one's answer, must find the lease free, not get 423.
     lease.release().await;
+    let new_offset = written?;
     let current = store.tus_get(id).await?;
     let mut builder = response(StatusCode::NO_CONTENT).header("upload-offset", new_offset);
     if let Some(current) = current {
