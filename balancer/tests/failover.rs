@@ -206,15 +206,43 @@ async fn reload_adds_drains_and_refuses_bad_edits() {
     assert_eq!(node_state(&status, "b"), "up");
     assert_eq!(node_state(&status, "c"), "up");
 
-    // b survives the next edit with its state (checked once, not re-added)
-    let before = balancer.status().await["config_loaded_at"].clone();
+    // b survives the next edit with its state, not re-added: a download it is serving
+    // stays counted on it (a fresh b would count none and leave the old one draining)
+    b.behaviour.chunk_delay_ms.store(150, Ordering::SeqCst);
+    let len = 4 * 1024 * 1024;
+    let response = loop {
+        let url = balancer.url(&format!("/bytes/{len}"));
+        let response = client.request(request("GET", &url, empty())).await.unwrap();
+        if response.headers()["x-speedbox-node"] == "b" {
+            break response;
+        }
+        assert_eq!(digest(response).await.unwrap(), Digest::of_pattern(len));
+    };
+    let download = tokio::spawn(digest(response));
+    let loaded_at = |s: &serde_json::Value| s["config_loaded_at"].as_u64().expect("loaded at");
+    let before = loaded_at(&balancer.status().await);
     balancer.write_config(&config_text(balancer.addr, &[&a, &b], STEADY));
     balancer
         .wait_status("a back, c gone", |s| {
             node_state(s, "a") == "up" && node_state(s, "c") == "absent"
         })
         .await;
-    assert!(balancer.status().await["config_loaded_at"].as_u64() >= before.as_u64());
+    let status = balancer.status().await;
+    assert!(loaded_at(&status) >= before, "{status:#}");
+    let listed: Vec<_> = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["id"] == "b")
+        .collect();
+    assert_eq!(listed.len(), 1, "{status:#}");
+    assert_eq!(listed[0]["state"], "up", "{status:#}");
+    assert_eq!(listed[0]["in_flight"], 1, "{status:#}");
+    assert_eq!(download.await.unwrap().unwrap(), Digest::of_pattern(len));
+
+    // the re-added a takes its turns again
+    let nodes = served_by(&client, &balancer.url("/echo"), 4).await;
+    assert_eq!(nodes.matches('a').count(), 2, "{nodes}");
 }
 
 #[tokio::test]

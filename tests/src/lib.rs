@@ -12,28 +12,24 @@
 //! flags as the local cluster. `SPEEDBOX_BIN_DIR` overrides the binaries' directory, and
 //! `SPEEDBOX_SECANTUSD` (read by `scripts/secantusdb`) the SecantusDB server binary.
 
+mod builder;
+pub mod client;
 pub mod data;
 pub mod lossy;
 pub mod process;
+mod support;
 pub mod tus;
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+pub use builder::ClusterBuilder;
 pub use process::Proc;
+pub use support::{bin, eventually, free_port, workspace_root};
 
 /// How long a process gets to become ready before the test fails with its log.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// What to start.
-pub struct ClusterBuilder {
-    nodes: usize,
-    balancer: bool,
-    balancer_toml: String,
-    storage_toml: String,
-}
 
 /// A running test cluster.
 pub struct Cluster {
@@ -55,77 +51,7 @@ struct NodeProc {
     proc: Option<Proc>,
 }
 
-impl ClusterBuilder {
-    pub fn nodes(mut self, n: usize) -> Self {
-        self.nodes = n;
-        self
-    }
-    pub fn balancer(mut self, on: bool) -> Self {
-        self.balancer = on;
-        self
-    }
-    /// Lines added to `[balancer]`, e.g. `"fall = 1\n"`.
-    pub fn balancer_toml(mut self, lines: &str) -> Self {
-        self.balancer_toml.push_str(lines);
-        self
-    }
-    /// Lines added to `[storage]`, e.g. `"gc_grace_secs = 2\n"`.
-    pub fn storage_toml(mut self, lines: &str) -> Self {
-        self.storage_toml.push_str(lines);
-        self
-    }
-
-    /// Starts the database, the nodes and the balancer, and waits until all answer.
-    pub async fn start(self) -> Cluster {
-        let dir = tempfile::Builder::new()
-            .prefix("speedbox-test-")
-            .tempdir()
-            .expect("temp dir");
-        let mut cluster = Cluster {
-            dir: Some(dir),
-            db: None,
-            db_port: free_port(),
-            nodes: (0..self.nodes)
-                .map(|i| NodeProc {
-                    id: format!("node-{}", i + 1),
-                    port: free_port(),
-                    proc: None,
-                })
-                .collect(),
-            balancer: None,
-            balancer_port: free_port(),
-            balancer_toml: self.balancer_toml,
-            storage_toml: self.storage_toml,
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .pool_max_idle_per_host(0)
-                .build()
-                .expect("http client"),
-        };
-        std::fs::create_dir_all(cluster.dir().join("logs")).expect("logs dir");
-        let all: Vec<usize> = (0..self.nodes).collect();
-        cluster.write_config(&all);
-        cluster.start_db().await;
-        for i in all {
-            cluster.start_node(i).await;
-        }
-        if self.balancer {
-            cluster.start_balancer().await;
-        }
-        cluster
-    }
-}
-
 impl Cluster {
-    pub fn builder() -> ClusterBuilder {
-        ClusterBuilder {
-            nodes: 1,
-            balancer: false,
-            balancer_toml: String::new(),
-            storage_toml: String::new(),
-        }
-    }
-
     /// The temporary directory holding config, data and logs.
     pub fn dir(&self) -> &Path {
         self.dir.as_ref().expect("dir").path()
@@ -354,56 +280,5 @@ impl Drop for Cluster {
                 eprintln!("test cluster kept for inspection: {}", dir.keep().display());
             }
         }
-    }
-}
-
-/// A port that was free a moment ago (the OS hands out ephemeral ports in rotation, so a
-/// race with another test is unlikely; a clash shows as a failed start with a clear log).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("workspace root")
-        .to_path_buf()
-}
-
-/// A binary of this workspace, from the target directory this test runs from.
-pub fn bin(name: &str) -> PathBuf {
-    let dir = std::env::var_os("SPEEDBOX_BIN_DIR")
-        .map(PathBuf::from)
-        .or_else(|| {
-            // target/<profile>/deps/<test-exe> → target/<profile>
-            let exe = std::env::current_exe().ok()?;
-            Some(exe.parent()?.parent()?.to_path_buf())
-        })
-        .expect("binary directory");
-    let path = dir.join(name);
-    assert!(
-        path.exists(),
-        "{} not found: run `cargo build --workspace --bins` first (scripts/test does)",
-        path.display()
-    );
-    path
-}
-
-/// Polls `check` every 50 ms until it returns true, or panics with `what` after `within`.
-pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    while !check().await {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }

@@ -1,10 +1,14 @@
 //! A tus 1.0 client driven by hand, for tests that send exactly the requests a real client
-//! sends when it retries, replays or races (which tuspy and tus-js-client do not expose).
+//! sends when it retries, replays or races (which tuspy and tus-js-client do not expose),
+//! and the real clients themselves, run as processes.
+
+use std::path::Path;
+use std::process::Stdio;
 
 use base64::Engine;
 use reqwest::{Response, StatusCode};
 
-use crate::Cluster;
+use crate::{workspace_root, Cluster};
 
 /// Requests to one server's `/uploads` (a node's or the balancer's).
 pub struct TusClient<'a> {
@@ -99,4 +103,47 @@ pub fn offset_of(resp: &Response) -> u64 {
         .unwrap()
         .parse()
         .unwrap()
+}
+
+/// tuspy (`tests/clients/tuspy_upload.py`) uploading `file` to `endpoint` (`…/uploads`) as
+/// `name` in PATCHes of `chunk` bytes, each with a sha1 checksum; it prints the upload URL.
+pub fn tuspy(endpoint: &str, file: &Path, name: &str, chunk: u64) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(workspace_root().join(".venv/bin/python"));
+    cmd.arg(workspace_root().join("tests/clients/tuspy_upload.py"))
+        .arg(endpoint)
+        .arg(file)
+        .arg(name)
+        .arg(chunk.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// tus-js-client under Node (`tests/clients/tus_js_upload.js`), the same way.
+pub fn tus_js(endpoint: &str, file: &Path, name: &str, chunk: u64) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new("node");
+    cmd.arg(workspace_root().join("tests/clients/tus_js_upload.js"))
+        .arg(endpoint)
+        .arg(file)
+        .arg(name)
+        .arg(chunk.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+/// Runs a client to its end, failing the test with its output unless it succeeded; its
+/// standard output.
+pub async fn run_ok(mut cmd: tokio::process::Command) -> String {
+    let out = cmd.output().await.expect("start client");
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "client failed: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
 }

@@ -2,40 +2,9 @@
 //! create-only uploads, optimistic concurrency with `If-Match`, conditional DELETE and
 //! GET, and the races where the check must be atomic with the name swap.
 
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::StatusCode;
+use speedbox_tests::client::{fetch_bytes, file_url, get, get_with, headers, put, put_with};
 use speedbox_tests::{data, Cluster};
-
-fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-    let mut h = HeaderMap::new();
-    for (k, v) in pairs {
-        h.append(
-            HeaderName::from_bytes(k.as_bytes()).unwrap(),
-            HeaderValue::from_str(v).unwrap(),
-        );
-    }
-    h
-}
-
-async fn put(c: &Cluster, url: &str, body: &[u8], h: &[(&str, &str)]) -> reqwest::Response {
-    c.http
-        .put(url)
-        .headers(headers(h))
-        .body(body.to_vec())
-        .send()
-        .await
-        .unwrap()
-}
-
-async fn get(c: &Cluster, url: &str, h: &[(&str, &str)]) -> reqwest::Response {
-    c.http.get(url).headers(headers(h)).send().await.unwrap()
-}
-
-async fn body_of(c: &Cluster, url: &str) -> Vec<u8> {
-    let resp = get(c, url, &[]).await;
-    assert_eq!(resp.status(), StatusCode::OK, "GET {url}");
-    resp.bytes().await.unwrap().to_vec()
-}
 
 fn etag(resp: &reqwest::Response) -> String {
     resp.headers()["etag"].to_str().unwrap().to_string()
@@ -45,54 +14,57 @@ fn etag(resp: &reqwest::Response) -> String {
 async fn create_only_and_compare_and_swap_writes() {
     let c = Cluster::builder().nodes(2).balancer(true).start().await;
     for (i, base) in [c.balancer_url(), c.node_url(1)].into_iter().enumerate() {
-        let url = format!("{base}/files/cond-{i}.txt");
+        let name = format!("cond-{i}.txt");
+        let url = file_url(&base, &name);
         // If-None-Match: * creates once, then refuses with 412 and changes nothing.
-        let first = put(&c, &url, b"first", &[("if-none-match", "*")]).await;
+        let first = put_with(&c, &base, &name, "first", &[("if-none-match", "*")]).await;
         assert_eq!(first.status(), StatusCode::CREATED);
         let first_tag = etag(&first);
-        let again = put(&c, &url, b"second", &[("if-none-match", "*")]).await;
+        let again = put_with(&c, &base, &name, "second", &[("if-none-match", "*")]).await;
         assert_eq!(again.status(), StatusCode::PRECONDITION_FAILED);
         assert_eq!(again.headers()["content-type"], "application/json");
-        assert_eq!(body_of(&c, &url).await, b"first");
+        assert_eq!(fetch_bytes(&c, &base, &name).await, b"first");
 
         // If-Match with a stale tag refuses; with the current one replaces.
         let stale = format!("\"{}\"", data::sha256_of(b"nope"));
-        let resp = put(&c, &url, b"second", &[("if-match", &stale)]).await;
+        let resp = put_with(&c, &base, &name, "second", &[("if-match", &stale)]).await;
         assert_eq!(resp.status(), StatusCode::PRECONDITION_FAILED);
-        assert_eq!(body_of(&c, &url).await, b"first");
-        let resp = put(&c, &url, b"second", &[("if-match", &first_tag)]).await;
+        assert_eq!(fetch_bytes(&c, &base, &name).await, b"first");
+        let resp = put_with(&c, &base, &name, "second", &[("if-match", &first_tag)]).await;
         assert_eq!(resp.status(), StatusCode::CREATED);
         let second_tag = etag(&resp);
         // The old tag is stale now, and a weak tag never matches If-Match.
-        let resp = put(&c, &url, b"third", &[("if-match", &first_tag)]).await;
+        let resp = put_with(&c, &base, &name, "third", &[("if-match", &first_tag)]).await;
         assert_eq!(resp.status(), StatusCode::PRECONDITION_FAILED);
         let weak = format!("W/{second_tag}");
-        let resp = put(&c, &url, b"third", &[("if-match", &weak)]).await;
+        let resp = put_with(&c, &base, &name, "third", &[("if-match", &weak)]).await;
         assert_eq!(resp.status(), StatusCode::PRECONDITION_FAILED);
         // A list containing the current tag matches.
         let list = format!("{stale}, {second_tag}");
-        let resp = put(&c, &url, b"third", &[("if-match", &list)]).await;
+        let resp = put_with(&c, &base, &name, "third", &[("if-match", &list)]).await;
         assert_eq!(resp.status(), StatusCode::CREATED);
-        assert_eq!(body_of(&c, &url).await, b"third");
+        assert_eq!(fetch_bytes(&c, &base, &name).await, b"third");
         // If-Match on a name that does not exist: 412, nothing created.
-        let ghost = format!("{base}/files/ghost-{i}.txt");
-        let resp = put(&c, &ghost, b"x", &[("if-match", "*")]).await;
+        let ghost = format!("ghost-{i}.txt");
+        let resp = put_with(&c, &base, &ghost, "x", &[("if-match", "*")]).await;
         assert_eq!(resp.status(), StatusCode::PRECONDITION_FAILED);
-        assert_eq!(get(&c, &ghost, &[]).await.status(), StatusCode::NOT_FOUND);
+        assert_eq!(get(&c, &base, &ghost).await.status(), StatusCode::NOT_FOUND);
 
         // If-Unmodified-Since: a date before the upload refuses, one after allows.
-        let resp = put(
+        let resp = put_with(
             &c,
-            &url,
-            b"fourth",
+            &base,
+            &name,
+            "fourth",
             &[("if-unmodified-since", "Sat, 01 Jan 2000 00:00:00 GMT")],
         )
         .await;
         assert_eq!(resp.status(), StatusCode::PRECONDITION_FAILED);
-        let resp = put(
+        let resp = put_with(
             &c,
-            &url,
-            b"fourth",
+            &base,
+            &name,
+            "fourth",
             &[("if-unmodified-since", "Fri, 01 Jan 2100 00:00:00 GMT")],
         )
         .await;
@@ -108,7 +80,7 @@ async fn create_only_and_compare_and_swap_writes() {
             .await
             .unwrap();
         assert_eq!(resp.status(), StatusCode::PRECONDITION_FAILED);
-        assert_eq!(body_of(&c, &url).await, b"fourth");
+        assert_eq!(fetch_bytes(&c, &base, &name).await, b"fourth");
         let resp = c
             .http
             .delete(&url)
@@ -117,77 +89,81 @@ async fn create_only_and_compare_and_swap_writes() {
             .await
             .unwrap();
         assert_eq!(resp.status(), StatusCode::NO_CONTENT);
-        assert_eq!(get(&c, &url, &[]).await.status(), StatusCode::NOT_FOUND);
+        assert_eq!(get(&c, &base, &name).await.status(), StatusCode::NOT_FOUND);
     }
+}
+
+/// A conditional GET of `name` whose preconditions hold: `200` and the whole file.
+async fn served_whole(c: &Cluster, base: &str, name: &str, h: &[(&str, &str)], want: &[u8]) {
+    let resp = get_with(c, base, name, h).await;
+    assert_eq!(resp.status(), StatusCode::OK, "{base} {h:?}");
+    assert!(
+        resp.bytes().await.unwrap() == want,
+        "{base} {h:?}: the body"
+    );
 }
 
 #[tokio::test]
 async fn conditional_reads() {
     let c = Cluster::builder().nodes(1).balancer(true).start().await;
-    let url = format!("{}/files/read.txt", c.balancer_url());
-    let tag = etag(&put(&c, &url, b"0123456789", &[]).await);
+    let content = b"0123456789";
+    let resp = put_with(&c, &c.balancer_url(), "read.txt", &content[..], &[]).await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let tag = etag(&resp);
     for base in [c.balancer_url(), c.node_url(0)] {
-        let url = format!("{base}/files/read.txt");
+        let name = "read.txt";
         let stale = "\"0000\"";
         assert_eq!(
-            get(&c, &url, &[("if-match", stale)]).await.status(),
+            get_with(&c, &base, name, &[("if-match", stale)])
+                .await
+                .status(),
             StatusCode::PRECONDITION_FAILED
         );
-        assert_eq!(
-            get(&c, &url, &[("if-match", &tag)]).await.status(),
-            StatusCode::OK
-        );
-        let resp = get(&c, &url, &[("if-none-match", &tag)]).await;
+        served_whole(&c, &base, name, &[("if-match", &tag)], content).await;
+        let resp = get_with(&c, &base, name, &[("if-none-match", &tag)]).await;
         assert_eq!(resp.status(), StatusCode::NOT_MODIFIED);
         assert_eq!(etag(&resp), tag);
+        assert!(resp.bytes().await.unwrap().is_empty());
         let weak = format!("W/{tag}");
         assert_eq!(
-            get(&c, &url, &[("if-none-match", &weak)]).await.status(),
+            get_with(&c, &base, name, &[("if-none-match", &weak)])
+                .await
+                .status(),
             StatusCode::NOT_MODIFIED
         );
-        assert_eq!(
-            get(&c, &url, &[("if-none-match", stale)]).await.status(),
-            StatusCode::OK
-        );
-        let resp = get(&c, &url, &[]).await;
+        served_whole(&c, &base, name, &[("if-none-match", stale)], content).await;
+        let resp = get(&c, &base, name).await;
         let modified = resp.headers()["last-modified"]
             .to_str()
             .unwrap()
             .to_string();
         assert_eq!(
-            get(&c, &url, &[("if-modified-since", &modified)])
+            get_with(&c, &base, name, &[("if-modified-since", &modified)])
                 .await
                 .status(),
             StatusCode::NOT_MODIFIED
         );
         let old = "Sat, 01 Jan 2000 00:00:00 GMT";
+        served_whole(&c, &base, name, &[("if-modified-since", old)], content).await;
         assert_eq!(
-            get(&c, &url, &[("if-modified-since", old)]).await.status(),
-            StatusCode::OK
-        );
-        assert_eq!(
-            get(&c, &url, &[("if-unmodified-since", old)])
+            get_with(&c, &base, name, &[("if-unmodified-since", old)])
                 .await
                 .status(),
             StatusCode::PRECONDITION_FAILED
         );
         // If-None-Match takes precedence over If-Modified-Since (RFC 9110 §13.2.2).
-        let resp = get(
-            &c,
-            &url,
-            &[("if-none-match", stale), ("if-modified-since", &modified)],
-        )
-        .await;
-        assert_eq!(resp.status(), StatusCode::OK);
+        let both = [("if-none-match", stale), ("if-modified-since", &modified)];
+        served_whole(&c, &base, name, &both, content).await;
         // A missing file is 404 whatever the preconditions (§13.2.1).
-        let missing = format!("{base}/files/missing.txt");
         assert_eq!(
-            get(&c, &missing, &[("if-match", "*")]).await.status(),
+            get_with(&c, &base, "missing.txt", &[("if-match", "*")])
+                .await
+                .status(),
             StatusCode::NOT_FOUND
         );
         let resp = c
             .http
-            .delete(&missing)
+            .delete(file_url(&base, "missing.txt"))
             .headers(headers(&[("if-match", "*")]))
             .send()
             .await
@@ -206,10 +182,9 @@ async fn racing_create_only_uploads_get_one_201() {
         let name = format!("race-{round}.bin");
         let attempts = (0..8u64).map(|k| {
             let body = data::bytes(round * 100 + k, 3000 + k);
-            let url = format!("{}/files/{name}", bases[k as usize % 3]);
-            let c = &c;
+            let (c, base, name) = (&c, &bases[k as usize % 3], &name);
             async move {
-                let resp = put(c, &url, &body, &[("if-none-match", "*")]).await;
+                let resp = put_with(c, base, name, body.clone(), &[("if-none-match", "*")]).await;
                 (resp.status(), body)
             }
         });
@@ -227,8 +202,7 @@ async fn racing_create_only_uploads_get_one_201() {
         for (status, _) in &results {
             assert!(*status == StatusCode::CREATED || *status == StatusCode::PRECONDITION_FAILED);
         }
-        let url = format!("{}/files/{name}", c.balancer_url());
-        assert_eq!(body_of(&c, &url).await, winners[0].1);
+        assert!(fetch_bytes(&c, &c.balancer_url(), &name).await == winners[0].1);
     }
 }
 
@@ -237,28 +211,29 @@ async fn racing_create_only_uploads_get_one_201() {
 #[tokio::test]
 async fn compare_and_swap_never_loses_an_update() {
     let c = Cluster::builder().nodes(2).balancer(true).start().await;
-    let url = format!("{}/files/counter.txt", c.balancer_url());
-    assert_eq!(put(&c, &url, b"0", &[]).await.status(), StatusCode::CREATED);
+    let name = "counter.txt";
+    put(&c, &c.balancer_url(), name, "0").await;
     let (clients, increments) = (4, 6);
     let worker = |k: usize| {
         let c = &c;
-        let url = if k % 2 == 0 {
-            url.clone()
+        let base = if k % 2 == 0 {
+            c.balancer_url()
         } else {
-            format!("{}/files/counter.txt", c.node_url(k % 2))
+            c.node_url(k % 2)
         };
         async move {
             let mut done = 0;
             let mut conflicts = 0;
             while done < increments {
-                let resp = get(c, &url, &[]).await;
+                let resp = get(c, &base, name).await;
+                assert_eq!(resp.status(), StatusCode::OK);
                 let tag = etag(&resp);
                 let n: u64 = String::from_utf8(resp.bytes().await.unwrap().to_vec())
                     .unwrap()
                     .parse()
                     .unwrap();
                 let next = (n + 1).to_string();
-                match put(c, &url, next.as_bytes(), &[("if-match", &tag)])
+                match put_with(c, &base, name, next, &[("if-match", &tag)])
                     .await
                     .status()
                 {
@@ -271,7 +246,7 @@ async fn compare_and_swap_never_loses_an_update() {
         }
     };
     futures::future::join_all((0..clients).map(worker)).await;
-    let total = String::from_utf8(body_of(&c, &url).await).unwrap();
+    let total = String::from_utf8(fetch_bytes(&c, &c.balancer_url(), name).await).unwrap();
     assert_eq!(total, (clients * increments).to_string());
 }
 
@@ -296,15 +271,11 @@ async fn create_only_forms() {
                 .send()
         };
         assert_eq!(send(form()).await.unwrap().status(), StatusCode::CREATED);
-        let url = format!("{base}/files/{name}");
-        assert_eq!(
-            put(&c, &url, b"replaced", &[]).await.status(),
-            StatusCode::CREATED
-        );
+        put(&c, &base, &name, "replaced").await;
         assert_eq!(
             send(form()).await.unwrap().status(),
             StatusCode::PRECONDITION_FAILED
         );
-        assert_eq!(body_of(&c, &url).await, b"replaced");
+        assert_eq!(fetch_bytes(&c, &base, &name).await, b"replaced");
     }
 }

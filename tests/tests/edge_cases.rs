@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+use speedbox_tests::client::{error_of, fetch_bytes, file_url, list, put};
 use speedbox_tests::{data, Cluster};
 
 async fn cluster() -> Cluster {
@@ -17,11 +18,6 @@ fn bases(c: &Cluster) -> [(&'static str, String); 2] {
     [("balancer", c.balancer_url()), ("node", c.node_url(0))]
 }
 
-async fn put(c: &Cluster, url: &str, body: Vec<u8>) {
-    let resp = c.http.put(url).body(body).send().await.unwrap();
-    assert_eq!(resp.status(), StatusCode::CREATED, "PUT {url}");
-}
-
 async fn last_modified(c: &Cluster, url: &str) -> String {
     let resp = c.http.head(url).send().await.unwrap();
     resp.headers()["last-modified"]
@@ -30,23 +26,19 @@ async fn last_modified(c: &Cluster, url: &str) -> String {
         .to_string()
 }
 
-async fn error_of(resp: reqwest::Response) -> String {
-    let body: Value = resp.json().await.expect("JSON error body");
-    body["error"].as_str().expect("error field").to_string()
-}
-
 #[tokio::test]
 async fn if_range_date_after_a_same_second_replacement_gets_the_whole_new_file() {
     let c = cluster().await;
     for (via, base) in bases(&c) {
-        let url = format!("{base}/files/ir-{via}.bin");
+        let name = format!("ir-{via}.bin");
+        let url = file_url(&base, &name);
         let (old, new) = (data::bytes(1, 4000), data::bytes(2, 4000));
         // Revision A is fetched, then replaced within the same second (retried if the
         // second ticked over in between), so both carry the same Last-Modified.
         let date = loop {
-            put(&c, &url, old.clone()).await;
+            put(&c, &base, &name, old.clone()).await;
             let a = last_modified(&c, &url).await;
-            put(&c, &url, new.clone()).await;
+            put(&c, &base, &name, new.clone()).await;
             if last_modified(&c, &url).await == a {
                 break a;
             }
@@ -74,11 +66,10 @@ async fn if_range_date_after_a_same_second_replacement_gets_the_whole_new_file()
 async fn if_range_with_an_old_date_gets_200_and_the_etag_gets_206() {
     let c = cluster().await;
     let content = data::bytes(3, 5000);
-    let first = format!("{}/files/old.bin", c.node_url(0));
-    put(&c, &first, content.clone()).await;
+    put(&c, &c.node_url(0), "old.bin", content.clone()).await;
     tokio::time::sleep(Duration::from_millis(2100)).await;
     for (via, base) in bases(&c) {
-        let url = format!("{base}/files/old.bin");
+        let url = file_url(&base, "old.bin");
         let head = c.http.head(&url).send().await.unwrap();
         let etag = head.headers()["etag"].to_str().unwrap().to_string();
         let date = head.headers()["last-modified"]
@@ -106,9 +97,9 @@ async fn if_range_with_an_old_date_gets_200_and_the_etag_gets_206() {
 #[tokio::test]
 async fn ranges_on_an_empty_file() {
     let c = cluster().await;
-    put(&c, &format!("{}/files/empty.bin", c.node_url(0)), vec![]).await;
+    put(&c, &c.node_url(0), "empty.bin", vec![]).await;
     for (via, base) in bases(&c) {
-        let url = format!("{base}/files/empty.bin");
+        let url = file_url(&base, "empty.bin");
         for (range, status) in [
             ("bytes=-1", StatusCode::OK),
             ("bytes=-100", StatusCode::OK),
@@ -171,16 +162,8 @@ async fn malformed_percent_encoding_is_400_on_every_route() {
             }
         }
         // Nothing was stored under a literal name by the PUTs.
-        let list: Value = c
-            .http
-            .get(format!("{base}/files"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(list["files"], json!([]), "{via}");
+        let names = list(&c, &base, "").await.names;
+        assert!(names.is_empty(), "{via}: {names:?}");
     }
 }
 
@@ -234,17 +217,6 @@ async fn post_form(c: &Cluster, base: &str, body: Vec<u8>) -> reqwest::Response 
         .unwrap()
 }
 
-async fn stored_bytes(c: &Cluster, base: &str, encoded_name: &str) -> Vec<u8> {
-    let resp = c
-        .http
-        .get(format!("{base}/files/{encoded_name}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK, "GET {encoded_name}");
-    resp.bytes().await.unwrap().to_vec()
-}
-
 #[tokio::test]
 async fn a_form_with_an_empty_file_input_stores_the_real_file() {
     let c = cluster().await;
@@ -265,7 +237,7 @@ async fn a_form_with_an_empty_file_input_stores_the_real_file() {
             reply["skipped"],
             json!([{"field": "photo", "reason": "empty filename"}])
         );
-        let got = stored_bytes(&c, &base, &format!("real-{via}.bin")).await;
+        let got = fetch_bytes(&c, &base, &format!("real-{via}.bin")).await;
         assert_eq!(data::sha256_of(&got), data::sha256_of(&content), "{via}");
 
         // Only empty file inputs: nothing to store, and the 400 says why.
@@ -295,13 +267,13 @@ async fn extended_and_mixed_case_filenames_in_forms() {
         assert_eq!(resp.status(), StatusCode::CREATED, "{via}");
         let reply: Value = resp.json().await.unwrap();
         assert_eq!(reply["files"][0]["name"], format!("{via}/naïve.txt"));
-        let got = stored_bytes(&c, &base, &format!("{dir}na%C3%AFve.txt")).await;
+        let got = fetch_bytes(&c, &base, &format!("{dir}na%C3%AFve.txt")).await;
         assert_eq!(got, content, "{via}");
 
         let mixed = format!(r#"form-data; Name="f"; FileName="{via}/Mixed.txt""#);
         let resp = post_form(&c, &base, form(&[(&mixed, &content)])).await;
         assert_eq!(resp.status(), StatusCode::CREATED, "{via}");
-        let got = stored_bytes(&c, &base, &format!("{dir}Mixed.txt")).await;
+        let got = fetch_bytes(&c, &base, &format!("{dir}Mixed.txt")).await;
         assert_eq!(got, content, "{via}");
     }
 }

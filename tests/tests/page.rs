@@ -1,10 +1,11 @@
 //! The browser upload page, in a real headless Chromium driven by selenium: a generated
 //! 100 MiB file goes up through the page (tus, with a progress bar), shows up in the list,
-//! and downloads byte-identical. The test leaves a screenshot in
+//! and downloads byte-identical. The test leaves the screenshot it took in
 //! `target/test-artifacts/page-upload.png`.
 
 use std::process::Command;
 
+use speedbox_tests::client::fetch;
 use speedbox_tests::{data, workspace_root, Cluster};
 
 const MIB: u64 = 1 << 20;
@@ -22,7 +23,9 @@ async fn a_file_uploaded_through_the_page_downloads_byte_identical() {
     let len = 100 * MIB;
     let file = c.dir().join("holiday-video.bin");
     std::fs::write(&file, data::bytes(31, len)).unwrap();
-    let screenshot = workspace_root().join("target/test-artifacts/page-upload.png");
+    // Taken into this run's new directory, so no earlier run's file can stand in for it.
+    let screenshot = c.dir().join("page-upload.png");
+    assert!(!screenshot.exists());
     let out = tokio::task::spawn_blocking({
         let (url, file, shot) = (c.balancer_url(), file.clone(), screenshot.clone());
         move || {
@@ -62,16 +65,23 @@ async fn a_file_uploaded_through_the_page_downloads_byte_identical() {
         "{seen}"
     );
     assert_eq!(seen["listed"], true, "{seen}");
-    assert!(screenshot.exists());
-
-    let resp = c
-        .http
-        .get(format!("{}/files/holiday-video.bin", c.balancer_url()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        data::drain(resp).await.unwrap(),
-        (len, data::sha256(31, len))
+    let png = std::fs::read(&screenshot).expect("the browser's screenshot");
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    let (width, height) = (png_dimension(&png, 16), png_dimension(&png, 20));
+    // As wide as the window browser_upload.py opens, and the page's height of it.
+    assert!(
+        width == 1100 && height >= 600,
+        "a {width}x{height} screenshot"
     );
+    let artifact = workspace_root().join("target/test-artifacts/page-upload.png");
+    std::fs::create_dir_all(artifact.parent().unwrap()).unwrap();
+    std::fs::copy(&screenshot, &artifact).unwrap();
+
+    let got = fetch(&c, &c.balancer_url(), "holiday-video.bin").await;
+    assert_eq!((got.len, got.sha256), (len, data::sha256(31, len)));
+}
+
+/// A big-endian `u32` of a PNG's IHDR chunk: the width at byte 16, the height at 20.
+fn png_dimension(png: &[u8], at: usize) -> u32 {
+    u32::from_be_bytes(png[at..at + 4].try_into().expect("an IHDR chunk"))
 }

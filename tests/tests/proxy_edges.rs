@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use reqwest::StatusCode;
+use speedbox_tests::client::fetch;
 use speedbox_tests::{data, eventually, Cluster};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -119,7 +120,14 @@ async fn read_body(stream: &mut TcpStream, buf: &mut Vec<u8>, head: &str) -> Str
 /// Sends only the head of a PUT that expects 100-continue and that the node refuses on its
 /// headers (too large, a bad name, a false precondition): the final `want` must come first,
 /// with no `100 Continue` before it, and the connection then closes.
-async fn refused_before_the_body(addr: &str, who: &str, path: &str, extra: &str, want: u16) {
+/// `why` is a part of the JSON error the node must give.
+async fn refused_before_the_body(
+    addr: &str,
+    who: &str,
+    path: &str,
+    extra: &str,
+    (want, why): (u16, &str),
+) {
     // Over the limit only where the limit is what is tested.
     let len = if want == 413 {
         4 * 1024 * KIB
@@ -137,7 +145,10 @@ async fn refused_before_the_body(addr: &str, who: &str, path: &str, extra: &str,
     assert_eq!(code, want, "{who} {path}: {head}");
     assert!(head.contains("x-speedbox-error: node"), "{who}: {head}");
     let body = read_body(&mut stream, &mut buf, &head).await;
-    assert!(body.contains("error"), "{who}: {body}");
+    let error: serde_json::Value = serde_json::from_str(&body)
+        .unwrap_or_else(|e| panic!("{who} {path}: not JSON ({e}): {body}"));
+    let error = error["error"].as_str().unwrap_or_default();
+    assert!(error.contains(why), "{who} {path}: {body}");
     // The body was never asked for, so the connection cannot carry another request.
     let mut rest = Vec::new();
     let read = tokio::time::timeout(EXCHANGE, stream.read_to_end(&mut rest)).await;
@@ -150,8 +161,10 @@ async fn refused_before_the_body(addr: &str, who: &str, path: &str, extra: &str,
 
 async fn too_large_is_refused_before_the_body(addr: &str, who: &str) {
     let path = "/files/expect/too-big.bin";
-    refused_before_the_body(addr, who, path, "", 413).await;
-    refused_before_the_body(addr, who, "/files/expect/%ZZ", "", 400).await;
+    let too_large = (413, "larger than the limit");
+    refused_before_the_body(addr, who, path, "", too_large).await;
+    let bad_name = (400, "percent-encoding");
+    refused_before_the_body(addr, who, "/files/expect/%ZZ", "", bad_name).await;
 }
 
 #[tokio::test]
@@ -192,16 +205,8 @@ async fn expect_100_continue_lets_the_node_decide() {
         .unwrap();
     let (code, head) = read_head(&mut stream, &mut buf).await;
     assert_eq!(code, 200, "{head}");
-    let resp = c
-        .http
-        .get(format!("{}/files/expect/ok.bin", c.balancer_url()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        data::drain(resp).await.unwrap(),
-        (len, data::sha256(5, len))
-    );
+    let got = fetch(&c, &c.balancer_url(), "expect/ok.bin").await;
+    assert_eq!((got.len, got.sha256), (len, data::sha256(5, len)));
     let resp = c
         .http
         .get(format!("{}/files/expect/too-big.bin", c.balancer_url()))
@@ -213,6 +218,7 @@ async fn expect_100_continue_lets_the_node_decide() {
     // A create-only upload of a name that exists fails its precondition before its body.
     for (who, addr) in [("node", node_addr.as_str()), ("balancer", addr.as_str())] {
         let path = "/files/expect/ok.bin";
-        refused_before_the_body(addr, who, path, "If-None-Match: *\r\n", 412).await;
+        let exists = (412, "precondition failed");
+        refused_before_the_body(addr, who, path, "If-None-Match: *\r\n", exists).await;
     }
 }

@@ -3,17 +3,18 @@
 //!
 //! Each test runs through the balancer and directly against a node, and ends by checking
 //! that every published file is byte-identical to what was sent and that its chunks are
-//! all there (the listing and HEAD alone looked fine while the bytes were gone).
+//! all there (the listing and HEAD alone looked fine while the bytes were gone). Uploads
+//! stranded by a dead finisher, and expiry, are in `tus_recovery.rs`.
 
-use std::process::Stdio;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bson::doc;
 use reqwest::StatusCode;
+use speedbox_tests::client::{assert_intact, get};
 use speedbox_tests::lossy::LossyRelay;
-use speedbox_tests::tus::{offset_of, TusClient};
-use speedbox_tests::{data, eventually, workspace_root, Cluster};
+use speedbox_tests::tus::{offset_of, run_ok, tuspy, TusClient};
+use speedbox_tests::{data, Cluster};
 
 const CHUNK: u64 = 1024;
 
@@ -23,46 +24,6 @@ fn cluster() -> speedbox_tests::ClusterBuilder {
         .nodes(2)
         .balancer(true)
         .storage_toml(&format!("chunk_size = {CHUNK}\nchunks_per_write = 2\n"))
-}
-
-/// The file under `name` is exactly `want`: through GET (bytes and ETag), and its chunks in
-/// the database are complete.
-async fn assert_intact(c: &Cluster, base: &str, name: &str, want: &[u8]) {
-    let resp = c
-        .http
-        .get(format!("{base}/files/{name}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK, "GET {name}");
-    let etag = resp.headers()["etag"].to_str().unwrap().to_string();
-    let got = resp.bytes().await.expect("whole body");
-    assert_eq!(got.len(), want.len(), "length of {name}");
-    assert!(got[..] == want[..], "bytes of {name} differ");
-    assert_eq!(
-        etag,
-        format!("\"{}\"", data::sha256_of(want)),
-        "ETag of {name}"
-    );
-    let db = c.db().await;
-    let names = db.collection::<bson::Document>("fs.names");
-    let file_id = names
-        .find_one(doc! {"_id": name})
-        .await
-        .unwrap()
-        .expect("name")
-        .get_object_id("file_id")
-        .unwrap();
-    let chunks = db
-        .collection::<bson::Document>("fs.chunks")
-        .count_documents(doc! {"files_id": file_id})
-        .await
-        .unwrap();
-    assert_eq!(
-        chunks,
-        (want.len() as u64).div_ceil(CHUNK),
-        "chunks of {name}"
-    );
 }
 
 /// Every PATCH a client may send to a finished upload: 204 for an empty one at the end,
@@ -85,7 +46,7 @@ async fn patches_to_a_finished_upload_change_nothing() {
         let resp = t.patch(&url, 3000, content[3000..].to_vec()).await;
         assert_eq!(resp.status(), StatusCode::NO_CONTENT);
         assert_eq!(offset_of(&resp), len);
-        assert_intact(&c, &base, &name, &content).await;
+        assert_intact(&c, &base, &name, &content, CHUNK).await;
 
         // The retry after a lost 204: HEAD, then an empty PATCH at the reported offset.
         let resp = t.head(&url).await;
@@ -119,14 +80,14 @@ async fn patches_to_a_finished_upload_change_nothing() {
         }
         let resp = t.head(&url).await;
         assert_eq!(offset_of(&resp), len, "HEAD still reports the whole upload");
-        assert_intact(&c, &base, &name, &content).await;
+        assert_intact(&c, &base, &name, &content, CHUNK).await;
 
         // Terminating a finished upload removes its state, never the file.
         assert_eq!(t.delete(&url).await.status(), StatusCode::NO_CONTENT);
         assert_eq!(t.head(&url).await.status(), StatusCode::NOT_FOUND);
         let resp = t.patch(&url, len, Vec::new()).await;
         assert_eq!(resp.status(), StatusCode::NOT_FOUND);
-        assert_intact(&c, &base, &name, &content).await;
+        assert_intact(&c, &base, &name, &content, CHUNK).await;
     }
 }
 
@@ -156,28 +117,14 @@ async fn tuspy_survives_a_lost_final_204() {
         })
         .await;
         let name = format!("tuspy-lost-{i}.bin");
-        let out = tokio::process::Command::new(workspace_root().join(".venv/bin/python"))
-            .arg(workspace_root().join("tests/clients/tuspy_upload.py"))
-            .arg(format!("http://{}/uploads", relay.addr))
-            .arg(&file)
-            .arg(&name)
-            .arg((16 * CHUNK).to_string())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .output()
-            .await
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "tuspy failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let endpoint = format!("http://{}/uploads", relay.addr);
+        run_ok(tuspy(&endpoint, &file, &name, 16 * CHUNK)).await;
         assert_eq!(
             relay.dropped.load(Ordering::SeqCst),
             1,
             "the final 204 was lost"
         );
-        assert_intact(&c, &c.balancer_url(), &name, &content).await;
+        assert_intact(&c, &c.balancer_url(), &name, &content, CHUNK).await;
     }
 }
 
@@ -211,97 +158,7 @@ async fn retries_after_the_publishing_node_dies() {
         t.patch(&via, 0, content.clone()).await.status(),
         StatusCode::CONFLICT
     );
-    assert_intact(&c, &c.balancer_url(), "killed.bin", &content).await;
-}
-
-/// Puts the database into the state a finisher's crash right after the last offset
-/// leaves: complete, unpublished (no files document, no name), lease released.
-async fn strand(c: &Cluster, url: &str, name: &str) {
-    let id = url.rsplit('/').next().unwrap().to_string();
-    let db = c.db().await;
-    let file_id = db
-        .collection::<bson::Document>("fs.names")
-        .find_one_and_delete(doc! {"_id": name})
-        .await
-        .unwrap()
-        .unwrap()
-        .get_object_id("file_id")
-        .unwrap();
-    db.collection::<bson::Document>("fs.files")
-        .delete_one(doc! {"_id": file_id})
-        .await
-        .unwrap();
-    db.collection::<bson::Document>("fs.tus")
-        .update_one(
-            doc! {"_id": &id},
-            doc! {"$set": {"done": false, "lease_until": null}},
-        )
-        .await
-        .unwrap();
-}
-
-/// The same stranded upload with no client coming back: the sweep publishes it.
-#[tokio::test]
-async fn the_sweep_publishes_a_stranded_upload() {
-    let c = Cluster::builder()
-        .storage_toml(&format!("chunk_size = {CHUNK}\nsweep_interval_secs = 1\n"))
-        .start()
-        .await;
-    let t = TusClient {
-        c: &c,
-        base: c.node_url(0),
-    };
-    let content = data::bytes(401, 5 * CHUNK + 7);
-    let url = t.create(content.len() as u64, "swept-in.bin").await;
-    assert_eq!(
-        t.patch(&url, 0, content.clone()).await.status(),
-        StatusCode::NO_CONTENT
-    );
-    strand(&c, &url, "swept-in.bin").await;
-    let get = format!("{}/files/swept-in.bin", c.node_url(0));
-    eventually(
-        Duration::from_secs(15),
-        "the sweep publishes it",
-        || async { c.http.get(&get).send().await.unwrap().status() == StatusCode::OK },
-    )
-    .await;
-    assert_intact(&c, &c.node_url(0), "swept-in.bin", &content).await;
-}
-
-/// A finisher that died between completing an upload and publishing it: the next HEAD
-/// (or empty PATCH) publishes it, once, with the right digests.
-#[tokio::test]
-async fn a_complete_upload_whose_finisher_died_is_published_by_the_next_request() {
-    let c = cluster().start().await;
-    let t = TusClient {
-        c: &c,
-        base: c.balancer_url(),
-    };
-    let content = data::bytes(400, 9 * CHUNK + 1);
-    let len = content.len() as u64;
-    let url = t.create(len, "stranded.bin").await;
-    assert_eq!(
-        t.patch(&url, 0, content.clone()).await.status(),
-        StatusCode::NO_CONTENT
-    );
-    strand(&c, &url, "stranded.bin").await;
-    let missing = c
-        .http
-        .get(format!("{}/files/stranded.bin", c.balancer_url()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
-    let resp = t.head(&url).await;
-    assert_eq!(resp.status(), StatusCode::OK);
-    assert_eq!(offset_of(&resp), len);
-    assert_intact(&c, &c.balancer_url(), "stranded.bin", &content).await;
-    // Published once: a second request changes nothing.
-    assert_eq!(
-        t.patch(&url, len, Vec::new()).await.status(),
-        StatusCode::NO_CONTENT
-    );
-    assert_intact(&c, &c.balancer_url(), "stranded.bin", &content).await;
+    assert_intact(&c, &c.balancer_url(), "killed.bin", &content, CHUNK).await;
 }
 
 /// Two tabs sharing one upload URL send the same bytes at once, over and over: at most
@@ -346,7 +203,7 @@ async fn racing_patches_from_two_tabs() {
             }
         };
         futures::future::join(tab(0), tab(1)).await;
-        assert_intact(&c, &base, &name, &content).await;
+        assert_intact(&c, &base, &name, &content, CHUNK).await;
     }
 }
 
@@ -375,69 +232,15 @@ async fn termination_racing_the_last_patch() {
             })
             .await;
         assert_eq!(terminated.status(), StatusCode::NO_CONTENT);
-        let get = c
-            .http
-            .get(format!("{}/files/{name}", c.balancer_url()))
-            .send()
-            .await
-            .unwrap();
         if patched.status() == StatusCode::NO_CONTENT {
-            assert_intact(&c, &c.balancer_url(), &name, &content).await;
+            assert_intact(&c, &c.balancer_url(), &name, &content, CHUNK).await;
         } else {
             assert_eq!(
-                get.status(),
+                get(&c, &c.balancer_url(), &name).await.status(),
                 StatusCode::NOT_FOUND,
                 "PATCH answered {}",
                 patched.status()
             );
         }
     }
-}
-
-/// Expiry of a finished upload's state never touches the published file; expiry of an
-/// unfinished one removes its chunks.
-#[tokio::test]
-async fn expiry_removes_state_not_files() {
-    let c = Cluster::builder()
-        .storage_toml(&format!(
-            "chunk_size = {CHUNK}\ntus_expiry_secs = 1\nsweep_interval_secs = 1\n"
-        ))
-        .start()
-        .await;
-    let t = TusClient {
-        c: &c,
-        base: c.node_url(0),
-    };
-    let content = data::bytes(700, 4 * CHUNK + 1);
-    let len = content.len() as u64;
-    let done = t.create(len, "expired-done.bin").await;
-    assert_eq!(
-        t.patch(&done, 0, content.clone()).await.status(),
-        StatusCode::NO_CONTENT
-    );
-    let open = t.create(len, "expired-open.bin").await;
-    assert_eq!(
-        t.patch(&open, 0, content[..2000].to_vec()).await.status(),
-        StatusCode::NO_CONTENT
-    );
-    let db = c.db().await;
-    let tus = db.collection::<bson::Document>("fs.tus");
-    eventually(Duration::from_secs(15), "expired states swept", || async {
-        tus.count_documents(doc! {}).await.unwrap() == 0
-    })
-    .await;
-    assert_intact(&c, &c.node_url(0), "expired-done.bin", &content).await;
-    let names = db.collection::<bson::Document>("fs.names");
-    assert!(names
-        .find_one(doc! {"_id": "expired-open.bin"})
-        .await
-        .unwrap()
-        .is_none());
-    // Only the finished file's chunks remain.
-    let chunks = db
-        .collection::<bson::Document>("fs.chunks")
-        .count_documents(doc! {})
-        .await
-        .unwrap();
-    assert_eq!(chunks, len.div_ceil(CHUNK));
 }

@@ -1,15 +1,15 @@
-//! Resumable uploads (tus 1.0): real clients (tuspy, tus-js-client) through the balancer,
-//! an upload that survives the SIGKILL of the node writing it, and the protocol's error
-//! cases driven by hand.
+//! Resumable uploads (tus 1.0) through the balancer: real clients (tuspy, tus-js-client),
+//! an upload that survives the SIGKILL of the node writing it, and creation-with-upload
+//! with CORS. The protocol's features one by one, driven by hand, are in `tus_protocol.rs`.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use bson::doc;
 use reqwest::StatusCode;
-use speedbox_tests::tus::{offset_of, TusClient};
-use speedbox_tests::{data, eventually, workspace_root, Cluster};
+use speedbox_tests::client::fetch;
+use speedbox_tests::tus::{offset_of, run_ok, tus_js, tuspy, TusClient};
+use speedbox_tests::{data, Cluster};
 
 const MIB: u64 = 1 << 20;
 
@@ -19,45 +19,10 @@ fn write_file(dir: &Path, name: &str, seed: u64, len: u64) -> std::path::PathBuf
     path
 }
 
-/// Length and SHA-256 of a stored file's bytes, after checking that the digest the node
-/// recorded for it (its ETag) is the digest of those bytes.
-async fn stored_sha256(c: &Cluster, base: &str, name: &str) -> (u64, String) {
-    let resp = c
-        .http
-        .get(format!("{base}/files/{name}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK, "GET {name}");
-    let etag = resp.headers()["etag"].to_str().unwrap().to_string();
-    let (len, sha) = data::drain(resp).await.unwrap();
-    assert_eq!(etag, format!("\"{sha}\""), "recorded digest of {name}");
-    (len, sha)
-}
-
-fn tuspy(endpoint: &str, file: &Path, name: &str, chunk: u64) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(workspace_root().join(".venv/bin/python"));
-    cmd.arg(workspace_root().join("tests/clients/tuspy_upload.py"))
-        .arg(endpoint)
-        .arg(file)
-        .arg(name)
-        .arg(chunk.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    cmd
-}
-
-async fn run_ok(mut cmd: tokio::process::Command) -> String {
-    let out = cmd.output().await.expect("start client");
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "client failed: {}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+/// Length and SHA-256 of a stored file, as [`fetch`] checked them.
+async fn stored(c: &Cluster, name: &str) -> (u64, String) {
+    let got = fetch(c, &c.balancer_url(), name).await;
+    (got.len, got.sha256)
 }
 
 #[tokio::test]
@@ -71,31 +36,18 @@ async fn tuspy_and_tus_js_client_upload_through_the_balancer() {
     let url = run_ok(tuspy(&endpoint, &file, "clips/by-tuspy.bin", 3 * MIB + 7)).await;
     assert!(url.trim().starts_with(&format!("{endpoint}/")), "{url}");
     let want = (len, data::sha256(21, len));
-    assert_eq!(
-        stored_sha256(&c, &c.balancer_url(), "clips/by-tuspy.bin").await,
-        want
-    );
+    assert_eq!(stored(&c, "clips/by-tuspy.bin").await, want);
 
-    let mut node = tokio::process::Command::new("node");
-    node.arg(workspace_root().join("tests/clients/tus_js_upload.js"))
-        .arg(&endpoint)
-        .arg(&file)
-        .arg("clips/by-tus-js.bin")
-        .arg((5 * MIB).to_string());
-    run_ok(node).await;
-    assert_eq!(
-        stored_sha256(&c, &c.balancer_url(), "clips/by-tus-js.bin").await,
-        want
-    );
+    let by_js = run_ok(tus_js(&endpoint, &file, "clips/by-tus-js.bin", 5 * MIB)).await;
+    assert!(by_js.trim().starts_with(&format!("{endpoint}/")), "{by_js}");
+    assert_eq!(stored(&c, "clips/by-tus-js.bin").await, want);
 
     // A finished upload keeps answering HEAD with its full offset.
-    let resp = c
-        .http
-        .head(url.trim())
-        .header("tus-resumable", "1.0.0")
-        .send()
-        .await
-        .unwrap();
+    let t = TusClient {
+        c: &c,
+        base: c.balancer_url(),
+    };
+    let resp = t.head(url.trim()).await;
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.headers()["upload-offset"], len.to_string().as_str());
     assert_eq!(resp.headers()["cache-control"], "no-store");
@@ -148,6 +100,10 @@ async fn upload_resumes_on_another_node_after_a_sigkill() {
     let killed = Instant::now();
 
     // Watch HEAD through the balancer: it may only ever move forward.
+    let t = TusClient {
+        c: &c,
+        base: c.balancer_url(),
+    };
     let head_url = format!("{endpoint}/{upload_id}");
     let mut offsets = vec![offset_at_kill];
     let mut resumed_after = None;
@@ -156,13 +112,7 @@ async fn upload_resumes_on_another_node_after_a_sigkill() {
             assert!(status.success(), "tuspy failed after the kill");
             break;
         }
-        let resp = c
-            .http
-            .head(&head_url)
-            .header("tus-resumable", "1.0.0")
-            .send()
-            .await
-            .unwrap();
+        let resp = t.head(&head_url).await;
         if resp.status() == StatusCode::OK {
             let offset: i64 = resp.headers()["upload-offset"]
                 .to_str()
@@ -189,168 +139,9 @@ async fn upload_resumes_on_another_node_after_a_sigkill() {
         resumed_after
     );
     assert_eq!(
-        stored_sha256(&c, &c.balancer_url(), "resumed.bin").await,
+        stored(&c, "resumed.bin").await,
         (len, data::sha256(22, len))
     );
-}
-
-#[tokio::test]
-async fn protocol_errors_checksums_termination_and_expiry() {
-    let c = Cluster::builder()
-        .storage_toml("chunk_size = 1024\ntus_expiry_secs = 2\nsweep_interval_secs = 1\n")
-        .start()
-        .await;
-    let t = TusClient {
-        c: &c,
-        base: c.node_url(0),
-    };
-    let content = data::bytes(23, 5000);
-
-    // OPTIONS advertises the protocol; other requests must name its version.
-    let resp = c
-        .http
-        .request(reqwest::Method::OPTIONS, format!("{}/uploads", t.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
-    let h = resp.headers();
-    assert_eq!(h["tus-version"], "1.0.0");
-    assert!(h["tus-extension"].to_str().unwrap().contains("checksum"));
-    assert!(h["tus-extension"].to_str().unwrap().contains("expiration"));
-    assert_eq!(h["tus-checksum-algorithm"], "sha1,md5,sha256");
-    assert!(h.contains_key("tus-max-size"));
-    let resp = c
-        .http
-        .post(format!("{}/uploads", t.base))
-        .header("upload-length", 5)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::PRECONDITION_FAILED);
-    assert_eq!(resp.headers()["tus-version"], "1.0.0");
-
-    let url = t.create(5000, "proto.bin").await;
-    let resp = t.patch(&url, 0, content[..1500].to_vec()).await;
-    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
-    assert_eq!(offset_of(&resp), 1500);
-    assert_eq!(offset_of(&t.head(&url).await), 1500);
-
-    // Wrong offset: 409. Wrong content type: 415.
-    let resp = t.patch(&url, 1000, content[1000..2000].to_vec()).await;
-    assert_eq!(resp.status(), StatusCode::CONFLICT);
-    let resp = c
-        .http
-        .patch(&url)
-        .header("tus-resumable", "1.0.0")
-        .header("upload-offset", 1500)
-        .header("content-type", "application/octet-stream")
-        .body(content[1500..].to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
-
-    // A checksum mismatch discards the PATCH's bytes: 460, offset unchanged.
-    let wrong = "sha1 Kq5sNclPz7QV2+lfQIuc6R7oRu0=";
-    let resp = t
-        .patch_checked(&url, 1500, content[1500..4000].to_vec(), wrong)
-        .await;
-    assert_eq!(resp.status().as_u16(), 460);
-    assert_eq!(offset_of(&t.head(&url).await), 1500);
-    let resp = t
-        .patch_checked(&url, 1500, content[1500..4000].to_vec(), "crc32 AAAA")
-        .await;
-    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
-
-    // The right checksum (sha256 here) is accepted; the last PATCH completes the file.
-    use base64::Engine;
-    use sha2::Digest;
-    let b64 = base64::engine::general_purpose::STANDARD;
-    let sum = format!(
-        "sha256 {}",
-        b64.encode(sha2::Sha256::digest(&content[1500..4000]))
-    );
-    let resp = t
-        .patch_checked(&url, 1500, content[1500..4000].to_vec(), &sum)
-        .await;
-    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
-    assert_eq!(offset_of(&resp), 4000);
-    // The file is invisible until its last byte.
-    let resp = c
-        .http
-        .get(format!("{}/files/proto.bin", t.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
-    let resp = t.patch(&url, 4000, content[4000..].to_vec()).await;
-    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
-    assert_eq!(offset_of(&resp), 5000);
-    assert_eq!(
-        stored_sha256(&c, &t.base, "proto.bin").await,
-        (5000, data::sha256_of(&content))
-    );
-
-    // More bytes than Upload-Length: 413.
-    let url2 = t.create(10, "small.bin").await;
-    let resp = t.patch(&url2, 0, vec![1; 20]).await;
-    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
-
-    // Termination: 204, then the upload is gone and its chunks with it.
-    let url3 = t.create(4096, "terminated.bin").await;
-    let resp = t.patch(&url3, 0, content[..3000].to_vec()).await;
-    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
-    let resp = c
-        .http
-        .delete(&url3)
-        .header("tus-resumable", "1.0.0")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
-    assert_eq!(t.head(&url3).await.status(), StatusCode::NOT_FOUND);
-    let resp = t.patch(&url3, 3000, content[3000..4000].to_vec()).await;
-    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
-
-    // Expiry (2 s here): an idle upload answers 410, then the sweep removes it and its chunks.
-    let url4 = t.create(4096, "expiring.bin").await;
-    let resp = t.patch(&url4, 0, content[..2048].to_vec()).await;
-    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
-    let db = c.db().await;
-    let tus = db.collection::<bson::Document>("fs.tus");
-    let id = url4.rsplit('/').next().unwrap().to_string();
-    let file_id = tus
-        .find_one(doc! {"_id": &id})
-        .await
-        .unwrap()
-        .unwrap()
-        .get_object_id("file_id")
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    let status = t.head(&url4).await.status();
-    assert!(
-        status == StatusCode::GONE || status == StatusCode::NOT_FOUND,
-        "{status}"
-    );
-    let chunks = db.collection::<bson::Document>("fs.chunks");
-    eventually(Duration::from_secs(10), "expired upload swept", || async {
-        tus.count_documents(doc! {"_id": &id}).await.unwrap() == 0
-            && chunks
-                .count_documents(doc! {"files_id": file_id})
-                .await
-                .unwrap()
-                == 0
-    })
-    .await;
-    // The completed file is untouched by all of this.
-    let resp = c
-        .http
-        .get(format!("{}/files/proto.bin", t.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
 }
 
 #[tokio::test]
@@ -385,14 +176,9 @@ async fn creation_with_upload_and_cors() {
         location.starts_with(&format!("{}/uploads/", c.balancer_url())),
         "{location}"
     );
-    let resp = c
-        .http
-        .get(format!("{}/files/one-shot.bin", c.balancer_url()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.headers()["content-type"], "text/plain");
-    assert_eq!(&resp.bytes().await.unwrap()[..], &content[..]);
+    let got = fetch(&c, &c.balancer_url(), "one-shot.bin").await;
+    assert_eq!(got.headers["content-type"], "text/plain");
+    assert_eq!(got.sha256, data::sha256_of(&content));
 
     // A browser's preflight.
     let resp = c

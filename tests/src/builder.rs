@@ -1,0 +1,83 @@
+//! What a test asks [`Cluster::builder`] to start.
+
+use crate::{free_port, Cluster, NodeProc};
+
+/// What to start.
+pub struct ClusterBuilder {
+    nodes: usize,
+    balancer: bool,
+    balancer_toml: String,
+    storage_toml: String,
+}
+
+impl Cluster {
+    pub fn builder() -> ClusterBuilder {
+        ClusterBuilder {
+            nodes: 1,
+            balancer: false,
+            balancer_toml: String::new(),
+            storage_toml: String::new(),
+        }
+    }
+}
+
+impl ClusterBuilder {
+    pub fn nodes(mut self, n: usize) -> Self {
+        self.nodes = n;
+        self
+    }
+    pub fn balancer(mut self, on: bool) -> Self {
+        self.balancer = on;
+        self
+    }
+    /// Lines added to `[balancer]`, e.g. `"fall = 1\n"`.
+    pub fn balancer_toml(mut self, lines: &str) -> Self {
+        self.balancer_toml.push_str(lines);
+        self
+    }
+    /// Lines added to `[storage]`, e.g. `"gc_grace_secs = 2\n"`.
+    pub fn storage_toml(mut self, lines: &str) -> Self {
+        self.storage_toml.push_str(lines);
+        self
+    }
+
+    /// Starts the database, the nodes and the balancer, and waits until all answer.
+    pub async fn start(self) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("speedbox-test-")
+            .tempdir()
+            .expect("temp dir");
+        let mut cluster = Cluster {
+            dir: Some(dir),
+            db: None,
+            db_port: free_port(),
+            nodes: (0..self.nodes)
+                .map(|i| NodeProc {
+                    id: format!("node-{}", i + 1),
+                    port: free_port(),
+                    proc: None,
+                })
+                .collect(),
+            balancer: None,
+            balancer_port: free_port(),
+            balancer_toml: self.balancer_toml,
+            storage_toml: self.storage_toml,
+            http: reqwest::Client::builder()
+                .no_proxy()
+                .pool_max_idle_per_host(0)
+                .build()
+                .expect("http client"),
+        };
+        std::fs::create_dir_all(cluster.dir().join("logs")).expect("logs dir");
+        let all: Vec<usize> = (0..self.nodes).collect();
+        cluster.write_config(&all);
+        cluster.start_db().await;
+        for i in all {
+            cluster.start_node(i).await;
+        }
+        if self.balancer {
+            cluster.start_balancer().await;
+        }
+        cluster
+    }
+}

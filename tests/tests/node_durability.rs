@@ -1,0 +1,228 @@
+//! The storage node when things go wrong, against a real SecantusDB: refused digests and
+//! broken-off uploads store nothing, a killed node's chunks are swept, a replacement is
+//! invisible until complete, and a database outage gives 503 until the node recovers.
+
+use std::time::Duration;
+
+use bson::doc;
+use reqwest::StatusCode;
+use speedbox_tests::client::{count, error_of, fetch_bytes, file_url, get, list, put};
+use speedbox_tests::{data, eventually, Cluster};
+
+const MIB: u64 = 1 << 20;
+
+/// Waits until no chunk and no upload record is left in the database.
+async fn nothing_left_behind(c: &Cluster, within: Duration, what: &str) {
+    eventually(within, what, || async {
+        count(c, "fs.chunks", doc! {}).await == 0 && count(c, "fs.uploads", doc! {}).await == 0
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn checksum_mismatch_stores_nothing() {
+    let c = Cluster::builder().start().await;
+    let node = c.node_url(0);
+    let content = data::bytes(4, 3 * MIB);
+    let url = file_url(&node, "sum.bin");
+    let resp = c
+        .http
+        .put(&url)
+        .header("content-md5", "AAAAAAAAAAAAAAAAAAAAAA==")
+        .body(content.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    assert!(error_of(resp).await.contains("Content-MD5"));
+    let wrong_sha = "sha-256=:uU0nuZNNPgilLlLX2n2r+sSE7+N6U4DukIj3rOLvzek=:";
+    let resp = c
+        .http
+        .put(&url)
+        .header("repr-digest", wrong_sha)
+        .body(content.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    let error = error_of(resp).await;
+    assert!(error.contains("Repr-Digest"), "{error}");
+    assert_eq!(
+        get(&c, &node, "sum.bin").await.status(),
+        StatusCode::NOT_FOUND
+    );
+    nothing_left_behind(
+        &c,
+        Duration::from_secs(10),
+        "chunks of refused uploads removed",
+    )
+    .await;
+    assert_eq!(count(&c, "fs.files", doc! {}).await, 0);
+
+    // The right digests are accepted, and what they vouched for is what is stored.
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let sha = hex_to_bytes(&data::sha256_of(&content));
+    let resp = c
+        .http
+        .put(&url)
+        .header("repr-digest", format!("sha-256=:{}:", b64.encode(sha)))
+        .body(content.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    assert!(fetch_bytes(&c, &node, "sum.bin").await == content);
+}
+
+fn hex_to_bytes(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn broken_off_upload_leaves_nothing_visible() {
+    let c = Cluster::builder().start().await;
+    let node = c.node_url(0);
+    // Declares 64 MiB, sends 8, then the client gives up.
+    let upload = c
+        .http
+        .put(file_url(&node, "partial.bin"))
+        .header("content-length", 64 * MIB)
+        .body(reqwest::Body::wrap_stream(data::stalled_body(5, 8 * MIB)))
+        .send();
+    let _ = tokio::time::timeout(Duration::from_secs(3), upload).await;
+    assert_eq!(
+        get(&c, &node, "partial.bin").await.status(),
+        StatusCode::NOT_FOUND
+    );
+    nothing_left_behind(
+        &c,
+        Duration::from_secs(10),
+        "chunks of the broken upload removed",
+    )
+    .await;
+    assert_eq!(list(&c, &node, "").await.names, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn chunks_of_a_killed_node_are_swept() {
+    let mut c = Cluster::builder()
+        .storage_toml("gc_grace_secs = 2\nsweep_interval_secs = 1\n")
+        .start()
+        .await;
+    let upload = c
+        .http
+        .put(file_url(&c.node_url(0), "killed.bin"))
+        .body(reqwest::Body::wrap_stream(data::stalled_body(6, 6 * MIB)))
+        .send();
+    let upload = tokio::spawn(upload);
+    eventually(Duration::from_secs(10), "chunks written", || async {
+        count(&c, "fs.chunks", doc! {}).await >= 8
+    })
+    .await;
+    c.kill_node(0);
+    let _ = upload.await;
+    assert!(count(&c, "fs.chunks", doc! {}).await > 0);
+    assert_eq!(count(&c, "fs.files", doc! {}).await, 0);
+    c.restart_node(0).await;
+    assert_eq!(
+        get(&c, &c.node_url(0), "killed.bin").await.status(),
+        StatusCode::NOT_FOUND
+    );
+    nothing_left_behind(&c, Duration::from_secs(15), "orphaned chunks swept").await;
+}
+
+#[tokio::test]
+async fn replace_in_place_keeps_old_until_new_is_complete() {
+    let c = Cluster::builder()
+        .storage_toml("gc_grace_secs = 2\nsweep_interval_secs = 1\n")
+        .start()
+        .await;
+    let node = c.node_url(0);
+    let old = put(&c, &node, "doc.bin", data::bytes(7, 2 * MIB)).await;
+    let old_id = bson::oid::ObjectId::parse_str(old["id"].as_str().unwrap()).unwrap();
+
+    // A slow replacement: readers keep getting the old file while it streams in.
+    let (tx, rx) = futures::channel::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(1);
+    let url = file_url(&node, "doc.bin");
+    let replacement = tokio::spawn(c.http.put(&url).body(reqwest::Body::wrap_stream(rx)).send());
+    let new_content = data::bytes(8, 3 * MIB);
+    let mut tx = tx;
+    use futures::SinkExt;
+    tx.send(Ok(bytes::Bytes::copy_from_slice(
+        &new_content[..2 * MIB as usize],
+    )))
+    .await
+    .unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "replacement chunks written",
+        || async { count(&c, "fs.chunks", doc! {"files_id": {"$ne": old_id}}).await > 0 },
+    )
+    .await;
+    let during = fetch_bytes(&c, &node, "doc.bin").await;
+    assert_eq!(data::sha256_of(&during), old["sha256"].as_str().unwrap());
+    tx.send(Ok(bytes::Bytes::copy_from_slice(
+        &new_content[2 * MIB as usize..],
+    )))
+    .await
+    .unwrap();
+    drop(tx);
+    let resp = replacement.await.unwrap().unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    assert!(fetch_bytes(&c, &node, "doc.bin").await == new_content);
+
+    // One name, one listed file; the old revision's chunks go after the grace period.
+    assert_eq!(list(&c, &node, "").await.names, ["doc.bin"]);
+    eventually(Duration::from_secs(15), "old revision removed", || async {
+        count(&c, "fs.chunks", doc! {"files_id": old_id}).await == 0
+            && count(&c, "fs.files", doc! {"_id": old_id}).await == 0
+    })
+    .await;
+    assert_eq!(count(&c, "fs.files", doc! {}).await, 1);
+    assert!(fetch_bytes(&c, &node, "doc.bin").await == new_content);
+}
+
+#[tokio::test]
+async fn database_outage_gives_503_and_the_node_recovers() {
+    let mut c = Cluster::builder().start().await;
+    let node = c.node_url(0);
+    let content = data::bytes(10, 300_000);
+    put(&c, &node, "survivor.bin", content.clone()).await;
+    c.kill_db();
+    let health = format!("{node}/healthz");
+    let started = std::time::Instant::now();
+    let resp = c.http.get(&health).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let resp = get(&c, &node, "survivor.bin").await;
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(error_of(resp).await.contains("database"));
+    let resp = c
+        .http
+        .put(file_url(&node, "during-outage"))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(error_of(resp).await.contains("database"));
+
+    c.restart_db().await;
+    eventually(Duration::from_secs(20), "node healthy again", || async {
+        c.http
+            .get(&health)
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == StatusCode::OK)
+    })
+    .await;
+    assert!(fetch_bytes(&c, &node, "survivor.bin").await == content);
+    assert_eq!(
+        get(&c, &node, "during-outage").await.status(),
+        StatusCode::NOT_FOUND
+    );
+}
