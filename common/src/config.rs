@@ -47,6 +47,33 @@ pub struct ClusterConfig {
     pub node: NodeServerConfig,
     #[serde(default)]
     pub nodes: Vec<NodeConfig>,
+    /// Access control; absent means open (every request may do everything).
+    #[serde(default)]
+    pub auth: Option<AuthConfig>,
+}
+
+/// `[auth]`: who may do what (tokens and signed links, see [`crate::auth`]).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// false: open, as without the section.
+    pub enabled: bool,
+    /// HMAC-SHA256 keys; the first signs new tokens, every one verifies.
+    #[serde(default)]
+    pub keys: Vec<KeyConfig>,
+    /// Scopes anyone has without a token (e.g. `["read"]` for a public site).
+    #[serde(default)]
+    pub anonymous: Vec<String>,
+}
+
+/// One `[auth] keys` entry. The secret is never in the config itself.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// The `kid` of tokens signed with it.
+    pub id: String,
+    /// A file holding the secret, relative to the config file.
+    pub secret_file: String,
 }
 
 /// How the balancer picks a node for each request.
@@ -246,6 +273,14 @@ impl BalancerConfig {
 impl ClusterConfig {
     /// Reads, overrides from the environment, and validates `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    /// [`ClusterConfig::load`] with the environment given as `vars`.
+    pub fn load_with_env(
+        path: &Path,
+        vars: impl Iterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
         let shown = path.display().to_string();
         let read = |source| ConfigError::Read {
             path: shown.clone(),
@@ -258,7 +293,7 @@ impl ClusterConfig {
                     .prefix_separator("_")
                     .separator("__")
                     .try_parsing(true)
-                    .source(Some(section_overrides(std::env::vars()))),
+                    .source(Some(section_overrides(vars))),
             )
             .build()
             .and_then(|c| c.try_deserialize())
@@ -343,6 +378,9 @@ impl ClusterConfig {
             if value == 0 {
                 problems.push(format!("{key} must be more than 0"));
             }
+        }
+        if let Some(auth) = &self.auth {
+            auth.validate(&mut problems);
         }
         let m = &self.mongodb;
         if !(m.uri.starts_with("mongodb://") || m.uri.starts_with("mongodb+srv://")) {
@@ -432,11 +470,45 @@ impl MongoConfig {
 /// `SPEEDBOX_*` variables (`SPEEDBOX_CONFIG`, `SPEEDBOX_LOG_FORMAT`) are not taken for keys.
 fn section_overrides(vars: impl Iterator<Item = (String, String)>) -> config::Map<String, String> {
     vars.filter(|(k, _)| {
-        ["BALANCER", "MONGODB", "NODE", "STORAGE"]
+        ["AUTH", "BALANCER", "MONGODB", "NODE", "STORAGE"]
             .iter()
             .any(|s| k.starts_with(&format!("SPEEDBOX_{s}__")))
     })
     .collect()
+}
+
+impl AuthConfig {
+    /// Whether requests are checked at all.
+    pub fn is_on(auth: Option<&AuthConfig>) -> bool {
+        auth.is_some_and(|a| a.enabled)
+    }
+
+    fn validate(&self, problems: &mut Vec<String>) {
+        let mut ids = HashMap::new();
+        for (i, key) in self.keys.iter().enumerate() {
+            if !valid_node_id(&key.id) {
+                problems.push(format!(
+                    "auth.keys[{i}].id = {:?}: use 1 to 64 letters, digits, '-' or '_'",
+                    key.id
+                ));
+            }
+            if let Some(first) = ids.insert(key.id.as_str(), i) {
+                problems.push(format!(
+                    "auth.keys[{i}].id = {:?} is already used by auth.keys[{first}]",
+                    key.id
+                ));
+            }
+            if key.secret_file.is_empty() {
+                problems.push(format!("auth.keys[{i}].secret_file is empty"));
+            }
+        }
+        if self.enabled && self.keys.is_empty() {
+            problems.push("auth.enabled = true needs at least one entry in auth.keys".into());
+        }
+        if let Err(e) = crate::auth::Scopes::from_names(self.anonymous.iter().map(String::as_str)) {
+            problems.push(format!("auth.anonymous: {e}"));
+        }
+    }
 }
 
 fn valid_node_id(id: &str) -> bool {
@@ -588,27 +660,23 @@ weight = 3
 
     #[test]
     fn environment_overrides_the_file() {
-        let dir = std::env::temp_dir().join(format!("speedbox-cfg-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("cluster.toml");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cluster.toml");
         std::fs::write(&path, GOOD).unwrap();
-        // Each test process reads its own environment; this key is used by no other test.
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "config::tests::print_loaded_uri", "--nocapture"])
-            .env("SPEEDBOX_MONGODB__DATABASE", "other")
-            .env("SPEEDBOX_TEST_CONFIG", &path)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout);
-        assert!(text.contains("database=other"), "{text}");
-    }
-
-    #[test]
-    fn print_loaded_uri() {
-        if let Some(path) = std::env::var_os("SPEEDBOX_TEST_CONFIG") {
-            let cfg = ClusterConfig::load(Path::new(&path)).unwrap();
-            println!("database={}", cfg.mongodb.database);
-        }
+        let vars = [
+            ("SPEEDBOX_MONGODB__DATABASE", "other"),
+            ("SPEEDBOX_NODE__DRAIN_TIMEOUT_MS", "5"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let cfg = ClusterConfig::load_with_env(&path, vars.into_iter()).unwrap();
+        assert_eq!(cfg.mongodb.database, "other");
+        assert_eq!(cfg.node.drain_timeout_ms, 5);
+        let plain = ClusterConfig::load_with_env(&path, std::iter::empty()).unwrap();
+        assert_eq!(
+            plain.mongodb.database,
+            ClusterConfig::from_toml(GOOD).unwrap().mongodb.database
+        );
+        assert_ne!(plain.mongodb.database, "other");
     }
 
     #[test]

@@ -4,9 +4,11 @@
 //! binaries load and validate it through [`config::ClusterConfig::load`]. The rest is small:
 //! header names ([`headers`]), the `X-Request-Id` rule ([`request_id`]), trusted proxies and
 //! RFC 7239 `Forwarded` ([`forwarded`]), JSON responses ([`respond`]), the accept-and-drain
-//! loop ([`serve`]), the shutdown signal ([`shutdown`]) and logging ([`telemetry`]).
+//! loop ([`serve`]), the shutdown signal ([`shutdown`]), logging ([`telemetry`]) and access
+//! control ([`auth`]: tokens, scopes, keys).
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod config;
 pub mod forwarded;
 pub mod headers;

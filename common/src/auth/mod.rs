@@ -1,0 +1,211 @@
+//! Access control shared by the balancer, every node and the token tools: who a request
+//! comes from ([`Principal`]), what it may do ([`Scopes`]), and the proofs it carries —
+//! bearer tokens ([`token`], RFC 6750 / RFC 7519) signed with the keys of `[auth]`
+//! ([`keys`]).
+//!
+//! [`Authenticator::authenticate`] turns a request's token (or its absence) into a
+//! principal; [`Principal::may`] decides one action on one name. Both are pure, so every
+//! rule is unit-tested without a socket.
+
+pub mod keys;
+pub mod scope;
+pub mod token;
+
+use http::HeaderMap;
+
+pub use keys::{Key, KeyRing};
+pub use scope::{Scope, Scopes};
+pub use token::Claims;
+
+/// Why a request may not do what it asks. The first five are 401 (no valid proof of who
+/// is asking), [`AuthError::Forbidden`] is 403. Messages never contain a token or secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("a token is required (Authorization: Bearer, or ?token=)")]
+    Missing,
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    #[error("token expired")]
+    Expired,
+    #[error("token not valid yet")]
+    NotYetValid,
+    #[error("token revoked")]
+    Revoked,
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+}
+
+impl AuthError {
+    /// 401 for every failure to prove who is asking, 403 for a principal that may not.
+    pub fn status(&self) -> http::StatusCode {
+        match self {
+            AuthError::Forbidden(_) => http::StatusCode::FORBIDDEN,
+            _ => http::StatusCode::UNAUTHORIZED,
+        }
+    }
+}
+
+/// Who a request comes from and what it may do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// The token's `sub`; `None` for an anonymous request (or when access control is off).
+    pub sub: Option<String>,
+    pub scopes: Scopes,
+    /// Names covered: those starting with it (`""`: all).
+    pub prefix: String,
+    /// Largest upload allowed, in bytes.
+    pub max_bytes: Option<u64>,
+    pub jti: Option<String>,
+    /// Whether a valid token proved this principal (false: anonymous or open).
+    pub authenticated: bool,
+}
+
+impl Principal {
+    /// Everyone, with every scope: access control is off.
+    pub fn open() -> Principal {
+        Principal {
+            sub: None,
+            scopes: Scopes::ALL,
+            prefix: String::new(),
+            max_bytes: None,
+            jti: None,
+            authenticated: false,
+        }
+    }
+
+    /// A request without a token: the `[auth] anonymous` scopes on every name.
+    pub fn anonymous(scopes: Scopes) -> Principal {
+        Principal {
+            scopes,
+            ..Principal::open()
+        }
+    }
+
+    fn from_claims(claims: Claims) -> Result<Principal, AuthError> {
+        Ok(Principal {
+            scopes: claims.scopes()?,
+            sub: Some(claims.sub),
+            prefix: claims.prefix,
+            max_bytes: claims.max_bytes,
+            jti: claims.jti,
+            authenticated: true,
+        })
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.scopes.contains(Scope::Admin)
+    }
+
+    /// Whether this principal may `scope` the file `name` (`None`: an action on no one
+    /// name, e.g. listing or creating a tus upload before its name is known).
+    ///
+    /// Errors: [`AuthError::Missing`] for an anonymous request (a token could help), else
+    /// [`AuthError::Forbidden`] naming the scope or prefix missing.
+    pub fn may(&self, scope: Scope, name: Option<&str>) -> Result<(), AuthError> {
+        let refuse = |why: String| {
+            if self.authenticated {
+                AuthError::Forbidden(why)
+            } else {
+                AuthError::Missing
+            }
+        };
+        if !self.scopes.contains(scope) {
+            return Err(refuse(format!(
+                "the token lacks the {} scope",
+                scope.name()
+            )));
+        }
+        match name {
+            Some(name) if !name.starts_with(&self.prefix) => Err(refuse(format!(
+                "the token covers names starting with {:?} only",
+                self.prefix
+            ))),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Checks requests against one `[auth]` configuration and its keys.
+#[derive(Debug, Clone)]
+pub struct Authenticator {
+    enabled: bool,
+    keys: KeyRing,
+    anonymous: Scopes,
+}
+
+impl Authenticator {
+    /// Access control off: every request is [`Principal::open`].
+    pub fn open() -> Authenticator {
+        Authenticator {
+            enabled: false,
+            keys: KeyRing::default(),
+            anonymous: Scopes::ALL,
+        }
+    }
+
+    pub fn new(keys: KeyRing, anonymous: Scopes) -> Authenticator {
+        Authenticator {
+            enabled: true,
+            keys,
+            anonymous,
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    pub fn keys(&self) -> &KeyRing {
+        &self.keys
+    }
+
+    /// The principal a request's `token` (see [`bearer`]) proves; without one, the
+    /// anonymous principal. A token that is present but invalid is refused even where
+    /// anonymous access would do: a client should learn that its token is bad.
+    pub fn authenticate(&self, token: Option<&str>) -> Result<Principal, AuthError> {
+        if !self.enabled {
+            return Ok(Principal::open());
+        }
+        match token {
+            None => Ok(Principal::anonymous(self.anonymous)),
+            Some(token) => Principal::from_claims(token::verify(&self.keys, token)?),
+        }
+    }
+}
+
+/// The token a request carries: `Authorization: Bearer <token>` (RFC 6750 §2.1), else a
+/// `token=` query parameter (§2.3), for clients that cannot set headers. A token is
+/// base64url and dots, so the query value needs no decoding.
+///
+/// Errors: [`AuthError::Invalid`] for an `Authorization` header of another scheme or with
+/// an empty token.
+pub fn bearer<'a>(
+    headers: &'a HeaderMap,
+    query: Option<&'a str>,
+) -> Result<Option<&'a str>, AuthError> {
+    if let Some(value) = headers.get(http::header::AUTHORIZATION) {
+        let value = value
+            .to_str()
+            .map_err(|_| AuthError::Invalid("Authorization is not ASCII".into()))?;
+        let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(AuthError::Invalid(
+                "Authorization must use the Bearer scheme".into(),
+            ));
+        }
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(AuthError::Invalid("empty bearer token".into()));
+        }
+        return Ok(Some(token));
+    }
+    Ok(query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .find_map(|pair| pair.strip_prefix("token="))
+        .filter(|t| !t.is_empty()))
+}
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;
