@@ -8,8 +8,15 @@ Run through scripts/cluster, which installs what is missing first. Commands:
   kill NAME          SIGKILL one program (for drills; supervisor restarts it)
   logs NAME [-f]     a program's log
   drill              failover drill: load + SIGKILLs, then verify every acknowledged upload
+  token [--scope read,write] [--prefix P] [--ttl 1h] [--page]
+                     mint a bearer token (access control on); prints it alone, or with
+                     --page the upload page's address carrying it
 Every command takes --config PATH (default ./cluster.toml). Clusters with different
 config files run side by side: each gets its own run/ and logs/ directories.
+
+With [auth] enabled, `up` creates every missing key file of [auth] keys (a random key,
+directory 0700, file 0600; never overwritten), and status, up and drill send an admin
+token they mint themselves.
 """
 
 from __future__ import annotations
@@ -17,11 +24,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
 import time
 import tomllib
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -52,12 +61,90 @@ class Cluster:
         self.db_port = embedded_port(mongo.get("uri", "")) if self.embedded else None
         self.balancer_listen = self.cfg.get("balancer", {}).get("listen", "127.0.0.1:3000")
         self.nodes = [n["id"] for n in self.cfg.get("nodes", [])]
+        auth = self.cfg.get("auth") or {}
+        self.auth_on = bool(auth.get("enabled", False))
+        # Key files named by [auth] keys, relative to the config file (as the nodes read them).
+        self.key_files = [(k.get("id", "?"), self.config.parent / k.get("secret_file", ""))
+                          for k in auth.get("keys", []) if k.get("secret_file")]
+        self._token: str | None = None
+
+    # --- binaries and tokens ----------------------------------------------------------------
+
+    @staticmethod
+    def bin(name: str) -> Path:
+        # SPEEDBOX_PROFILE=debug runs the test build (the test suite's drill uses it).
+        return ROOT / "target" / os.environ.get("SPEEDBOX_PROFILE", "release") / name
+
+    def ensure_keys(self) -> bool:
+        """Creates every missing key file of [auth] keys with a random key (64 hex digits):
+        missing directories 0700, the file 0600. An existing file is never touched. Returns
+        whether it created one."""
+        created = False
+        for key_id, path in self.key_files:
+            if path.exists():
+                mode = path.stat().st_mode & 0o777
+                if mode & 0o077:
+                    print(f"warning: key file {path} is readable by others (mode {mode:04o}); "
+                          f"chmod 600 it")
+                continue
+            missing = [d for d in reversed(path.parents) if not d.exists()]
+            for d in missing:
+                d.mkdir(mode=0o700)
+                d.chmod(0o700)  # whatever the umask
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                os.fchmod(fd, 0o600)
+                os.write(fd, (secrets.token_hex(32) + "\n").encode())
+            finally:
+                os.close(fd)
+            print(f"created key {key_id} in {path} (mode 0600)")
+            created = True
+        return created
+
+    def mint(self, sub: str = "cli", scope: str = "read", prefix: str = "",
+             max_bytes: int | None = None, ttl: str = "1h", jti: str | None = None) -> str:
+        """A token from speedbox-token (the secret stays in its file, off every command line)."""
+        if not self.auth_on:
+            sys.exit(f"error: {self.config}: [auth] is not enabled, so the cluster is open and "
+                     f"takes no token")
+        for key_id, path in self.key_files:
+            if not path.exists():
+                sys.exit(f"error: key file {path} ({key_id}) does not exist yet; "
+                         f"`scripts/cluster up` creates it")
+        exe = self.bin("speedbox-token")
+        if not exe.exists():
+            debug = exe.parent.name == "debug"
+            sys.exit(f"error: {exe} not found; build it with scripts/setup{' --debug' if debug else ''}"
+                     f" (or cargo build --workspace --bins{'' if debug else ' --release'})")
+        cmd = [str(exe), "--config", str(self.config), "--sub", sub, "--scope", scope,
+               "--prefix", prefix, "--ttl", ttl]
+        if max_bytes is not None:
+            cmd += ["--max-bytes", str(max_bytes)]
+        if jti is not None:
+            cmd += ["--jti", jti]
+        out = subprocess.run(cmd, text=True, capture_output=True, check=False)
+        if out.returncode != 0:
+            sys.exit(out.stderr.strip() or f"error: speedbox-token exited with {out.returncode}")
+        return out.stdout.strip()
+
+    def auth_headers(self, ttl_s: float = 600) -> dict[str, str]:
+        """`Authorization: Bearer` with this script's own token (read, write, admin), minted once
+        per run, valid `ttl_s` seconds; no header when access control is off."""
+        if not self.auth_on:
+            return {}
+        if self._token is None:
+            self._token = self.mint(sub="scripts-cluster", scope="read,write,admin",
+                                    ttl=f"{max(60, int(ttl_s))}s")
+        return {"Authorization": f"Bearer {self._token}"}
+
+    def page_url(self, token: str) -> str:
+        host, port = self.balancer_listen.rsplit(":", 1)
+        host = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]"}.get(host, host)
+        return f"http://{host}:{port}/#token={token}"
 
     # --- supervisor -------------------------------------------------------------------------
 
     def programs(self) -> dict[str, str]:
-        # SPEEDBOX_PROFILE=debug runs the test build (the test suite's drill uses it).
-        bins = ROOT / "target" / os.environ.get("SPEEDBOX_PROFILE", "release")
         progs: dict[str, str] = {}
         if self.embedded:
             progs["secantusd"] = (
@@ -65,8 +152,8 @@ class Cluster:
                 f" --dir {self.run_dir} --storage-path {self.data_dir}"
             )
         for node in self.nodes:
-            progs[node] = f"{bins / 'speedbox-node'} --config {self.config} --id {node}"
-        progs["balancer"] = f"{bins / 'speedbox-balancer'} --config {self.config}"
+            progs[node] = f"{self.bin('speedbox-node')} --config {self.config} --id {node}"
+        progs["balancer"] = f"{self.bin('speedbox-balancer')} --config {self.config}"
         return progs
 
     def write_conf(self) -> None:
@@ -119,6 +206,9 @@ class Cluster:
     # --- commands ---------------------------------------------------------------------------
 
     def up(self) -> None:
+        # Before anything starts: a node whose key file is missing refuses to start. Running
+        # processes pick a new key file up by themselves within a second.
+        self.ensure_keys()
         self.write_conf()
         if self.embedded:
             self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -154,7 +244,8 @@ class Cluster:
         targets = [(n, f"http://{l}/healthz") for n, l in self.node_addrs()]
         targets.append(("balancer", f"http://{self.balancer_listen}/_cluster"))
         for name, url in targets:
-            while not http_ok(url):
+            headers = self.auth_headers() if name == "balancer" else None  # /healthz is open
+            while not http_ok(url, headers):
                 if time.time() > deadline:
                     print(f"warning: {name} is not answering at {url}; see `scripts/cluster logs {name}`")
                     break
@@ -164,9 +255,17 @@ class Cluster:
         return [(n["id"], n["listen"]) for n in self.cfg.get("nodes", [])]
 
     def cluster_view(self) -> dict | None:
+        """The balancer's /_cluster; None when it does not answer. A refusal (401/403: the
+        token does not fit this cluster's keys) exits with the balancer's reason."""
+        url = f"http://{self.balancer_listen}/_cluster"
         try:
-            with urllib.request.urlopen(f"http://{self.balancer_listen}/_cluster", timeout=2) as r:
+            req = urllib.request.Request(url, headers=self.auth_headers())
+            with urllib.request.urlopen(req, timeout=2) as r:
                 return json.load(r)
+        except urllib.error.HTTPError as e:
+            if e.code in (401, 403):
+                sys.exit(f"error: the balancer refused {url}: {e.code} {e.read()[:200].decode(errors='replace')}")
+            return None
         except OSError:
             return None
 
@@ -184,6 +283,12 @@ class Cluster:
             print("cluster is not running")
             return
         print(self.ctl("status").stdout.rstrip())
+        if self.auth_on:
+            print(f"\naccess control: on (keys {', '.join(k for k, _ in self.key_files)}; "
+                  f"scripts/cluster token mints tokens)")
+        else:
+            print("\naccess control: off -- the cluster is OPEN: anyone who reaches it may read, "
+                  "overwrite and delete every file ([auth] in the config)")
         view = self.cluster_view()
         if view is None:
             print("\nbalancer: not answering")
@@ -242,6 +347,15 @@ def main() -> None:
     drill.add_argument("--sizes", default="1K,64K,1M,8M,64M,256M", help="file sizes to mix")
     drill.add_argument("--workers", type=int, default=4, help="concurrent clients")
     drill.add_argument("--seed", type=int, default=1)
+    token = sub.add_parser("token", parents=[common], help="mint a bearer token")
+    token.add_argument("--sub", default="cli", help="who holds it (default cli)")
+    token.add_argument("--scope", default="read", help="read, write, delete, admin, comma-separated")
+    token.add_argument("--prefix", default="", help="names it covers: those starting with this")
+    token.add_argument("--max-bytes", type=int, help="the largest upload it may make")
+    token.add_argument("--ttl", default="1h", help="how long it is valid: 90, 15m, 1h, 2d")
+    token.add_argument("--jti", help="its id (random if not given)")
+    token.add_argument("--page", action="store_true",
+                       help="print the upload page's address with the token instead")
     logs = sub.add_parser("logs", parents=[common])
     logs.add_argument("name")
     logs.add_argument("-f", "--follow", action="store_true")
@@ -260,6 +374,9 @@ def main() -> None:
             cluster.kill(args.name)
         case "logs":
             cluster.logs(args.name, args.follow)
+        case "token":
+            tok = cluster.mint(args.sub, args.scope, args.prefix, args.max_bytes, args.ttl, args.jti)
+            print(cluster.page_url(tok) if args.page else tok)
         case "drill":
             import drill
 

@@ -9,6 +9,10 @@ acknowledged was lost or corrupted or a partial file became visible.
 Failed requests are retried by the drill as a client would (same name, up to 5 times); the
 report counts them. Supervisor restarts killed processes; the drill measures how long the
 balancer takes to mark a killed node down and to take it back once it answers again.
+
+With access control on ([auth] enabled), the drill mints one token (read, write, admin) for
+the whole run and sends it as `Authorization: Bearer` on every request but the nodes' open
+/healthz.
 """
 
 from __future__ import annotations
@@ -62,8 +66,9 @@ def content(seed: int, size: int):
 
 
 class Drill:
-    def __init__(self, host: str, port: int, sizes, seed):
+    def __init__(self, host: str, port: int, sizes, seed, headers: dict[str, str]):
         self.host, self.port = host, port
+        self.headers = headers  # Authorization, when access control is on
         self.sizes, self.seed = sizes, seed
         self.stats = Stats()
         self.acked: dict[str, str] = {}  # name -> sha256
@@ -80,6 +85,8 @@ class Drill:
         try:
             c.putrequest("PUT", "/files/" + urllib.parse.quote(name))
             c.putheader("Content-Length", str(size))
+            for k, v in self.headers.items():
+                c.putheader(k, v)
             c.endheaders()
             for block in content(seed, size):
                 h.update(block)
@@ -106,7 +113,7 @@ class Drill:
     def download(self, name: str) -> tuple[int, str] | None:
         c = self.conn()
         try:
-            c.request("GET", "/files/" + urllib.parse.quote(name))
+            c.request("GET", "/files/" + urllib.parse.quote(name), headers=self.headers)
             r = c.getresponse()
             self.stats.add(sent=1)
             if r.status != 200:
@@ -181,28 +188,50 @@ class Drill:
             query = f"/files?prefix={prefix}&limit=1000"
             if after:
                 query += "&after=" + urllib.parse.quote(after, safe="")
-            c.request("GET", query)
+            c.request("GET", query, headers=self.headers)
             r = c.getresponse()
-            page = json.loads(r.read())
+            body = r.read()
             c.close()
+            if r.status != 200:
+                raise RuntimeError(f"listing answered {r.status}: {body[:200]!r}")
+            page = json.loads(body)
             names |= {f["name"] for f in page["files"]}
             after = page.get("next_after")
             if not after:
                 return names
 
 
-def cluster_view(host: str, port: int) -> dict:
+def cluster_view(host: str, port: int, headers: dict[str, str]) -> dict:
     c = http.client.HTTPConnection(host, port, timeout=5)
     try:
-        c.request("GET", "/_cluster")
-        return json.loads(c.getresponse().read())
+        c.request("GET", "/_cluster", headers=headers)
+        r = c.getresponse()
+        body = r.read()
+        if r.status != 200:
+            raise ValueError(f"/_cluster answered {r.status}: {body[:200]!r}")
+        return json.loads(body)
     finally:
         c.close()
 
 
-def node_state(host, port, node_id) -> str | None:
+def refusal(host: str, port: int, headers: dict[str, str]) -> str | None:
+    """The balancer's answer when it refuses /_cluster with 401 or 403 (a missing token, or
+    one this cluster's keys do not verify); None otherwise, unreachable included."""
+    c = http.client.HTTPConnection(host, port, timeout=5)
     try:
-        for n in cluster_view(host, port)["nodes"]:
+        c.request("GET", "/_cluster", headers=headers)
+        r = c.getresponse()
+        body = r.read()
+        return f"{r.status} {body[:200]!r}" if r.status in (401, 403) else None
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        c.close()
+
+
+def node_state(host, port, headers, node_id) -> str | None:
+    try:
+        for n in cluster_view(host, port, headers)["nodes"]:
             if n["id"] == node_id:
                 return n["state"]
     except (OSError, ValueError, KeyError):
@@ -210,11 +239,11 @@ def node_state(host, port, node_id) -> str | None:
     return None
 
 
-def wait_all_up(host: str, port: int, timeout: float) -> bool:
+def wait_all_up(host: str, port: int, headers: dict[str, str], timeout: float) -> bool:
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
-            if all(n["state"] == "up" for n in cluster_view(host, port)["nodes"]):
+            if all(n["state"] == "up" for n in cluster_view(host, port, headers)["nodes"]):
                 return True
         except (OSError, ValueError, KeyError):
             pass
@@ -225,7 +254,16 @@ def wait_all_up(host: str, port: int, timeout: float) -> bool:
 def run(cluster, duration: float, kills: int, kill_db: bool, sizes, workers: int, seed: int) -> int:
     host, port = cluster.balancer_listen.rsplit(":", 1)
     port = int(port)
-    drill = Drill(host, port, sizes, seed)
+    # One token for the whole run: load, recovery watches (up to a minute each), the wait
+    # for every node and the verification after it.
+    headers = cluster.auth_headers(ttl_s=2 * duration + 60 * kills + 3600)
+    if headers:
+        print("  access control is on: every request carries the drill's token "
+              "(scope read write admin)", flush=True)
+    if refused := refusal(host, port, headers):
+        print(f"drill FAILED: the balancer refused the drill's requests: {refused}")
+        return 1
+    drill = Drill(host, port, sizes, seed, headers)
     threads = [threading.Thread(target=drill.worker, args=(w,), daemon=True) for w in range(workers)]
     started = time.time()
     for t in threads:
@@ -239,7 +277,7 @@ def run(cluster, duration: float, kills: int, kill_db: bool, sizes, workers: int
         node = victims[k % len(victims)]
         cluster.kill(node)
         killed_at = time.time()
-        down, restarted, up = watch_recovery(host, port, node, addrs[node], killed_at)
+        down, restarted, up = watch_recovery(host, port, headers, node, addrs[node], killed_at)
         events.append({"node": node,
                        "kill_to_marked_down_s": rnd(down and down - killed_at),
                        "kill_to_restarted_s": rnd(restarted and restarted - killed_at),
@@ -260,10 +298,14 @@ def run(cluster, duration: float, kills: int, kill_db: bool, sizes, workers: int
     print("  load stopped; verifying every acknowledged upload", flush=True)
     # A database killed near the end may still be recovering: its files are not lost, the
     # cluster is down. Verify once every node passes its health check (a real read) again.
-    if not wait_all_up(host, port, timeout=120):
+    if not wait_all_up(host, port, headers, timeout=120):
         print("  not every node is up again after 120 s; verifying anyway", flush=True)
     verified, lost = drill.verify()
-    listed = drill.listed()
+    try:
+        listed = drill.listed()
+    except (OSError, ValueError, RuntimeError, http.client.HTTPException) as e:
+        print(f"drill FAILED: cannot list the run's files: {e}")
+        return 1
     partial = sorted(listed - set(drill.acked))
     # A name whose every attempt failed must not be listed; one acknowledged must be.
     missing_from_list = sorted(set(drill.acked) - listed)
@@ -294,12 +336,12 @@ def run(cluster, duration: float, kills: int, kill_db: bool, sizes, workers: int
     return 0 if ok else 1
 
 
-def watch_recovery(host, port, node, addr, killed_at, within=60.0):
+def watch_recovery(host, port, headers, node, addr, killed_at, within=60.0):
     """Times (epoch seconds) at which the balancer marked `node` down, the node answered
     /healthz again, and the balancer took it back; None for what did not happen."""
     down = restarted = up = None
     while time.time() - killed_at < within and up is None:
-        state = node_state(host, port, node)
+        state = node_state(host, port, headers, node)
         now = time.time()
         if state == "down" and down is None:
             down = now

@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Method, Response, StatusCode};
 use http_body_util::Full;
+use speedbox_common::auth::AuthError;
 use speedbox_common::respond;
 
 /// Why a request could not be proxied.
@@ -26,6 +27,9 @@ pub enum ProxyError {
     ResponseTimeout { node: String, timeout: Duration },
     #[error("{0} is not allowed here")]
     MethodNotAllowed(http::Method),
+    /// The balancer's own endpoints: 401 without a valid token, 403 without `admin`.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
 }
 
 impl ProxyError {
@@ -37,6 +41,7 @@ impl ProxyError {
             ProxyError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             ProxyError::ResponseTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::Auth(e) => e.status(),
         }
     }
 
@@ -46,7 +51,7 @@ impl ProxyError {
     pub fn log(&self, request_id: &str, method: &Method) {
         let status = self.status().as_u16();
         match self {
-            ProxyError::NoHealthyNode | ProxyError::MethodNotAllowed(_) => {
+            ProxyError::NoHealthyNode | ProxyError::MethodNotAllowed(_) | ProxyError::Auth(_) => {
                 tracing::debug!(id = request_id, %method, status, "{self}")
             }
             _ => tracing::warn!(id = request_id, %method, status, "{self}"),
@@ -58,7 +63,16 @@ impl ProxyError {
     pub fn into_response<B: From<Full<Bytes>>>(self) -> Response<B> {
         let status = self.status();
         let message = self.to_string();
-        respond::error(status, "balancer", &message).map(B::from)
+        let mut response = respond::error(status, "balancer", &message);
+        if let ProxyError::Auth(e) = &self {
+            if let Some(challenge) = e.challenge() {
+                response.headers_mut().insert(
+                    http::header::WWW_AUTHENTICATE,
+                    http::HeaderValue::from_static(challenge),
+                );
+            }
+        }
+        response.map(B::from)
     }
 }
 

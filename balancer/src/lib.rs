@@ -44,6 +44,7 @@ use std::sync::Arc;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use speedbox_common::auth::LiveAuth;
 use speedbox_common::config::ClusterConfig;
 use tokio::net::TcpListener;
 
@@ -59,6 +60,14 @@ pub async fn run(
     config: ClusterConfig,
     shutdown: impl Future,
 ) -> std::io::Result<()> {
+    let auth = LiveAuth::new(&config_path, &config).map_err(|problems| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("[auth]: {}", problems.join("; ")),
+        )
+    })?;
+    let auth = Arc::new(auth);
+    let watch = tokio::spawn(Arc::clone(&auth).watch());
     let cluster = Arc::new(Cluster::new(config_path, config));
     let probe = tokio::spawn(probe::run(Arc::clone(&cluster)));
     let reload = tokio::spawn(reload::run(Arc::clone(&cluster)));
@@ -68,9 +77,10 @@ pub async fn run(
             // Read per connection so that a reload reaches new connections.
             let cfg = cluster.snapshot().config.balancer.clone();
             let io = TokioIo::new(IdleIo::new(stream, cfg.idle_timeout()));
-            let cluster = Arc::clone(&cluster);
-            let service =
-                service_fn(move |request| proxy::handle(Arc::clone(&cluster), client, request));
+            let (cluster, auth) = (Arc::clone(&cluster), Arc::clone(&auth));
+            let service = service_fn(move |request| {
+                proxy::handle(Arc::clone(&cluster), Arc::clone(&auth), client, request)
+            });
             http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(cfg.header_timeout())
@@ -83,5 +93,6 @@ pub async fn run(
     speedbox_common::serve::serve(listener, connection, shutdown, drain_timeout).await;
     probe.abort();
     reload.abort();
+    watch.abort();
     Ok(())
 }

@@ -17,6 +17,7 @@ use http::header::HeaderValue;
 use http::{Method, Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
+use speedbox_common::auth::LiveAuth;
 use speedbox_common::config::BalancerConfig;
 use speedbox_common::headers::X_REQUEST_ID;
 use speedbox_common::request_id::request_id;
@@ -38,12 +39,13 @@ const MAX_ATTEMPTS: usize = 4;
 /// The hyper service: every request of every client connection comes through here.
 pub async fn handle(
     cluster: Arc<Cluster>,
+    auth: Arc<LiveAuth>,
     client: SocketAddr,
     request: Request<Incoming>,
 ) -> Result<Response<DownBody>, Infallible> {
     let request_id = request_id(request.headers());
     let mut response = if request.uri().path() == status::PATH {
-        status::respond(&cluster, request.method())
+        status::respond(&cluster, &auth.current(), &request)
     } else if request.uri().path() == page::PATH {
         page::respond(request.method())
     } else {

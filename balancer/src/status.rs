@@ -5,8 +5,10 @@
 
 use std::time::UNIX_EPOCH;
 
-use http::{Method, Response, StatusCode};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
 use serde::Serialize;
+use speedbox_common::auth::{bearer, Authenticator, Scope};
 use speedbox_common::config::Algorithm;
 use speedbox_common::respond;
 
@@ -39,9 +41,22 @@ pub struct NodeStatus {
     pub last_error: Option<String>,
 }
 
-pub fn respond(cluster: &Cluster, method: &Method) -> Response<DownBody> {
+/// `GET /_cluster`; needs an `admin` token when access control is on (it names every
+/// node's address and error).
+pub fn respond(
+    cluster: &Cluster,
+    auth: &Authenticator,
+    request: &Request<Incoming>,
+) -> Response<DownBody> {
+    let method = request.method();
     if method != Method::GET && method != Method::HEAD {
         return ProxyError::MethodNotAllowed(method.clone()).into_response();
+    }
+    let allowed = bearer(request.headers(), request.uri().query())
+        .and_then(|token| auth.authenticate(token))
+        .and_then(|principal| principal.may(Scope::Admin, None));
+    if let Err(e) = allowed {
+        return ProxyError::Auth(e).into_response();
     }
     respond::json(StatusCode::OK, &status(cluster)).map(DownBody::Full)
 }

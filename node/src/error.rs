@@ -3,6 +3,7 @@
 use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::Full;
+use speedbox_common::auth::AuthError;
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +52,9 @@ pub enum NodeError {
     /// RFC 9110 §13: a conditional write or read whose precondition is false.
     #[error("precondition failed for {0:?}: it was not changed")]
     PreconditionFailed(String),
+    /// 401 (no valid token) or 403 (the token does not cover the request).
+    #[error(transparent)]
+    Auth(#[from] AuthError),
 }
 
 /// tus 1.0's "460 Checksum Mismatch".
@@ -77,6 +81,7 @@ impl NodeError {
             }
             UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             PreconditionFailed(_) => StatusCode::PRECONDITION_FAILED,
+            Auth(e) => e.status(),
         }
     }
 
@@ -96,6 +101,14 @@ impl NodeError {
             }
             NodeError::Database(_) | NodeError::Locked(_) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            NodeError::Auth(e) => {
+                if let Some(challenge) = e.challenge() {
+                    headers.insert(
+                        header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static(challenge),
+                    );
+                }
             }
             _ => {}
         }
@@ -131,6 +144,9 @@ mod tests {
             ChecksumMismatch,
             UnsupportedMediaType("x".into()),
             PreconditionFailed("x".into()),
+            Auth(AuthError::Missing),
+            Auth(AuthError::Expired),
+            Auth(AuthError::Forbidden("x".into())),
         ];
         for e in client {
             assert!(e.status().is_client_error(), "{e:?}");
@@ -141,5 +157,12 @@ mod tests {
         assert_eq!(Locked("x".into()).status(), StatusCode::LOCKED);
         assert_eq!(ChecksumMismatch.status().as_u16(), 460);
         assert_eq!(PreconditionFailed("x".into()).status(), 412);
+        assert_eq!(Auth(AuthError::Revoked).status(), 401);
+        assert_eq!(Auth(AuthError::Forbidden("x".into())).status(), 403);
+        let challenge = Auth(AuthError::Missing).into_response();
+        assert_eq!(
+            challenge.headers()[header::WWW_AUTHENTICATE],
+            "Bearer realm=\"speedbox\""
+        );
     }
 }

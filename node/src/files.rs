@@ -9,6 +9,9 @@ use http_body_util::BodyDataStream;
 use hyper::body::Incoming;
 use serde_json::json;
 
+use speedbox_common::auth::Principal;
+
+use crate::access;
 use crate::conditional::{self, Preconditions};
 use crate::digest;
 use crate::download;
@@ -17,7 +20,7 @@ use crate::multipart;
 use crate::respond::{self, file_json};
 use crate::routes::ListQuery;
 use crate::server::AppState;
-use crate::upload;
+use crate::upload::{self, Limits};
 use crate::Body;
 
 /// `GET`/`HEAD /files/NAME`: the file, whole or a range; 404 if the name is not current.
@@ -43,9 +46,15 @@ pub async fn get(
 
 /// `PUT /files/NAME`: stores the body as the name's new revision; 201 with the file's JSON
 /// and its `ETag`.
-pub async fn put(state: &AppState, name: String, req: Request<Incoming>) -> Result<Response<Body>> {
+pub async fn put(
+    state: &AppState,
+    principal: &Principal,
+    name: String,
+    req: Request<Incoming>,
+) -> Result<Response<Body>> {
     let (parts, body) = req.into_parts();
-    upload::check_declared_length(&parts.headers, &state.limits)?;
+    let limits = limits_for(state, principal);
+    upload::check_declared_length(&parts.headers, &limits)?;
     let expected = digest::expected(&parts.headers)?;
     let data = BodyDataStream::new(body).map_err(|e| NodeError::Body(e.to_string()));
     let preconditions = Preconditions::from_headers(&parts.headers);
@@ -55,7 +64,7 @@ pub async fn put(state: &AppState, name: String, req: Request<Incoming>) -> Resu
         upload::content_type(&parts.headers),
         &expected,
         data,
-        state.limits,
+        limits,
         preconditions.write_guard(),
     )
     .await?;
@@ -87,10 +96,18 @@ pub async fn delete(
     }
 }
 
-/// `GET /files`: one page of names in order, `{files: [...], next_after}`; `next_after` is
-/// the `after=` of the next page, or null on the last.
-pub async fn list(state: &AppState, query: &ListQuery) -> Result<Response<Body>> {
-    let (page, more) = state.store.list(query).await?;
+/// `GET /files`: one page of the names `principal` may see, in order, `{files: [...],
+/// next_after}`; `next_after` is the `after=` of the next page, or null on the last.
+pub async fn list(
+    state: &AppState,
+    principal: &Principal,
+    mut query: ListQuery,
+) -> Result<Response<Body>> {
+    let (page, more) = if access::narrow_listing(&mut query, principal) {
+        state.store.list(&query).await?
+    } else {
+        (Vec::new(), false)
+    };
     let next_after = more.then(|| page.last().map(|f| f.name.clone())).flatten();
     let files: Vec<_> = page.iter().map(file_json).collect();
     Ok(respond::json(
@@ -101,13 +118,26 @@ pub async fn list(state: &AppState, query: &ListQuery) -> Result<Response<Body>>
 
 /// `POST /upload`: every file part of a `multipart/form-data` body; 201 with
 /// `{files: [...], skipped: [{field, reason}]}`.
-pub async fn post_form(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>> {
+pub async fn post_form(
+    state: &AppState,
+    principal: &Principal,
+    req: Request<Incoming>,
+) -> Result<Response<Body>> {
     let (parts, body) = req.into_parts();
-    upload::check_declared_length(&parts.headers, &state.limits)?;
-    let form = multipart::store_form(&state.store, &parts.headers, body, state.limits).await?;
+    let limits = limits_for(state, principal);
+    upload::check_declared_length(&parts.headers, &limits)?;
+    let form = multipart::store_form(&state.store, principal, &parts.headers, body, limits).await?;
     let files: Vec<_> = form.stored.iter().map(file_json).collect();
     Ok(respond::json(
         StatusCode::CREATED,
         &json!({ "files": files, "skipped": form.skipped }),
     ))
+}
+
+/// The node's upload limits, with the size capped by the principal's `max_bytes`.
+fn limits_for(state: &AppState, principal: &Principal) -> Limits {
+    Limits {
+        max_size: access::upload_limit(principal, state.limits.max_size),
+        ..state.limits
+    }
 }

@@ -9,6 +9,7 @@
 //! background.
 #![forbid(unsafe_code)]
 
+mod access;
 mod conditional;
 mod cors;
 mod digest;

@@ -39,9 +39,7 @@ async fn main() -> anyhow::Result<()> {
         )
     })?;
     let addr = args.listen.unwrap_or(node.listen);
-    let state = AppState::start(&config, &node.id)
-        .await
-        .context("invalid [mongodb] settings")?;
+    let state = AppState::start(&args.config, &config, &node.id).await?;
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))?;

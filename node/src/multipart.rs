@@ -12,6 +12,7 @@ use http::HeaderMap;
 use http_body_util::BodyDataStream;
 use hyper::body::Incoming;
 use serde::Serialize;
+use speedbox_common::auth::{Principal, Scope};
 
 use crate::conditional::Preconditions;
 use crate::digest::Expected;
@@ -39,9 +40,12 @@ pub struct Skipped {
 /// Why a part with `filename=""` is skipped: a file input with no file chosen.
 pub const EMPTY_FILENAME: &str = "empty filename";
 
-/// Stores every file part of the form; fails if none is stored.
+/// Stores every file part of the form; fails if none is stored, and at the first part
+/// whose name `principal` may not write (403; the parts before it stay stored, as with a
+/// part whose name is invalid).
 pub async fn store_form(
     store: &Store,
+    principal: &Principal,
     headers: &HeaderMap,
     body: Incoming,
     limits: Limits,
@@ -82,6 +86,7 @@ pub async fn store_form(
             continue;
         }
         let name = check_name(filename)?;
+        principal.may(Scope::Write, Some(&name))?;
         let part_type = field.content_type().map(|m| m.to_string());
         let data = field.map_err(form_error);
         let info = store_stream(

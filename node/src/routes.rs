@@ -157,6 +157,8 @@ fn list_query(query: Option<&str>) -> Result<ListQuery> {
             "prefix" => out.prefix = value,
             "after" if !value.is_empty() => out.after = Some(value),
             "after" => {}
+            // The bearer token (RFC 6750 §2.3), read by access control.
+            "token" => {}
             "limit" => {
                 out.limit = value
                     .parse()

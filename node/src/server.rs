@@ -3,12 +3,14 @@
 //! response in one place.
 
 use std::convert::Infallible;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::json;
+use speedbox_common::auth::LiveAuth;
 use speedbox_common::config::ClusterConfig;
 use speedbox_common::headers::{X_REQUEST_ID, X_SPEEDBOX_NODE};
 use speedbox_common::request_id::request_id;
@@ -18,7 +20,7 @@ use crate::error::Result;
 use crate::routes::{self, Route};
 use crate::store::Store;
 use crate::upload::Limits;
-use crate::{cors, files, maintenance, respond, tus, Body};
+use crate::{access, cors, files, maintenance, respond, tus, Body};
 
 /// What every request handler shares.
 pub struct AppState {
@@ -27,15 +29,24 @@ pub struct AppState {
     pub limits: Limits,
     pub chunks_per_read: u64,
     pub tus: tus::Tus,
+    /// `[auth]` as the config file says now.
+    pub auth: Arc<LiveAuth>,
 }
 
 impl AppState {
-    /// Connects node `node_id` of `config` to its database, puts the indexes in place
-    /// (waiting a bounded time, see [`maintenance::indexes_at_start`]) and starts the
-    /// background sweeps.
+    /// Connects node `node_id` of `config` (read from `config_path`) to its database, puts
+    /// the indexes in place (waiting a bounded time, see
+    /// [`maintenance::indexes_at_start`]), and starts the background sweeps and the
+    /// watch on `[auth]`.
     ///
-    /// Errors: [`crate::error::NodeError`] when the `[mongodb]` settings are unusable.
-    pub async fn start(config: &ClusterConfig, node_id: &str) -> Result<Arc<Self>> {
+    /// Errors: [`StartError`] when a key file is unusable or the `[mongodb]` settings are.
+    pub async fn start(
+        config_path: &Path,
+        config: &ClusterConfig,
+        node_id: &str,
+    ) -> std::result::Result<Arc<Self>, StartError> {
+        let auth = Arc::new(LiveAuth::new(config_path, config).map_err(StartError::Auth)?);
+        tokio::spawn(Arc::clone(&auth).watch());
         let storage = &config.storage;
         let store = Store::connect(&config.mongodb, storage, node_id).await?;
         let indexes_ready = maintenance::indexes_at_start(&store).await;
@@ -67,6 +78,7 @@ impl AppState {
                 },
                 carry: Default::default(),
             },
+            auth,
         }))
     }
 }
@@ -115,23 +127,29 @@ pub async fn handle(
     .await
 }
 
-/// One handler per route.
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("[auth]: {}", .0.join("; "))]
+    Auth(Vec<String>),
+    #[error("invalid [mongodb] settings: {0}")]
+    Database(#[from] crate::error::NodeError),
+}
+
+/// Access control, then one handler per route.
 async fn dispatch(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>> {
-    let route = routes::parse(
-        req.method(),
-        req.headers(),
-        req.uri().path(),
-        req.uri().query(),
-    )?;
+    let (headers, uri) = (req.headers(), req.uri());
+    let route = routes::parse(req.method(), headers, uri.path(), uri.query())?;
+    let principal = &access::check(&state.auth.current(), &route, headers, uri.query())?;
     match route {
         Route::Preflight => cors::preflight(),
         Route::Health => health(&state.store, &state.node_id).await,
         Route::Get { name, head } => files::get(state, name, head, &req).await,
-        Route::Put(name) => files::put(state, name, req).await,
+        Route::Put(name) => files::put(state, principal, name, req).await,
         Route::Delete(name) => files::delete(state, name, &req).await,
-        Route::List(query) => files::list(state, &query).await,
-        Route::Multipart => files::post_form(state, req).await,
-        Route::Tus(route) => tus::handle(&state.store, &state.tus, route, req).await,
+        Route::List(query) => files::list(state, principal, query).await,
+        Route::Multipart => files::post_form(state, principal, req).await,
+        Route::Tus(route) => tus::handle(&state.store, &state.tus, principal, route, req).await,
     }
 }
 

@@ -8,6 +8,8 @@ pub struct ClusterBuilder {
     balancer: bool,
     balancer_toml: String,
     storage_toml: String,
+    extra_toml: String,
+    files: Vec<(String, Vec<u8>)>,
 }
 
 impl Cluster {
@@ -17,6 +19,8 @@ impl Cluster {
             balancer: false,
             balancer_toml: String::new(),
             storage_toml: String::new(),
+            extra_toml: String::new(),
+            files: Vec::new(),
         }
     }
 }
@@ -33,6 +37,17 @@ impl ClusterBuilder {
     /// Lines added to `[balancer]`, e.g. `"fall = 1\n"`.
     pub fn balancer_toml(mut self, lines: &str) -> Self {
         self.balancer_toml.push_str(lines);
+        self
+    }
+    /// Whole sections added to `cluster.toml`, e.g. `"[auth]\nenabled = true\n..."`.
+    pub fn extra_toml(mut self, text: &str) -> Self {
+        self.extra_toml.push_str(text);
+        self
+    }
+    /// A file written at `path` (relative to the cluster's directory, where `cluster.toml`
+    /// is) before anything starts, e.g. a key file.
+    pub fn file(mut self, path: &str, content: impl Into<Vec<u8>>) -> Self {
+        self.files.push((path.to_string(), content.into()));
         self
     }
     /// Lines added to `[storage]`, e.g. `"gc_grace_secs = 2\n"`.
@@ -62,6 +77,7 @@ impl ClusterBuilder {
             balancer_port: free_port(),
             balancer_toml: self.balancer_toml,
             storage_toml: self.storage_toml,
+            extra_toml: self.extra_toml,
             http: reqwest::Client::builder()
                 .no_proxy()
                 .pool_max_idle_per_host(0)
@@ -70,6 +86,9 @@ impl ClusterBuilder {
         };
         std::fs::create_dir_all(cluster.dir().join("logs")).expect("logs dir");
         let all: Vec<usize> = (0..self.nodes).collect();
+        for (path, content) in &self.files {
+            cluster.write_file(path, content);
+        }
         cluster.write_config(&all);
         cluster.start_db().await;
         for i in all {

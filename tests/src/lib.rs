@@ -41,6 +41,8 @@ pub struct Cluster {
     balancer_port: u16,
     balancer_toml: String,
     storage_toml: String,
+    /// Sections after `[storage]`, e.g. `[auth]`.
+    extra_toml: String,
     /// A client for the tests' requests (no proxy, no timeouts that would cut big bodies).
     pub http: reqwest::Client,
 }
@@ -100,8 +102,8 @@ impl Cluster {
         let mut text = format!(
             "[balancer]\nlisten = \"127.0.0.1:{}\"\nhealth_interval_ms = 200\nhealth_timeout_ms = 1000\n{}\n\
              [mongodb]\nuri = \"mongodb://127.0.0.1:{}\"\ndatabase = \"speedbox\"\nembedded = true\n\n\
-             [storage]\n{}\n",
-            self.balancer_port, self.balancer_toml, self.db_port, self.storage_toml
+             [storage]\n{}\n{}\n",
+            self.balancer_port, self.balancer_toml, self.db_port, self.storage_toml, self.extra_toml
         );
         for &i in nodes {
             let n = &self.nodes[i];
@@ -111,6 +113,26 @@ impl Cluster {
             ));
         }
         self.write_raw_config(&text);
+    }
+
+    /// Replaces the extra sections (see [`ClusterBuilder::extra_toml`]) and rewrites
+    /// `cluster.toml` with every node, as a live edit.
+    pub fn set_extra_toml(&mut self, text: &str) {
+        self.extra_toml = text.to_string();
+        let all: Vec<usize> = (0..self.nodes.len()).collect();
+        self.write_config(&all);
+    }
+
+    /// Writes `content` at `path` relative to the cluster's directory, atomically
+    /// (write, then rename), creating directories as needed.
+    pub fn write_file(&self, path: &str, content: &[u8]) {
+        let path = self.dir().join(path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).expect("create dir");
+        }
+        let tmp = path.with_extension("tmp-write");
+        std::fs::write(&tmp, content).expect("write file");
+        std::fs::rename(&tmp, &path).expect("rename file");
     }
 
     /// Replaces `cluster.toml` atomically (write, then rename), as editors do.
@@ -252,7 +274,9 @@ impl Cluster {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if let Ok(resp) = self.http.get(url).send().await {
-                if resp.status().is_success() {
+                // 401: `/_cluster` with access control on; the process answers, it is up.
+                if resp.status().is_success() || resp.status() == reqwest::StatusCode::UNAUTHORIZED
+                {
                     return;
                 }
             }

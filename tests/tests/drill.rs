@@ -1,7 +1,13 @@
 //! The operator's failover drill, on a small scale, against a cluster started the way users
 //! start it: `scripts/cluster up` under a real supervisord, then `scripts/cluster drill`.
+//! Access control is on, as in the repository's `cluster.toml`: `up` creates the key file,
+//! `scripts/cluster token` mints tokens, and status and the drill send their own.
 
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -31,6 +37,61 @@ fn cluster(config: &std::path::Path, args: &[&str]) -> (bool, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.success(), text)
+}
+
+/// `scripts/cluster token ARGS`: its stdout, which must be the answer alone on one line.
+fn token(config: &Path, args: &[&str]) -> String {
+    let out = Command::new(workspace_root().join("scripts/cluster"))
+        .arg("token")
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env("SPEEDBOX_PROFILE", "debug")
+        .env("SPEEDBOX_SKIP_SETUP", "1")
+        .output()
+        .expect("run scripts/cluster token");
+    let stdout = String::from_utf8(out.stdout).expect("utf-8");
+    assert!(
+        out.status.success(),
+        "scripts/cluster token {args:?} failed:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.lines().count(), 1, "{stdout:?}");
+    stdout.trim().to_owned()
+}
+
+/// The status code of one plain HTTP/1.1 request to `addr`, with `Authorization: Bearer
+/// <bearer>` when given.
+fn status_of(addr: &str, method: &str, path: &str, bearer: Option<&str>, body: &[u8]) -> u16 {
+    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let auth = bearer.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Content-Length: {}\r\n\
+         Connection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    let answer = String::from_utf8_lossy(&answer);
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("{method} {addr}{path}: no HTTP answer: {answer:?}"))
+}
+
+/// Unix permission bits of `path`.
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
 }
 
 /// What `scripts/cluster up` and `scripts/cluster status` print, read back: the supervisor's
@@ -71,10 +132,12 @@ fn drill_passes_on_a_supervised_cluster() {
     let dir = tempfile::tempdir().unwrap();
     let tag = format!("drill-{}", free_port());
     let config = dir.path().join(format!("{tag}.toml"));
+    let balancer = format!("127.0.0.1:{}", free_port());
     let mut text = format!(
-        "[balancer]\nlisten = \"127.0.0.1:{}\"\nhealth_interval_ms = 250\n\n\
-         [mongodb]\nuri = \"mongodb://127.0.0.1:{}\"\nembedded = true\ndata_dir = \"db\"\n\n",
-        free_port(),
+        "[balancer]\nlisten = \"{balancer}\"\nhealth_interval_ms = 250\n\n\
+         [mongodb]\nuri = \"mongodb://127.0.0.1:{}\"\nembedded = true\ndata_dir = \"db\"\n\n\
+         [auth]\nenabled = true\nkeys = [ {{ id = \"k1\", secret_file = \"secrets/k1.key\" }} ]\n\
+         anonymous = []\n\n",
         free_port()
     );
     let nodes: Vec<(String, String)> = (1..=3)
@@ -86,9 +149,23 @@ fn drill_passes_on_a_supervised_cluster() {
         ));
     }
     std::fs::write(&config, text).unwrap();
+    let key_file = dir.path().join("secrets/k1.key");
+    assert!(!key_file.exists());
     let down = Down(&config);
     let (ok, out) = cluster(&config, &["up"]);
     assert!(ok, "scripts/cluster up failed:\n{out}");
+    // `up` created the missing key: a random 64-hex-digit secret only its owner reads.
+    assert!(out.contains("created key k1"), "{out}");
+    let key = std::fs::read_to_string(&key_file).unwrap();
+    let key = key.trim_end();
+    assert!(
+        key.len() == 64 && key.bytes().all(|b| b.is_ascii_hexdigit()),
+        "the key file holds {} bytes, not 64 hex digits",
+        key.len()
+    );
+    assert_eq!(mode(&key_file), 0o600, "key file mode");
+    assert_eq!(mode(&dir.path().join("secrets")), 0o700, "secrets/ mode");
+    assert!(!out.contains(key), "up printed the secret");
     // Every program started under the supervisor, and the balancer lists every node at its
     // address (a node may still be on its way up: states are waited for below).
     let status = parse_status(&out);
@@ -131,6 +208,43 @@ fn drill_passes_on_a_supervised_cluster() {
         std::thread::sleep(Duration::from_millis(500));
     }
 
+    // `up` again on the running cluster keeps the key it made.
+    let (ok, out) = cluster(&config, &["up"]);
+    assert!(ok, "second scripts/cluster up failed:\n{out}");
+    assert!(!out.contains("created key"), "{out}");
+    assert_eq!(std::fs::read_to_string(&key_file).unwrap().trim_end(), key);
+
+    // Access control is on, through the balancer and at a node reached directly; /healthz
+    // stays open. Tokens from `scripts/cluster token` are accepted within their scope.
+    let node = nodes[0].1.as_str();
+    assert_eq!(
+        status_of(&balancer, "PUT", "/files/auth/x", None, b"x"),
+        401
+    );
+    assert_eq!(status_of(node, "PUT", "/files/auth/x", None, b"x"), 401);
+    assert_eq!(status_of(&balancer, "GET", "/_cluster", None, b""), 401);
+    assert_eq!(status_of(node, "GET", "/healthz", None, b""), 200);
+    let rw = token(&config, &["--scope", "read,write"]);
+    assert_eq!(rw.split('.').count(), 3, "not a JWT: {rw}");
+    let put = status_of(&balancer, "PUT", "/files/auth/x", Some(&rw), b"x");
+    assert_eq!(put, 201);
+    assert_eq!(status_of(node, "GET", "/files/auth/x", Some(&rw), b""), 200);
+    assert_eq!(
+        status_of(&balancer, "GET", "/_cluster", Some(&rw), b""),
+        403
+    );
+    let admin = token(&config, &["--scope", "admin", "--ttl", "5m"]);
+    assert_eq!(
+        status_of(&balancer, "GET", "/_cluster", Some(&admin), b""),
+        200
+    );
+    let page = token(&config, &["--page"]);
+    let page_token = page
+        .strip_prefix(&format!("http://{balancer}/#token="))
+        .unwrap_or_else(|| panic!("{page}"));
+    let listing = status_of(&balancer, "GET", "/files", Some(page_token), b"");
+    assert_eq!(listing, 200);
+
     let (ok, out) = cluster(
         &config,
         &[
@@ -147,6 +261,11 @@ fn drill_passes_on_a_supervised_cluster() {
     );
     assert!(ok, "drill failed:\n{out}");
     assert!(out.contains("drill PASSED"), "{out}");
+    // It passed with access control on, every request carrying its token.
+    assert!(out.contains("access control is on"), "{out}");
+    for refused in ["PUT 401", "PUT 403", "GET 401", "GET 403"] {
+        assert!(!out.contains(refused), "{out}");
+    }
     assert!(
         out.contains("\"acknowledged_files_lost_or_corrupt\": 0"),
         "{out}"

@@ -3,7 +3,10 @@
 //! and downloads byte-identical. The test leaves the screenshot it took in
 //! `target/test-artifacts/page-upload.png`.
 
+use std::path::Path;
 use std::process::Command;
+
+use speedbox_common::auth::{token, Claims, Key, KeyRing};
 
 use speedbox_tests::client::fetch;
 use speedbox_tests::{data, workspace_root, Cluster};
@@ -26,27 +29,7 @@ async fn a_file_uploaded_through_the_page_downloads_byte_identical() {
     // Taken into this run's new directory, so no earlier run's file can stand in for it.
     let screenshot = c.dir().join("page-upload.png");
     assert!(!screenshot.exists());
-    let out = tokio::task::spawn_blocking({
-        let (url, file, shot) = (c.balancer_url(), file.clone(), screenshot.clone());
-        move || {
-            Command::new(workspace_root().join(".venv/bin/python"))
-                .arg(workspace_root().join("tests/clients/browser_upload.py"))
-                .arg(url)
-                .arg(file)
-                .arg(shot)
-                .output()
-                .expect("run the browser")
-        }
-    })
-    .await
-    .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "browser run failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let seen: serde_json::Value = serde_json::from_str(stdout.trim()).expect("report");
+    let seen = browser_upload(c.balancer_url(), &file, &screenshot).await;
     let progress: Vec<f64> = seen["progress_seen"]
         .as_array()
         .unwrap()
@@ -79,6 +62,103 @@ async fn a_file_uploaded_through_the_page_downloads_byte_identical() {
 
     let got = fetch(&c, &c.balancer_url(), "holiday-video.bin").await;
     assert_eq!((got.len, got.sha256), (len, data::sha256(31, len)));
+}
+
+/// Runs `tests/clients/browser_upload.py`: uploads `file` through the page at `url` in
+/// headless Chromium; returns its report (`progress_seen`, `status`, `listed`).
+async fn browser_upload(url: String, file: &Path, screenshot: &Path) -> serde_json::Value {
+    let out = tokio::task::spawn_blocking({
+        let (file, shot) = (file.to_path_buf(), screenshot.to_path_buf());
+        move || {
+            Command::new(workspace_root().join(".venv/bin/python"))
+                .arg(workspace_root().join("tests/clients/browser_upload.py"))
+                .arg(url)
+                .arg(file)
+                .arg(shot)
+                .output()
+                .expect("run the browser")
+        }
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "browser run failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).expect("report")
+}
+
+/// With access control on, the page takes the token from the link `scripts/cluster token
+/// --page` prints and sends it on every call, tus included; the upload belongs to the
+/// token's principal.
+#[tokio::test]
+async fn the_page_uploads_with_the_token_its_link_carries() {
+    const KEY: &str = "page-key-0123456789abcdef0123456789abcdef0123456789abcdef01234567";
+    let c = Cluster::builder()
+        .nodes(1)
+        .balancer(true)
+        .file("secrets/k1.key", KEY)
+        .extra_toml(
+            "[auth]\nenabled = true\nkeys = [{ id = \"k1\", secret_file = \"secrets/k1.key\" }]\n",
+        )
+        .start()
+        .await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = Claims {
+        sub: "page-user".into(),
+        exp: now + 600,
+        nbf: None,
+        iat: None,
+        jti: None,
+        scope: "read write".into(),
+        prefix: String::new(),
+        max_bytes: None,
+    };
+    let keys = KeyRing::new(vec![Key::new("k1", KEY.as_bytes()).unwrap()]);
+    let token = token::mint(&keys, &claims).unwrap();
+    let listing = c
+        .http
+        .get(format!("{}/files", c.balancer_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listing.status(), 401, "the cluster is protected");
+
+    let len = 5 * MIB;
+    let file = c.dir().join("with-token.bin");
+    std::fs::write(&file, data::bytes(32, len)).unwrap();
+    let shot = c.dir().join("page-token.png");
+    let url = format!("{}/#token={token}", c.balancer_url());
+    let seen = browser_upload(url, &file, &shot).await;
+    assert!(
+        seen["status"].as_str().unwrap().starts_with("done"),
+        "{seen}"
+    );
+    assert_eq!(seen["listed"], true, "{seen}");
+    let resp = c
+        .http
+        .get(format!("{}/files/with-token.bin", c.balancer_url()))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let (got_len, sha) = data::drain(resp).await.unwrap();
+    assert_eq!((got_len, sha), (len, data::sha256(32, len)));
+    let upload = c
+        .db()
+        .await
+        .collection::<bson::Document>("fs.tus")
+        .find_one(bson::doc! {"name": "with-token.bin"})
+        .await
+        .unwrap()
+        .expect("the tus upload's state, kept until it expires");
+    assert_eq!(upload.get_str("owner").unwrap(), "page-user");
 }
 
 /// A big-endian `u32` of a PNG's IHDR chunk: the width at byte 16, the height at 20.

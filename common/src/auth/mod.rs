@@ -8,12 +8,14 @@
 //! rule is unit-tested without a socket.
 
 pub mod keys;
+pub mod live;
 pub mod scope;
 pub mod token;
 
 use http::HeaderMap;
 
 pub use keys::{Key, KeyRing};
+pub use live::LiveAuth;
 pub use scope::{Scope, Scopes};
 pub use token::Claims;
 
@@ -41,6 +43,16 @@ impl AuthError {
         match self {
             AuthError::Forbidden(_) => http::StatusCode::FORBIDDEN,
             _ => http::StatusCode::UNAUTHORIZED,
+        }
+    }
+
+    /// The `WWW-Authenticate` challenge a 401 carries (RFC 6750 §3), with
+    /// `error="invalid_token"` when a token was sent but proves nothing; `None` for a 403.
+    pub fn challenge(&self) -> Option<&'static str> {
+        match self {
+            AuthError::Forbidden(_) => None,
+            AuthError::Missing => Some("Bearer realm=\"speedbox\""),
+            _ => Some("Bearer realm=\"speedbox\", error=\"invalid_token\""),
         }
     }
 }
@@ -131,6 +143,8 @@ pub struct Authenticator {
     enabled: bool,
     keys: KeyRing,
     anonymous: Scopes,
+    /// The `secret_file`s of `[auth] keys`, watched for changes.
+    key_files: Vec<String>,
 }
 
 impl Authenticator {
@@ -140,6 +154,7 @@ impl Authenticator {
             enabled: false,
             keys: KeyRing::default(),
             anonymous: Scopes::ALL,
+            key_files: Vec::new(),
         }
     }
 
@@ -148,7 +163,18 @@ impl Authenticator {
             enabled: true,
             keys,
             anonymous,
+            key_files: Vec::new(),
         }
+    }
+
+    /// Remembers the key files `auth` names, so a watcher sees them change.
+    pub fn with_files(mut self, auth: Option<&crate::config::AuthConfig>) -> Authenticator {
+        self.key_files = live::key_files(auth);
+        self
+    }
+
+    pub fn key_files(&self) -> &[String] {
+        &self.key_files
     }
 
     pub fn enabled(&self) -> bool {

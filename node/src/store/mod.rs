@@ -42,7 +42,7 @@ mod writer;
 
 pub use chunker::Chunker;
 pub use names::{Guard, ListQuery};
-pub use tus::{Acquired, TusUpload, LEASE_TTL};
+pub use tus::{Acquired, NewUpload, TusUpload, LEASE_TTL};
 pub use tus_finish::Terminated;
 pub use writer::ChunkWriter;
 

@@ -59,6 +59,23 @@ pub struct TusUpload {
     /// follows it proves whose the token is.
     #[serde(default)]
     pub lease_holder: Option<ObjectId>,
+    /// The principal (token `sub`) that created it: only it (or an admin) may continue,
+    /// inspect or terminate it. `None` when created without a token.
+    #[serde(default)]
+    pub owner: Option<String>,
+}
+
+/// What a new upload starts from.
+pub struct NewUpload {
+    pub id: String,
+    pub name: String,
+    pub content_type: Option<String>,
+    /// The client's `Upload-Metadata`, as sent.
+    pub metadata: String,
+    /// Bytes.
+    pub length: i64,
+    pub expires_in: Duration,
+    pub owner: Option<String>,
 }
 
 /// A lease outlives its node by at most this: then any node may continue the upload.
@@ -91,15 +108,16 @@ pub(super) fn after(d: Duration) -> DateTime {
 
 impl Store {
     /// Creates the state of a new upload of `length` bytes.
-    pub async fn tus_create(
-        &self,
-        id: String,
-        name: String,
-        content_type: Option<String>,
-        metadata: String,
-        length: i64,
-        expires_in: Duration,
-    ) -> Result<TusUpload> {
+    pub async fn tus_create(&self, new: NewUpload) -> Result<TusUpload> {
+        let NewUpload {
+            id,
+            name,
+            content_type,
+            metadata,
+            length,
+            expires_in,
+            owner,
+        } = new;
         let upload = TusUpload {
             id,
             file_id: ObjectId::new(),
@@ -122,6 +140,7 @@ impl Store {
             complete: length == 0,
             done: false,
             lease_holder: None,
+            owner,
         };
         self.tus.insert_one(&upload).await?;
         Ok(upload)

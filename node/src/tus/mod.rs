@@ -17,7 +17,10 @@ use crate::error::{NodeError, Result};
 use crate::name::check_name;
 use crate::respond;
 use crate::routes::TusRoute;
-use crate::store::{Acquired, Store, Terminated, TusUpload, LEASE_TTL};
+use speedbox_common::auth::{AuthError, Principal, Scope};
+
+use crate::access::upload_limit;
+use crate::store::{Acquired, NewUpload, Store, Terminated, TusUpload, LEASE_TTL};
 use crate::Body;
 
 mod carry;
@@ -89,16 +92,20 @@ pub fn add_headers(status: StatusCode, headers: &mut HeaderMap) {
 pub async fn handle(
     store: &Store,
     tus: &Tus,
+    principal: &Principal,
     route: TusRoute,
     req: Request<Incoming>,
 ) -> Result<Response<Body>> {
     if route != TusRoute::Options {
         check_version(req.headers())?;
     }
+    if let TusRoute::Head(id) | TusRoute::Patch(id) | TusRoute::Delete(id) = &route {
+        check_owner(store, principal, id).await?;
+    }
     let (parts, body) = req.into_parts();
     match route {
         TusRoute::Options => options(&tus.limits),
-        TusRoute::Create => create(store, &parts.headers, body, tus).await,
+        TusRoute::Create => create(store, principal, &parts.headers, body, tus).await,
         TusRoute::Head(id) => head(store, &id).await,
         TusRoute::Patch(id) => patch(store, &id, &parts.headers, body, tus).await,
         TusRoute::Delete(id) => terminate(store, &id).await,
@@ -117,8 +124,27 @@ fn options(limits: &TusLimits) -> Result<Response<Body>> {
 }
 
 /// `POST /uploads`: creation, optionally with the first bytes.
+/// An upload URL alone is not a capability: only the principal that created the upload,
+/// or an admin, may inspect, continue or terminate it (403 otherwise). With access control
+/// off every request is an admin, and this costs no read.
+async fn check_owner(store: &Store, principal: &Principal, id: &str) -> Result<()> {
+    if principal.is_admin() {
+        return Ok(());
+    }
+    let upload = store
+        .tus_get(id)
+        .await?
+        .ok_or_else(|| NodeError::NotFound(format!("upload {id}")))?;
+    if upload.owner == principal.sub {
+        Ok(())
+    } else {
+        Err(AuthError::Forbidden(format!("upload {id} belongs to another principal")).into())
+    }
+}
+
 async fn create(
     store: &Store,
+    principal: &Principal,
     headers: &HeaderMap,
     body: Incoming,
     tus: &Tus,
@@ -131,10 +157,9 @@ async fn create(
     }
     let length =
         header_u64(headers, "upload-length")?.ok_or_else(|| bad("Upload-Length is required"))?;
-    if length > limits.max_size {
-        return Err(NodeError::TooLarge {
-            limit: limits.max_size,
-        });
+    let max_size = upload_limit(principal, limits.max_size);
+    if length > max_size {
+        return Err(NodeError::TooLarge { limit: max_size });
     }
     let raw_metadata = header_str(headers, "upload-metadata")
         .unwrap_or("")
@@ -153,16 +178,18 @@ async fn create(
         Some(name) => check_name(name)?,
         None => format!("uploads/{id}"),
     };
+    principal.may(Scope::Write, Some(&name))?;
     let content_type = text("filetype")?.filter(|t| !t.is_empty());
     let upload = store
-        .tus_create(
+        .tus_create(NewUpload {
             id,
             name,
             content_type,
-            raw_metadata,
-            length as i64,
-            limits.expires_after,
-        )
+            metadata: raw_metadata,
+            length: length as i64,
+            expires_in: limits.expires_after,
+            owner: principal.sub.clone(),
+        })
         .await?;
     tracing::info!(upload = %upload.id, file = %upload.name, length, "tus upload created");
     let with_data = header_str(headers, header::CONTENT_TYPE.as_str()) == Some(OFFSET_OCTET_STREAM);

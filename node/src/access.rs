@@ -1,0 +1,157 @@
+//! Access control on the node: which scope each [`Route`] needs, and the principal a
+//! request proves (see [`speedbox_common::auth`]). Every node checks every request itself,
+//! so a node reached directly is as protected as the balancer.
+//!
+//! Routes that name a file are checked here against that name; the rest of the rules live
+//! where the name or owner becomes known: each form part's name ([`crate::multipart`]), a
+//! tus upload's `filename` and owner ([`crate::tus`]), a listing's prefix
+//! ([`narrow_listing`]), the size limit ([`upload_limit`]).
+
+use http::HeaderMap;
+use speedbox_common::auth::{bearer, Authenticator, Principal, Scope};
+
+use crate::error::Result;
+use crate::routes::{ListQuery, Route, TusRoute};
+
+/// What a route needs before its handler runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule<'a> {
+    /// Anyone: health checks, CORS preflights, tus discovery.
+    Open,
+    /// `scope` on the named file, or on no one name (checked further by the handler).
+    Need(Scope, Option<&'a str>),
+}
+
+/// The rule of `route`.
+pub fn rule(route: &Route) -> Rule<'_> {
+    match route {
+        Route::Preflight | Route::Health | Route::Tus(TusRoute::Options) => Rule::Open,
+        Route::Get { name, .. } => Rule::Need(Scope::Read, Some(name)),
+        Route::Put(name) => Rule::Need(Scope::Write, Some(name)),
+        Route::Delete(name) => Rule::Need(Scope::Delete, Some(name)),
+        Route::List(_) => Rule::Need(Scope::Read, None),
+        Route::Multipart | Route::Tus(_) => Rule::Need(Scope::Write, None),
+    }
+}
+
+/// The principal of a request to `route`, refused (401/403) unless it may take the route.
+/// An open route needs no token and ignores one.
+pub fn check(
+    auth: &Authenticator,
+    route: &Route,
+    headers: &HeaderMap,
+    query: Option<&str>,
+) -> Result<Principal> {
+    match rule(route) {
+        Rule::Open => Ok(Principal::open()),
+        Rule::Need(scope, name) => {
+            let principal = auth.authenticate(bearer(headers, query)?)?;
+            principal.may(scope, name)?;
+            Ok(principal)
+        }
+    }
+}
+
+/// Narrows a listing to the names `principal` covers; `false` when it can see none of the
+/// names the query asks for.
+pub fn narrow_listing(query: &mut ListQuery, principal: &Principal) -> bool {
+    let covered = &principal.prefix;
+    if query.prefix.starts_with(covered.as_str()) {
+        true
+    } else if covered.starts_with(query.prefix.as_str()) {
+        query.prefix = covered.clone();
+        true
+    } else {
+        false
+    }
+}
+
+/// The largest upload `principal` may make under the node's own `limit`, in bytes.
+pub fn upload_limit(principal: &Principal, limit: u64) -> u64 {
+    principal.max_bytes.map_or(limit, |m| m.min(limit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use speedbox_common::auth::Scopes;
+
+    fn principal(prefix: &str) -> Principal {
+        Principal {
+            sub: Some("a".into()),
+            scopes: Scopes::parse("read").unwrap(),
+            prefix: prefix.into(),
+            max_bytes: Some(10),
+            jti: None,
+            authenticated: true,
+        }
+    }
+
+    #[test]
+    fn every_route_has_its_rule() {
+        let name = || "a/b".to_string();
+        let cases = [
+            (Route::Preflight, Rule::Open),
+            (Route::Health, Rule::Open),
+            (Route::Tus(TusRoute::Options), Rule::Open),
+            (
+                Route::Get {
+                    name: name(),
+                    head: true,
+                },
+                Rule::Need(Scope::Read, Some("a/b")),
+            ),
+            (Route::Put(name()), Rule::Need(Scope::Write, Some("a/b"))),
+            (
+                Route::Delete(name()),
+                Rule::Need(Scope::Delete, Some("a/b")),
+            ),
+            (
+                Route::List(ListQuery::default()),
+                Rule::Need(Scope::Read, None),
+            ),
+            (Route::Multipart, Rule::Need(Scope::Write, None)),
+            (Route::Tus(TusRoute::Create), Rule::Need(Scope::Write, None)),
+            (
+                Route::Tus(TusRoute::Head("x".into())),
+                Rule::Need(Scope::Write, None),
+            ),
+            (
+                Route::Tus(TusRoute::Patch("x".into())),
+                Rule::Need(Scope::Write, None),
+            ),
+            (
+                Route::Tus(TusRoute::Delete("x".into())),
+                Rule::Need(Scope::Write, None),
+            ),
+        ];
+        for (route, want) in &cases {
+            assert_eq!(rule(route), *want, "{route:?}");
+        }
+    }
+
+    #[test]
+    fn a_listing_sees_only_what_the_token_covers() {
+        let mut q = ListQuery {
+            prefix: "alice/videos/".into(),
+            ..ListQuery::default()
+        };
+        assert!(narrow_listing(&mut q, &principal("alice/")));
+        assert_eq!(q.prefix, "alice/videos/");
+        let mut q = ListQuery::default();
+        assert!(narrow_listing(&mut q, &principal("alice/")));
+        assert_eq!(q.prefix, "alice/");
+        let mut q = ListQuery {
+            prefix: "bob/".into(),
+            ..ListQuery::default()
+        };
+        assert!(!narrow_listing(&mut q, &principal("alice/")));
+    }
+
+    #[test]
+    fn the_smaller_upload_limit_wins() {
+        assert_eq!(upload_limit(&principal(""), 100), 10);
+        assert_eq!(upload_limit(&principal(""), 5), 5);
+        assert_eq!(upload_limit(&Principal::open(), 100), 100);
+    }
+}

@@ -1,0 +1,582 @@
+//! Access control (issue 13), real processes: every node checks every request itself, the
+//! same through the balancer and direct; tokens that prove nothing are 401, tokens that do
+//! not cover the request 403, and nothing a refused request sent is stored.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use reqwest::StatusCode;
+use speedbox_common::auth::{token, Claims, Key, KeyRing};
+use speedbox_tests::client::{error_of, file_url, put_with};
+use speedbox_tests::{eventually, Cluster};
+
+const K1: &str = "k1-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd";
+const K2: &str = "k2-fedcba9876543210fedcba9876543210fedcba9876543210fedcba98765432";
+
+fn auth_toml(keys: &[&str], anonymous: &str) -> String {
+    let keys: Vec<String> = keys
+        .iter()
+        .map(|id| format!("{{ id = \"{id}\", secret_file = \"secrets/{id}.key\" }}"))
+        .collect();
+    format!(
+        "[auth]\nenabled = true\nkeys = [{}]\nanonymous = [{anonymous}]\n",
+        keys.join(", ")
+    )
+}
+
+async fn start(nodes: usize, anonymous: &str) -> Cluster {
+    Cluster::builder()
+        .nodes(nodes)
+        .balancer(true)
+        // A trailing newline, as editors leave it: not part of the key.
+        .file("secrets/k1.key", format!("{K1}\n"))
+        .file("secrets/k2.key", K2)
+        .extra_toml(&auth_toml(&["k1"], anonymous))
+        .start()
+        .await
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn claims(sub: &str, scope: &str, prefix: &str) -> Claims {
+    Claims {
+        sub: sub.into(),
+        exp: now() + 3600,
+        nbf: None,
+        iat: Some(now()),
+        jti: None,
+        scope: scope.into(),
+        prefix: prefix.into(),
+        max_bytes: None,
+    }
+}
+
+fn mint_with(key_id: &str, secret: &str, claims: &Claims) -> String {
+    let ring = KeyRing::new(vec![Key::new(key_id, secret.as_bytes()).unwrap()]);
+    token::mint(&ring, claims).unwrap()
+}
+
+fn mint(claims: &Claims) -> String {
+    mint_with("k1", K1, claims)
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+/// Every base a client may use: the balancer and each node directly.
+fn bases(c: &Cluster, nodes: usize) -> Vec<String> {
+    std::iter::once(c.balancer_url())
+        .chain((0..nodes).map(|i| c.node_url(i)))
+        .collect()
+}
+
+#[tokio::test]
+async fn requests_without_a_valid_token_are_401_everywhere() {
+    let c = start(2, "").await;
+    let admin = mint(&claims("root", "read write delete admin", ""));
+    let r = put_with(
+        &c,
+        &c.balancer_url(),
+        "a.txt",
+        "hello",
+        &[("authorization", &bearer(&admin))],
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+
+    let expired = mint(&Claims {
+        exp: now() - 120,
+        ..claims("a", "read", "")
+    });
+    let early = mint(&Claims {
+        nbf: Some(now() + 600),
+        ..claims("a", "read", "")
+    });
+    let other_key = mint_with("k1", K2, &claims("a", "read", ""));
+    let unknown_kid = mint_with("k9", K1, &claims("a", "read", ""));
+    // A narrow token's payload swapped for a wider one's, its signature kept.
+    let narrow = mint(&claims("a", "read", "b/"));
+    let wide = mint(&claims("a", "read", ""));
+    let part = |t: &str, i: usize| t.split('.').nth(i).unwrap().to_string();
+    let tampered = format!(
+        "{}.{}.{}",
+        part(&narrow, 0),
+        part(&wide, 1),
+        part(&narrow, 2)
+    );
+    let cases: Vec<(&str, Option<String>, &str)> = vec![
+        ("no token", None, "token is required"),
+        ("not a JWT", Some(bearer("abc.def.ghi")), "malformed"),
+        ("basic auth", Some("Basic dXNlcjpwYXNz".into()), "Bearer"),
+        ("expired", Some(bearer(&expired)), "expired"),
+        ("not yet valid", Some(bearer(&early)), "not valid yet"),
+        (
+            "signed by another secret",
+            Some(bearer(&other_key)),
+            "signature",
+        ),
+        (
+            "unknown key",
+            Some(bearer(&unknown_kid)),
+            "unknown or revoked key",
+        ),
+        ("tampered", Some(bearer(&tampered)), "invalid token"),
+    ];
+    for base in bases(&c, 2) {
+        for (what, auth, says) in &cases {
+            let mut req = c.http.get(file_url(&base, "a.txt"));
+            if let Some(auth) = auth {
+                req = req.header("authorization", auth);
+            }
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{what} at {base}");
+            let challenge = resp.headers()["www-authenticate"]
+                .to_str()
+                .unwrap()
+                .to_string();
+            assert!(
+                challenge.starts_with("Bearer realm=\"speedbox\""),
+                "{challenge}"
+            );
+            let msg = error_of(resp).await;
+            assert!(msg.contains(says), "{what} at {base}: {msg}");
+            if let Some(auth) = auth {
+                assert!(
+                    !msg.contains(auth.trim_start_matches("Bearer ")),
+                    "{what} echoes the token"
+                );
+            }
+        }
+        // Open routes stay open; a preflight allows Authorization.
+        let health = c.http.get(format!("{base}/healthz")).send().await.unwrap();
+        assert_eq!(health.status(), StatusCode::OK, "{base}");
+        let preflight = c
+            .http
+            .request(reqwest::Method::OPTIONS, file_url(&base, "a.txt"))
+            .header("origin", "https://app.example")
+            .header("access-control-request-method", "PUT")
+            .header("access-control-request-headers", "authorization")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(preflight.status(), StatusCode::NO_CONTENT, "{base}");
+        let allowed = preflight.headers()["access-control-allow-headers"]
+            .to_str()
+            .unwrap();
+        assert!(allowed.contains("authorization"), "{allowed}");
+        // The same valid token works everywhere, as a header or in the query.
+        let resp = c
+            .http
+            .get(format!("{}?token={admin}", file_url(&base, "a.txt")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{base}");
+        assert_eq!(resp.text().await.unwrap(), "hello");
+    }
+}
+
+#[tokio::test]
+async fn scope_and_prefix_decide_every_route_and_a_refusal_stores_nothing() {
+    let c = start(1, "").await;
+    let admin = bearer(&mint(&claims("root", "read write delete admin", "")));
+    let alice = bearer(&mint(&claims("alice", "read write", "alice/")));
+    for base in bases(&c, 1) {
+        let put = |name: &'static str, who: &str, body: &'static str| {
+            let who = who.to_string();
+            let base = base.clone();
+            let c = &c;
+            async move {
+                put_with(c, &base, name, body, &[("authorization", &who)])
+                    .await
+                    .status()
+            }
+        };
+        assert_eq!(put("bob/b.txt", &admin, "bob's").await, StatusCode::CREATED);
+        assert_eq!(
+            put("alice/a.txt", &alice, "alice's").await,
+            StatusCode::CREATED
+        );
+        // Outside the prefix: 403 and nothing stored or replaced.
+        assert_eq!(
+            put("bob/b.txt", &alice, "overwritten").await,
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            put("bob/new.txt", &alice, "new").await,
+            StatusCode::FORBIDDEN
+        );
+        let get = |name: &'static str, who: &str| {
+            c.http
+                .get(file_url(&base, name))
+                .header("authorization", who.to_string())
+                .send()
+        };
+        let resp = get("bob/b.txt", &admin).await.unwrap();
+        assert_eq!(resp.text().await.unwrap(), "bob's");
+        assert_eq!(
+            get("bob/new.txt", &admin).await.unwrap().status(),
+            StatusCode::NOT_FOUND
+        );
+        assert_eq!(
+            get("bob/b.txt", &alice).await.unwrap().status(),
+            StatusCode::FORBIDDEN
+        );
+        let download = c
+            .http
+            .get(format!("{base}/download?filename=bob%2Fb.txt"))
+            .header("authorization", &alice)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(download.status(), StatusCode::FORBIDDEN);
+        let msg = error_of(download).await;
+        assert!(msg.contains("\"alice/\""), "{msg}");
+        // No delete scope: 403, the file stays.
+        let del = c
+            .http
+            .delete(file_url(&base, "alice/a.txt"))
+            .header("authorization", &alice)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(del.status(), StatusCode::FORBIDDEN);
+        assert!(error_of(del).await.contains("delete scope"));
+        assert_eq!(
+            get("alice/a.txt", &alice).await.unwrap().status(),
+            StatusCode::OK
+        );
+        // A listing shows only what the token covers, whatever prefix it asks for.
+        for query in ["", "prefix=b", "prefix=alice%2F"] {
+            let resp = c
+                .http
+                .get(format!("{base}/files?{query}"))
+                .header("authorization", &alice)
+                .send()
+                .await
+                .unwrap();
+            let v: serde_json::Value = resp.json().await.unwrap();
+            let names: Vec<&str> = v["files"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f["name"].as_str().unwrap())
+                .collect();
+            let want: &[&str] = if query == "prefix=b" {
+                &[]
+            } else {
+                &["alice/a.txt"]
+            };
+            assert_eq!(names, want, "{query}");
+        }
+        // A form with a part outside the prefix is refused at that part.
+        let form = reqwest::multipart::Form::new().part(
+            "f",
+            reqwest::multipart::Part::bytes(b"x".to_vec()).file_name("bob/form.txt"),
+        );
+        let resp = c
+            .http
+            .post(format!("{base}/upload"))
+            .header("authorization", &alice)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            get("bob/form.txt", &admin).await.unwrap().status(),
+            StatusCode::NOT_FOUND
+        );
+        // Clean up for the next base.
+        for name in ["bob/b.txt", "alice/a.txt"] {
+            let resp = c
+                .http
+                .delete(file_url(&base, name))
+                .header("authorization", &admin)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+        }
+    }
+}
+
+#[tokio::test]
+async fn max_bytes_caps_every_kind_of_upload() {
+    let c = start(1, "").await;
+    let admin = bearer(&mint(&claims("root", "read admin", "")));
+    let small = bearer(&mint(&Claims {
+        max_bytes: Some(1000),
+        ..claims("s", "read write", "")
+    }));
+    let base = c.balancer_url();
+    let over = vec![7u8; 1001];
+    let resp = put_with(&c, &base, "big", over.clone(), &[("authorization", &small)]).await;
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // Without Content-Length the limit holds while streaming.
+    let chunks = futures::stream::iter(
+        over.chunks(100)
+            .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
+            .collect::<Vec<_>>(),
+    );
+    let resp = c
+        .http
+        .put(file_url(&base, "big-chunked"))
+        .header("authorization", &small)
+        .body(reqwest::Body::wrap_stream(chunks))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    for name in ["big", "big-chunked"] {
+        let resp = c
+            .http
+            .get(file_url(&base, name))
+            .header("authorization", &admin)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{name} was stored");
+    }
+    let resp = put_with(
+        &c,
+        &base,
+        "fits",
+        vec![7u8; 1000],
+        &[("authorization", &small)],
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let tus = c
+        .http
+        .post(format!("{base}/uploads"))
+        .header("authorization", &small)
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", "1001")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tus.status(), StatusCode::PAYLOAD_TOO_LARGE);
+}
+
+#[tokio::test]
+async fn a_tus_upload_belongs_to_its_creator() {
+    let c = start(1, "").await;
+    let alice = bearer(&mint(&claims("alice", "read write", "")));
+    let mallory = bearer(&mint(&claims("mallory", "read write delete", "")));
+    let admin = bearer(&mint(&claims("root", "read write delete admin", "")));
+    let base = c.balancer_url();
+    let created = c
+        .http
+        .post(format!("{base}/uploads"))
+        .header("authorization", &alice)
+        .header("tus-resumable", "1.0.0")
+        .header("upload-length", "6")
+        .header("upload-metadata", "filename dHVzLnR4dA==")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), StatusCode::CREATED);
+    let location = created.headers()["location"].to_str().unwrap().to_string();
+    let path = &location[location.find("/uploads/").unwrap()..];
+    let url = format!("{base}{path}");
+    let patch = |who: String, offset: u64, body: &'static [u8]| {
+        c.http
+            .patch(&url)
+            .header("authorization", who)
+            .header("tus-resumable", "1.0.0")
+            .header("upload-offset", offset)
+            .header("content-type", "application/offset+octet-stream")
+            .body(body)
+            .send()
+    };
+    // An upload URL alone is not a capability.
+    let head = c
+        .http
+        .head(&url)
+        .header("authorization", &mallory)
+        .header("tus-resumable", "1.0.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        patch(mallory.clone(), 0, b"evil!!").await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    let del = c
+        .http
+        .delete(&url)
+        .header("authorization", &mallory)
+        .header("tus-resumable", "1.0.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(del.status(), StatusCode::FORBIDDEN);
+    let no_token = c
+        .http
+        .head(&url)
+        .header("tus-resumable", "1.0.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_token.status(), StatusCode::UNAUTHORIZED);
+    // Its creator continues it; an admin may look.
+    assert_eq!(
+        patch(alice.clone(), 0, b"abc").await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    let head = c
+        .http
+        .head(&url)
+        .header("authorization", &admin)
+        .header("tus-resumable", "1.0.0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.headers()["upload-offset"], "3");
+    assert_eq!(
+        patch(alice.clone(), 3, b"def").await.unwrap().status(),
+        StatusCode::NO_CONTENT
+    );
+    let file = c
+        .http
+        .get(file_url(&base, "tus.txt"))
+        .header("authorization", &alice)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(file.text().await.unwrap(), "abcdef");
+}
+
+#[tokio::test]
+async fn anonymous_scopes_open_reading_only() {
+    let c = start(1, "\"read\"").await;
+    let writer = bearer(&mint(&claims("w", "write", "")));
+    let base = c.balancer_url();
+    let resp = put_with(
+        &c,
+        &base,
+        "public.txt",
+        "for everyone",
+        &[("authorization", &writer)],
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let resp = c
+        .http
+        .get(file_url(&base, "public.txt"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.text().await.unwrap(), "for everyone");
+    let resp = put_with(&c, &base, "public.txt", "defaced", &[]).await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    // A bad token is refused even where no token would do: the client learns it is bad.
+    let resp = c
+        .http
+        .get(file_url(&base, "public.txt"))
+        .header("authorization", "Bearer x.y.z")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn keys_rotate_and_a_removed_key_is_revoked_on_every_node_by_a_live_edit() {
+    let mut c = start(2, "").await;
+    let old = bearer(&mint(&claims("a", "read write", "")));
+    let new = bearer(&mint_with("k2", K2, &claims("a", "read write", "")));
+    let base = c.balancer_url();
+    let resp = put_with(&c, &base, "r.txt", "rotating", &[("authorization", &old)]).await;
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let urls: Vec<String> = bases(&c, 2).iter().map(|b| file_url(b, "r.txt")).collect();
+    let http = c.http.clone();
+    let status_everywhere = move |token: String| {
+        let (urls, http) = (urls.clone(), http.clone());
+        async move {
+            let mut out = Vec::new();
+            for url in urls {
+                out.push(
+                    http.get(&url)
+                        .header("authorization", &token)
+                        .send()
+                        .await
+                        .unwrap()
+                        .status(),
+                );
+            }
+            out
+        }
+    };
+    assert!(status_everywhere(new.clone())
+        .await
+        .iter()
+        .all(|s| *s == StatusCode::UNAUTHORIZED));
+    // Rotation: k2 signs new tokens, k1's still work.
+    c.set_extra_toml(&auth_toml(&["k2", "k1"], ""));
+    eventually(Duration::from_secs(5), "k2 accepted everywhere", || {
+        let f = status_everywhere(new.clone());
+        async move { f.await.iter().all(|s| *s == StatusCode::OK) }
+    })
+    .await;
+    assert!(status_everywhere(old.clone())
+        .await
+        .iter()
+        .all(|s| *s == StatusCode::OK));
+    // Removal: k1's tokens are revoked.
+    c.set_extra_toml(&auth_toml(&["k2"], ""));
+    eventually(Duration::from_secs(5), "k1 refused everywhere", || {
+        let f = status_everywhere(old.clone());
+        async move { f.await.iter().all(|s| *s == StatusCode::UNAUTHORIZED) }
+    })
+    .await;
+    assert!(status_everywhere(new.clone())
+        .await
+        .iter()
+        .all(|s| *s == StatusCode::OK));
+    // A replaced key file counts as a new secret: k2's old tokens die with it.
+    c.write_file("secrets/k2.key", K1.as_bytes());
+    eventually(
+        Duration::from_secs(5),
+        "old k2 secret refused everywhere",
+        || {
+            let f = status_everywhere(new.clone());
+            async move { f.await.iter().all(|s| *s == StatusCode::UNAUTHORIZED) }
+        },
+    )
+    .await;
+    // A key listed before its file exists is taken as soon as the file appears.
+    const K3: &str = "k3-00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    c.set_extra_toml(&auth_toml(&["k3", "k2"], ""));
+    let third = bearer(&mint_with("k3", K3, &claims("a", "read", "")));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(status_everywhere(third.clone())
+        .await
+        .iter()
+        .all(|s| *s == StatusCode::UNAUTHORIZED));
+    c.write_file("secrets/k3.key", K3.as_bytes());
+    eventually(
+        Duration::from_secs(5),
+        "k3 accepted everywhere once its file exists",
+        || {
+            let f = status_everywhere(third.clone());
+            async move { f.await.iter().all(|s| *s == StatusCode::OK) }
+        },
+    )
+    .await;
+    // A broken edit keeps the running keys.
+    c.write_file("secrets/k2.key", b"short");
+    let fresh = bearer(&mint_with("k2", K1, &claims("a", "read", "")));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(status_everywhere(fresh)
+        .await
+        .iter()
+        .all(|s| *s == StatusCode::OK));
+}
