@@ -97,6 +97,34 @@ async fn a_patch_must_start_at_the_offset_and_carry_offset_octet_stream() {
     assert_eq!(offset_of(&t.head(&url).await), 1500);
 }
 
+/// A refused PATCH (wrong offset, bad checksum) frees the upload's lease before its answer
+/// goes out: the client's next PATCH, sent the moment it reads the refusal, finds the lease
+/// free instead of getting 423.
+#[tokio::test]
+async fn a_refused_patch_frees_the_lease_before_it_answers() {
+    let c = node().await;
+    let t = client(&c);
+    let rounds = 30u64;
+    let content = data::bytes(29, rounds);
+    let url = t.create(rounds, "refused.bin").await;
+    for offset in 0..rounds {
+        let i = offset as usize;
+        let refused = t.patch(&url, offset + 1, content[i..i + 1].to_vec()).await;
+        assert_eq!(refused.status(), StatusCode::CONFLICT, "round {offset}");
+        let wrong = "sha1 Kq5sNclPz7QV2+lfQIuc6R7oRu0=";
+        let refused = t
+            .patch_checked(&url, offset, content[i..i + 1].to_vec(), wrong)
+            .await;
+        assert_eq!(refused.status().as_u16(), 460, "round {offset}");
+        let resp = t.patch(&url, offset, content[i..i + 1].to_vec()).await;
+        assert_eq!(resp.status(), StatusCode::NO_CONTENT, "round {offset}");
+    }
+    assert_eq!(
+        fetch_bytes(&c, &c.node_url(0), "refused.bin").await,
+        content
+    );
+}
+
 #[tokio::test]
 async fn a_checksum_mismatch_discards_the_patch() {
     let c = node().await;
