@@ -7,11 +7,22 @@
 //! tus upload's `filename` and owner ([`crate::tus`]), a listing's prefix
 //! ([`narrow_listing`]), the size limit ([`upload_limit`]).
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
 use http::HeaderMap;
-use speedbox_common::auth::{bearer, Authenticator, Principal, Scope};
+use speedbox_common::auth::{
+    bearer, Authenticator, LiveAuth, Principal, Revocation, Revocations, Scope,
+};
 
 use crate::error::Result;
 use crate::routes::{ListQuery, Route, TusRoute};
+use crate::store::Store;
+
+/// How often each node reads the revocations: a token revoked on one node is refused by
+/// every other within this (the node that took the revocation refuses it at once).
+pub const REVOCATIONS_POLL: Duration = Duration::from_millis(500);
 
 /// What a route needs before its handler runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +42,7 @@ pub fn rule(route: &Route) -> Rule<'_> {
         Route::Delete(name) => Rule::Need(Scope::Delete, Some(name)),
         Route::List(_) => Rule::Need(Scope::Read, None),
         Route::Multipart | Route::Tus(_) => Rule::Need(Scope::Write, None),
+        Route::Revoke | Route::Revoked => Rule::Need(Scope::Admin, None),
     }
 }
 
@@ -38,6 +50,7 @@ pub fn rule(route: &Route) -> Rule<'_> {
 /// An open route needs no token and ignores one.
 pub fn check(
     auth: &Authenticator,
+    revoked: &Revocations,
     route: &Route,
     headers: &HeaderMap,
     query: Option<&str>,
@@ -46,8 +59,47 @@ pub fn check(
         Rule::Open => Ok(Principal::open()),
         Rule::Need(scope, name) => {
             let principal = auth.authenticate(bearer(headers, query)?)?;
+            revoked.check(&principal)?;
             principal.may(scope, name)?;
             Ok(principal)
+        }
+    }
+}
+
+/// The revocations in force on this node: read from the store every [`REVOCATIONS_POLL`],
+/// and added to at once when this node takes one. If the database cannot be read, the last
+/// list read stays in force.
+#[derive(Default)]
+pub struct RevokedSet {
+    current: ArcSwap<Revocations>,
+}
+
+impl RevokedSet {
+    pub fn current(&self) -> Arc<Revocations> {
+        self.current.load_full()
+    }
+
+    pub fn add(&self, r: &Revocation) {
+        self.current.rcu(|now| {
+            let mut next = Revocations::clone(now);
+            next.add(r);
+            next
+        });
+    }
+
+    /// Keeps the set in step with the store until the task is dropped; reads nothing while
+    /// access control is off.
+    pub async fn watch(self: Arc<Self>, store: Store, auth: Arc<LiveAuth>) {
+        loop {
+            if !auth.current().enabled() {
+                tokio::time::sleep(REVOCATIONS_POLL).await;
+                continue;
+            }
+            match store.revocations().await {
+                Ok(list) => self.current.store(Arc::new(Revocations::new(&list))),
+                Err(e) => tracing::debug!(error = %e, "revocations not read; the last ones stay"),
+            }
+            tokio::time::sleep(REVOCATIONS_POLL).await;
         }
     }
 }
@@ -83,6 +135,7 @@ mod tests {
             prefix: prefix.into(),
             max_bytes: Some(10),
             jti: None,
+            issued_at: None,
             authenticated: true,
         }
     }
@@ -124,6 +177,8 @@ mod tests {
                 Route::Tus(TusRoute::Delete("x".into())),
                 Rule::Need(Scope::Write, None),
             ),
+            (Route::Revoke, Rule::Need(Scope::Admin, None)),
+            (Route::Revoked, Rule::Need(Scope::Admin, None)),
         ];
         for (route, want) in &cases {
             assert_eq!(rule(route), *want, "{route:?}");

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 mod access;
+mod admin;
 mod conditional;
 mod cors;
 mod digest;

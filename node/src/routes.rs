@@ -34,6 +34,10 @@ pub enum Route {
     Multipart,
     /// The tus 1.0 endpoint at `/uploads`.
     Tus(TusRoute),
+    /// `POST /_auth/revoke`: revoke a token (`jti`) or a principal (`sub`).
+    Revoke,
+    /// `GET /_auth/revoked`: the revocations in force.
+    Revoked,
 }
 
 /// A request to the tus endpoint.
@@ -131,6 +135,14 @@ pub fn parse(
             Method::POST => Ok(Route::Tus(TusRoute::Create)),
             Method::OPTIONS => Ok(Route::Tus(TusRoute::Options)),
             _ => not_allowed(method, "POST, OPTIONS"),
+        },
+        "/_auth/revoke" => match *method {
+            Method::POST => Ok(Route::Revoke),
+            _ => not_allowed(method, "POST"),
+        },
+        "/_auth/revoked" => match *method {
+            Method::GET | Method::HEAD => Ok(Route::Revoked),
+            _ => not_allowed(method, "GET, HEAD"),
         },
         "/healthz" => match *method {
             Method::GET | Method::HEAD => Ok(Route::Health),

@@ -212,6 +212,36 @@ fn a_cors_preflight_is_answered_on_any_path() {
 }
 
 #[test]
+fn auth_administration() {
+    assert_eq!(
+        route(Method::POST, "/_auth/revoke", None).unwrap(),
+        Route::Revoke
+    );
+    assert_eq!(
+        route(Method::GET, "/_auth/revoked", None).unwrap(),
+        Route::Revoked
+    );
+    assert_eq!(
+        route(Method::GET, "/_auth/revoke", None)
+            .unwrap_err()
+            .status(),
+        405
+    );
+    assert_eq!(
+        route(Method::POST, "/_auth/revoked", None)
+            .unwrap_err()
+            .status(),
+        405
+    );
+    assert_eq!(
+        route(Method::POST, "/_auth/tokens", None)
+            .unwrap_err()
+            .status(),
+        404
+    );
+}
+
+#[test]
 fn tus_paths() {
     for path in ["/uploads", "/uploads/", "/uploads/ab"] {
         assert!(is_tus(path), "{path}");

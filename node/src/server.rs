@@ -16,11 +16,12 @@ use speedbox_common::headers::{X_REQUEST_ID, X_SPEEDBOX_NODE};
 use speedbox_common::request_id::request_id;
 use tracing::Instrument;
 
+use crate::access::RevokedSet;
 use crate::error::Result;
 use crate::routes::{self, Route};
 use crate::store::Store;
 use crate::upload::Limits;
-use crate::{access, cors, files, maintenance, respond, tus, Body};
+use crate::{access, admin, cors, files, maintenance, respond, tus, Body};
 
 /// What every request handler shares.
 pub struct AppState {
@@ -31,6 +32,8 @@ pub struct AppState {
     pub tus: tus::Tus,
     /// `[auth]` as the config file says now.
     pub auth: Arc<LiveAuth>,
+    /// The revoked tokens and principals.
+    pub revoked: Arc<RevokedSet>,
 }
 
 impl AppState {
@@ -49,6 +52,8 @@ impl AppState {
         tokio::spawn(Arc::clone(&auth).watch());
         let storage = &config.storage;
         let store = Store::connect(&config.mongodb, storage, node_id).await?;
+        let revoked = Arc::new(RevokedSet::default());
+        tokio::spawn(Arc::clone(&revoked).watch(store.clone(), Arc::clone(&auth)));
         let indexes_ready = maintenance::indexes_at_start(&store).await;
         maintenance::spawn(
             store.clone(),
@@ -79,6 +84,7 @@ impl AppState {
                 carry: Default::default(),
             },
             auth,
+            revoked,
         }))
     }
 }
@@ -140,7 +146,8 @@ pub enum StartError {
 async fn dispatch(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>> {
     let (headers, uri) = (req.headers(), req.uri());
     let route = routes::parse(req.method(), headers, uri.path(), uri.query())?;
-    let principal = &access::check(&state.auth.current(), &route, headers, uri.query())?;
+    let (auth, revoked) = (state.auth.current(), state.revoked.current());
+    let principal = &access::check(&auth, &revoked, &route, headers, uri.query())?;
     match route {
         Route::Preflight => cors::preflight(),
         Route::Health => health(&state.store, &state.node_id).await,
@@ -149,6 +156,8 @@ async fn dispatch(state: &AppState, req: Request<Incoming>) -> Result<Response<B
         Route::Delete(name) => files::delete(state, name, &req).await,
         Route::List(query) => files::list(state, principal, query).await,
         Route::Multipart => files::post_form(state, principal, req).await,
+        Route::Revoke => admin::revoke(state, principal, req).await,
+        Route::Revoked => admin::revoked(state).await,
         Route::Tus(route) => tus::handle(&state.store, &state.tus, principal, route, req).await,
     }
 }

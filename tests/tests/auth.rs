@@ -580,3 +580,158 @@ async fn keys_rotate_and_a_removed_key_is_revoked_on_every_node_by_a_live_edit()
         .iter()
         .all(|s| *s == StatusCode::OK));
 }
+
+#[tokio::test]
+async fn revoked_tokens_and_principals_are_refused_on_every_node_within_a_second() {
+    let c = start(2, "").await;
+    let admin = bearer(&mint(&claims("root", "admin", "")));
+    let writer = bearer(&mint(&claims("w", "write", "")));
+    let with_jti = |sub: &str, jti: &str| {
+        bearer(&mint(&Claims {
+            jti: Some(jti.into()),
+            ..claims(sub, "read write", "")
+        }))
+    };
+    let (a1, a2) = (with_jti("alice", "a-1"), with_jti("alice", "a-2"));
+    let bob = with_jti("bob", "b-1");
+    let base = c.balancer_url();
+    assert_eq!(
+        put_with(&c, &base, "rev.txt", "x", &[("authorization", &writer)])
+            .await
+            .status(),
+        StatusCode::CREATED
+    );
+    let urls: Vec<String> = bases(&c, 2)
+        .iter()
+        .map(|b| file_url(b, "rev.txt"))
+        .collect();
+    let http = c.http.clone();
+    let statuses = move |token: String| {
+        let (urls, http) = (urls.clone(), http.clone());
+        async move {
+            let mut out = Vec::new();
+            for url in urls {
+                out.push(
+                    http.get(&url)
+                        .header("authorization", &token)
+                        .send()
+                        .await
+                        .unwrap()
+                        .status(),
+                );
+            }
+            out
+        }
+    };
+    let post = |who: &str, body: &str| {
+        c.http
+            .post(format!("{}/_auth/revoke", c.node_url(0)))
+            .header("authorization", who.to_string())
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    // Only an admin revokes; a malformed request is 400 and revokes nothing.
+    assert_eq!(
+        post(&a1, r#"{"jti": "a-2"}"#).await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    for bad in [
+        "",
+        "{}",
+        r#"{"jti": "x", "sub": "y"}"#,
+        r#"{"who": "x"}"#,
+        r#"{"jti": ""}"#,
+    ] {
+        assert_eq!(
+            post(&admin, bad).await.unwrap().status(),
+            StatusCode::BAD_REQUEST,
+            "{bad}"
+        );
+    }
+    assert!(statuses(a2.clone())
+        .await
+        .iter()
+        .all(|s| *s == StatusCode::OK));
+    // One token by its jti, taken by node 1: refused everywhere, its sub's other token not.
+    let resp = post(&admin, r#"{"jti": "a-1"}"#).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(
+        (v["revoked"]["jti"].as_str(), v["revoked"]["by"].as_str()),
+        (Some("a-1"), Some("root"))
+    );
+    eventually(Duration::from_secs(3), "a-1 refused on every node", || {
+        let f = statuses(a1.clone());
+        async move { f.await.iter().all(|s| *s == StatusCode::UNAUTHORIZED) }
+    })
+    .await;
+    let refused = c
+        .http
+        .get(file_url(&c.node_url(1), "rev.txt"))
+        .header("authorization", &a1)
+        .send()
+        .await
+        .unwrap();
+    assert!(error_of(refused).await.contains("revoked"));
+    assert!(statuses(a2.clone())
+        .await
+        .iter()
+        .all(|s| *s == StatusCode::OK));
+    // A whole principal: every token it holds now; a token minted afterwards works.
+    let resp = c
+        .http
+        .post(format!("{base}/_auth/revoke"))
+        .header("authorization", &admin)
+        .body(r#"{"sub": "bob"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    eventually(Duration::from_secs(3), "bob refused on every node", || {
+        let f = statuses(bob.clone());
+        async move { f.await.iter().all(|s| *s == StatusCode::UNAUTHORIZED) }
+    })
+    .await;
+    assert!(statuses(a2.clone())
+        .await
+        .iter()
+        .all(|s| *s == StatusCode::OK));
+    tokio::time::sleep(Duration::from_millis(1100)).await; // iat has whole seconds
+    let bob_again = bearer(&mint(&claims("bob", "read", "")));
+    assert!(statuses(bob_again)
+        .await
+        .iter()
+        .all(|s| *s == StatusCode::OK));
+    // The list, for an admin only.
+    let listed = c
+        .http
+        .get(format!("{base}/_auth/revoked"))
+        .header("authorization", &admin)
+        .send()
+        .await
+        .unwrap();
+    let v: serde_json::Value = listed.json().await.unwrap();
+    let mut got: Vec<String> = v["revoked"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            format!(
+                "{}{}",
+                r["jti"].as_str().unwrap_or(""),
+                r["sub"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(got, ["a-1", "bob"]);
+    let denied = c
+        .http
+        .get(format!("{base}/_auth/revoked"))
+        .header("authorization", &a2)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), StatusCode::FORBIDDEN);
+}

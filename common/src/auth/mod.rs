@@ -9,6 +9,7 @@
 
 pub mod keys;
 pub mod live;
+pub mod revoke;
 pub mod scope;
 pub mod token;
 
@@ -16,6 +17,7 @@ use http::HeaderMap;
 
 pub use keys::{Key, KeyRing};
 pub use live::LiveAuth;
+pub use revoke::{Revocation, Revocations};
 pub use scope::{Scope, Scopes};
 pub use token::Claims;
 
@@ -68,6 +70,8 @@ pub struct Principal {
     /// Largest upload allowed, in bytes.
     pub max_bytes: Option<u64>,
     pub jti: Option<String>,
+    /// The token's `iat`, seconds since the Unix epoch.
+    pub issued_at: Option<u64>,
     /// Whether a valid token proved this principal (false: anonymous or open).
     pub authenticated: bool,
 }
@@ -81,6 +85,7 @@ impl Principal {
             prefix: String::new(),
             max_bytes: None,
             jti: None,
+            issued_at: None,
             authenticated: false,
         }
     }
@@ -100,6 +105,7 @@ impl Principal {
             prefix: claims.prefix,
             max_bytes: claims.max_bytes,
             jti: claims.jti,
+            issued_at: claims.iat,
             authenticated: true,
         })
     }

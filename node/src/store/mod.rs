@@ -34,6 +34,7 @@ use crate::error::Result;
 mod chunker;
 mod chunks;
 mod names;
+mod revoked;
 mod sweep;
 mod tus;
 mod tus_finish;
@@ -102,6 +103,7 @@ pub struct Store {
     names: Collection<FileInfo>,
     uploads: Collection<Document>,
     tus: Collection<TusUpload>,
+    revoked: Collection<Document>,
     chunk_size: u32,
     /// Chunks per query when reading a file back (`chunks_per_read`).
     read_window: u64,
@@ -138,6 +140,7 @@ impl Store {
             names: db.collection(&format!("{bucket}.names")),
             uploads: db.collection(&format!("{bucket}.uploads")),
             tus: db.collection(&format!("{bucket}.tus")),
+            revoked: db.collection(&format!("{bucket}.revoked")),
             chunk_size: storage.chunk_size,
             read_window: u64::from(storage.chunks_per_read.max(1)),
             node_id: node_id.to_string(),
