@@ -42,7 +42,7 @@ pub fn rule(route: &Route) -> Rule<'_> {
         Route::Delete(name) => Rule::Need(Scope::Delete, Some(name)),
         Route::List(_) => Rule::Need(Scope::Read, None),
         Route::Multipart | Route::Tus(_) => Rule::Need(Scope::Write, None),
-        Route::Revoke | Route::Revoked => Rule::Need(Scope::Admin, None),
+        Route::Revoke | Route::Revoked | Route::MintToken => Rule::Need(Scope::Admin, None),
     }
 }
 
@@ -179,6 +179,7 @@ mod tests {
             ),
             (Route::Revoke, Rule::Need(Scope::Admin, None)),
             (Route::Revoked, Rule::Need(Scope::Admin, None)),
+            (Route::MintToken, Rule::Need(Scope::Admin, None)),
         ];
         for (route, want) in &cases {
             assert_eq!(rule(route), *want, "{route:?}");

@@ -9,7 +9,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
-use speedbox_common::auth::{Principal, Revocation};
+use speedbox_common::auth::{token, Claims, Principal, Revocation, Scopes};
 
 use crate::error::{NodeError, Result};
 use crate::respond;
@@ -37,14 +37,7 @@ pub async fn revoke(
     principal: &Principal,
     req: Request<Incoming>,
 ) -> Result<Response<Body>> {
-    let bytes = Limited::new(req.into_body(), MAX_BODY)
-        .collect()
-        .await
-        .map_err(|e| NodeError::BadRequest(format!("request body: {e}")))?
-        .to_bytes();
-    let wanted: RevokeRequest = serde_json::from_slice(&bytes).map_err(|e| {
-        NodeError::BadRequest(format!("send {{\"jti\": ID}} or {{\"sub\": NAME}}: {e}"))
-    })?;
+    let wanted: RevokeRequest = json_body(req, r#"{"jti": ID} or {"sub": NAME}"#).await?;
     let nonempty = |v: Option<String>| v.filter(|s| !s.is_empty());
     let (jti, sub) = match (nonempty(wanted.jti), nonempty(wanted.sub)) {
         (Some(jti), None) => (Some(jti), None),
@@ -55,13 +48,10 @@ pub async fn revoke(
             ))
         }
     };
-    let revoked_at = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
     let revocation = Revocation {
         jti,
         sub,
-        revoked_at,
+        revoked_at: now_secs(),
         by: principal.sub.clone().unwrap_or_default(),
     };
     state.store.revoke(&revocation).await?;
@@ -71,6 +61,87 @@ pub async fn revoke(
         StatusCode::OK,
         &json!({ "revoked": revocation }),
     ))
+}
+
+/// What `POST /_auth/tokens` takes; the claims of the token it mints.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MintRequest {
+    sub: String,
+    /// Scopes, space- or comma-separated.
+    scope: String,
+    #[serde(default)]
+    prefix: String,
+    max_bytes: Option<u64>,
+    /// Seconds; default an hour, at most [`MAX_TTL_SECS`].
+    ttl_secs: Option<u64>,
+    jti: Option<String>,
+}
+
+/// The longest a minted token may live, in seconds (30 days), so no token outlives a key
+/// rotation by much.
+pub const MAX_TTL_SECS: u64 = 30 * 86_400;
+
+/// `POST /_auth/tokens` with `{sub, scope, prefix?, max_bytes?, ttl_secs?, jti?}`: 201 with
+/// `{token, jti, exp}`, signed with the first key of `[auth] keys`, so an application
+/// backend can hand tokens to its users.
+///
+/// Errors: 400 for a body that is not such JSON, an unknown scope, an empty scope or sub,
+/// or a ttl of 0 or over [`MAX_TTL_SECS`].
+pub async fn mint(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>> {
+    let shape = r#"{"sub": NAME, "scope": "read write", "prefix"?, "max_bytes"?, "ttl_secs"?}"#;
+    let wanted: MintRequest = json_body(req, shape).await?;
+    let scopes = Scopes::parse(&wanted.scope).map_err(NodeError::BadRequest)?;
+    if scopes.is_empty() || wanted.sub.is_empty() {
+        return Err(NodeError::BadRequest(
+            "sub and scope must not be empty".into(),
+        ));
+    }
+    let ttl = wanted.ttl_secs.unwrap_or(3600);
+    if ttl == 0 || ttl > MAX_TTL_SECS {
+        return Err(NodeError::BadRequest(format!(
+            "ttl_secs must be from 1 to {MAX_TTL_SECS}"
+        )));
+    }
+    let now = now_secs();
+    let claims = Claims {
+        sub: wanted.sub,
+        exp: now + ttl,
+        nbf: None,
+        iat: Some(now),
+        jti: Some(
+            wanted
+                .jti
+                .unwrap_or_else(|| format!("{:032x}", fastrand::u128(..))),
+        ),
+        scope: scopes.to_string(),
+        prefix: wanted.prefix,
+        max_bytes: wanted.max_bytes,
+    };
+    let token = token::mint(state.auth.current().keys(), &claims)?;
+    Ok(respond::json(
+        StatusCode::CREATED,
+        &json!({ "token": token, "jti": claims.jti, "exp": claims.exp }),
+    ))
+}
+
+/// A JSON request body of at most [`MAX_BODY`] bytes; a 400 naming `shape` otherwise.
+async fn json_body<T: serde::de::DeserializeOwned>(
+    req: Request<Incoming>,
+    shape: &str,
+) -> Result<T> {
+    let bytes = Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| NodeError::BadRequest(format!("request body: {e}")))?
+        .to_bytes();
+    serde_json::from_slice(&bytes).map_err(|e| NodeError::BadRequest(format!("send {shape}: {e}")))
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// `GET /_auth/revoked`: `{"revoked": [{jti|sub, revoked_at, by}, …]}`.

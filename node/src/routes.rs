@@ -38,6 +38,8 @@ pub enum Route {
     Revoke,
     /// `GET /_auth/revoked`: the revocations in force.
     Revoked,
+    /// `POST /_auth/tokens`: mint a token (for an application backend).
+    MintToken,
 }
 
 /// A request to the tus endpoint.
@@ -138,6 +140,10 @@ pub fn parse(
         },
         "/_auth/revoke" => match *method {
             Method::POST => Ok(Route::Revoke),
+            _ => not_allowed(method, "POST"),
+        },
+        "/_auth/tokens" => match *method {
+            Method::POST => Ok(Route::MintToken),
             _ => not_allowed(method, "POST"),
         },
         "/_auth/revoked" => match *method {

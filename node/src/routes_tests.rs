@@ -234,10 +234,14 @@ fn auth_administration() {
         405
     );
     assert_eq!(
-        route(Method::POST, "/_auth/tokens", None)
+        route(Method::POST, "/_auth/tokens", None).unwrap(),
+        Route::MintToken
+    );
+    assert_eq!(
+        route(Method::GET, "/_auth/tokens", None)
             .unwrap_err()
             .status(),
-        404
+        405
     );
 }
 

@@ -158,6 +158,7 @@ async fn dispatch(state: &AppState, req: Request<Incoming>) -> Result<Response<B
         Route::Multipart => files::post_form(state, principal, req).await,
         Route::Revoke => admin::revoke(state, principal, req).await,
         Route::Revoked => admin::revoked(state).await,
+        Route::MintToken => admin::mint(state, req).await,
         Route::Tus(route) => tus::handle(&state.store, &state.tus, principal, route, req).await,
     }
 }

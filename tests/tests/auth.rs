@@ -735,3 +735,70 @@ async fn revoked_tokens_and_principals_are_refused_on_every_node_within_a_second
         .unwrap();
     assert_eq!(denied.status(), StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn an_application_backend_mints_tokens_over_http() {
+    let c = start(1, "").await;
+    let admin = bearer(&mint(&claims("backend", "admin", "")));
+    let writer = bearer(&mint(&claims("w", "write", "")));
+    let base = c.balancer_url();
+    let mint_over_http = |who: String, body: &'static str| {
+        c.http
+            .post(format!("{base}/_auth/tokens"))
+            .header("authorization", who)
+            .body(body)
+            .send()
+    };
+    let body = r#"{"sub": "app-user", "scope": "read,write", "prefix": "u/", "max_bytes": 10, "ttl_secs": 60}"#;
+    assert_eq!(
+        mint_over_http(writer.clone(), body).await.unwrap().status(),
+        StatusCode::FORBIDDEN
+    );
+    for bad in [
+        r#"{"sub": "x"}"#,
+        r#"{"sub": "x", "scope": "read root"}"#,
+        r#"{"sub": "x", "scope": ""}"#,
+        r#"{"sub": "x", "scope": "read", "ttl_secs": 0}"#,
+        r#"{"sub": "x", "scope": "read", "ttl_secs": 99999999}"#,
+        r#"{"sub": "x", "scope": "read", "role": "god"}"#,
+        "not json",
+    ] {
+        let resp = mint_over_http(admin.clone(), bad).await.unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{bad}");
+    }
+    let resp = mint_over_http(admin.clone(), body).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    let user = bearer(v["token"].as_str().unwrap());
+    let jti = v["jti"].as_str().unwrap().to_string();
+    let exp = v["exp"].as_u64().unwrap();
+    assert!((now() + 55..=now() + 60).contains(&exp), "{exp}");
+    let put = |name: &'static str, body: &'static str| {
+        c.http
+            .put(file_url(&base, name))
+            .header("authorization", user.clone())
+            .body(body)
+            .send()
+    };
+    let status = |r: reqwest::Result<reqwest::Response>| r.unwrap().status();
+    assert_eq!(status(put("u/a.txt", "12345").await), StatusCode::CREATED);
+    assert_eq!(status(put("v/a.txt", "12345").await), StatusCode::FORBIDDEN);
+    let big = put("u/big.txt", "12345678901").await;
+    assert_eq!(status(big), StatusCode::PAYLOAD_TOO_LARGE);
+    // Its jti revokes it.
+    let resp = c
+        .http
+        .post(format!("{base}/_auth/revoke"))
+        .header("authorization", &admin)
+        .body(format!(r#"{{"jti": "{jti}"}}"#))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    eventually(
+        Duration::from_secs(3),
+        "the minted token refused",
+        || async { status(put("u/b.txt", "1").await) == StatusCode::UNAUTHORIZED },
+    )
+    .await;
+}
