@@ -11,6 +11,8 @@ Run through scripts/cluster, which installs what is missing first. Commands:
   token [--scope read,write] [--prefix P] [--ttl 1h] [--page]
                      mint a bearer token (access control on); prints it alone, or with
                      --page the upload page's address carrying it
+  sign NAME [--method GET|PUT] [--ttl 15m] [--max-bytes N] [--sha256 HEX]
+                     a signed link to NAME (or the files under NAME/), printed as a URL
 Every command takes --config PATH (default ./cluster.toml). Clusters with different
 config files run side by side: each gets its own run/ and logs/ directories.
 
@@ -102,7 +104,8 @@ class Cluster:
         return created
 
     def mint(self, sub: str = "cli", scope: str = "read", prefix: str = "",
-             max_bytes: int | None = None, ttl: str = "1h", jti: str | None = None) -> str:
+             max_bytes: int | None = None, ttl: str = "1h", jti: str | None = None,
+             extra: list[str] | None = None) -> str:
         """A token from speedbox-token (the secret stays in its file, off every command line)."""
         if not self.auth_on:
             sys.exit(f"error: {self.config}: [auth] is not enabled, so the cluster is open and "
@@ -122,6 +125,7 @@ class Cluster:
             cmd += ["--max-bytes", str(max_bytes)]
         if jti is not None:
             cmd += ["--jti", jti]
+        cmd += extra or []
         out = subprocess.run(cmd, text=True, capture_output=True, check=False)
         if out.returncode != 0:
             sys.exit(out.stderr.strip() or f"error: speedbox-token exited with {out.returncode}")
@@ -137,10 +141,14 @@ class Cluster:
                                     ttl=f"{max(60, int(ttl_s))}s")
         return {"Authorization": f"Bearer {self._token}"}
 
-    def page_url(self, token: str) -> str:
+    def base_url(self) -> str:
+        """The balancer's address as a client on this machine reaches it."""
         host, port = self.balancer_listen.rsplit(":", 1)
         host = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]"}.get(host, host)
-        return f"http://{host}:{port}/#token={token}"
+        return f"http://{host}:{port}"
+
+    def page_url(self, token: str) -> str:
+        return f"{self.base_url()}/#token={token}"
 
     # --- supervisor -------------------------------------------------------------------------
 
@@ -354,6 +362,13 @@ def main() -> None:
     token.add_argument("--max-bytes", type=int, help="the largest upload it may make")
     token.add_argument("--ttl", default="1h", help="how long it is valid: 90, 15m, 1h, 2d")
     token.add_argument("--jti", help="its id (random if not given)")
+    sign = sub.add_parser("sign", parents=[common], help="print a signed link")
+    sign.add_argument("name", help="a file's name, or a prefix ending in /")
+    sign.add_argument("--method", default="GET", help="GET (default) or PUT")
+    sign.add_argument("--ttl", default="15m", help="how long it works: 90, 15m, 1h, 2d")
+    sign.add_argument("--max-bytes", type=int, help="PUT links: the largest upload stored")
+    sign.add_argument("--sha256", help="PUT links: the digest the upload must have")
+    sign.add_argument("--sub", default="cli", help="who signs it (default cli)")
     token.add_argument("--page", action="store_true",
                        help="print the upload page's address with the token instead")
     logs = sub.add_parser("logs", parents=[common])
@@ -374,6 +389,12 @@ def main() -> None:
             cluster.kill(args.name)
         case "logs":
             cluster.logs(args.name, args.follow)
+        case "sign":
+            extra = ["--link", args.name, "--method", args.method]
+            if args.sha256:
+                extra += ["--sha256", args.sha256]
+            path = cluster.mint(args.sub, "read", "", args.max_bytes, args.ttl, None, extra)
+            print(cluster.base_url() + path)
         case "token":
             tok = cluster.mint(args.sub, args.scope, args.prefix, args.max_bytes, args.ttl, args.jti)
             print(cluster.page_url(tok) if args.page else tok)

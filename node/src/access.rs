@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use http::HeaderMap;
+use http::{HeaderMap, Method};
 use speedbox_common::auth::{
-    bearer, Authenticator, LiveAuth, Principal, Revocation, Revocations, Scope,
+    bearer, link, AuthError, Authenticator, LiveAuth, Principal, Revocation, Revocations, Scope,
 };
 
 use crate::error::Result;
@@ -31,6 +31,8 @@ pub enum Rule<'a> {
     Open,
     /// `scope` on the named file, or on no one name (checked further by the handler).
     Need(Scope, Option<&'a str>),
+    /// Any valid token; the handler decides with the principal (signing a link).
+    Token,
 }
 
 /// The rule of `route`.
@@ -43,27 +45,57 @@ pub fn rule(route: &Route) -> Rule<'_> {
         Route::List(_) => Rule::Need(Scope::Read, None),
         Route::Multipart | Route::Tus(_) => Rule::Need(Scope::Write, None),
         Route::Revoke | Route::Revoked | Route::MintToken => Rule::Need(Scope::Admin, None),
+        Route::Sign => Rule::Token,
     }
 }
 
-/// The principal of a request to `route`, refused (401/403) unless it may take the route.
-/// An open route needs no token and ignores one.
+/// What a request proves itself by.
+#[derive(Debug, Clone, Copy)]
+pub struct Proof<'a> {
+    pub headers: &'a HeaderMap,
+    pub query: Option<&'a str>,
+    /// A signed link's signature (`/s/<sig>/…` or `?sig=`).
+    pub link: Option<&'a str>,
+}
+
+/// The principal of a request to `route`, refused (401/403, 410 for an expired link)
+/// unless it may take the route. An open route needs no token and ignores one. A signed
+/// link stands in for a token on the GET or PUT of a file it covers.
 pub fn check(
     auth: &Authenticator,
     revoked: &Revocations,
     route: &Route,
-    headers: &HeaderMap,
-    query: Option<&str>,
+    proof: Proof<'_>,
 ) -> Result<Principal> {
-    match rule(route) {
-        Rule::Open => Ok(Principal::open()),
-        Rule::Need(scope, name) => {
-            let principal = auth.authenticate(bearer(headers, query)?)?;
-            revoked.check(&principal)?;
-            principal.may(scope, name)?;
-            Ok(principal)
-        }
+    let (scope, name) = match rule(route) {
+        Rule::Open => return Ok(Principal::open()),
+        Rule::Need(scope, name) => (Some(scope), name),
+        Rule::Token => (None, None),
+    };
+    let principal = match proof.link {
+        Some(sig) if auth.enabled() => link_principal(auth, sig, route)?,
+        _ => auth.authenticate(bearer(proof.headers, proof.query)?)?,
+    };
+    revoked.check(&principal)?;
+    if let Some(scope) = scope {
+        principal.may(scope, name)?;
+    } else if !principal.authenticated && auth.enabled() {
+        return Err(AuthError::Missing.into());
     }
+    Ok(principal)
+}
+
+fn link_principal(auth: &Authenticator, sig: &str, route: &Route) -> Result<Principal> {
+    let (method, name) = match route {
+        Route::Get { name, head: true } => (Method::HEAD, name),
+        Route::Get { name, head: false } => (Method::GET, name),
+        Route::Put(name) => (Method::PUT, name),
+        _ => {
+            let why = "a signed link is for the GET or PUT of a file".to_string();
+            return Err(AuthError::Forbidden(why).into());
+        }
+    };
+    Ok(link::verify(auth.keys(), sig, &method, name)?)
 }
 
 /// The revocations in force on this node: read from the store every [`REVOCATIONS_POLL`],
@@ -136,6 +168,7 @@ mod tests {
             max_bytes: Some(10),
             jti: None,
             issued_at: None,
+            sha256: None,
             authenticated: true,
         }
     }
@@ -180,6 +213,7 @@ mod tests {
             (Route::Revoke, Rule::Need(Scope::Admin, None)),
             (Route::Revoked, Rule::Need(Scope::Admin, None)),
             (Route::MintToken, Rule::Need(Scope::Admin, None)),
+            (Route::Sign, Rule::Token),
         ];
         for (route, want) in &cases {
             assert_eq!(rule(route), *want, "{route:?}");

@@ -55,7 +55,14 @@ pub async fn put(
     let (parts, body) = req.into_parts();
     let limits = limits_for(state, principal);
     upload::check_declared_length(&parts.headers, &limits)?;
-    let expected = digest::expected(&parts.headers)?;
+    let mut expected = digest::expected(&parts.headers)?;
+    if let Some(pinned) = &principal.sha256 {
+        // A signed upload link's digest: the body must have it, whatever the headers say.
+        expected.sha256 = Some(
+            hex::decode(pinned)
+                .map_err(|_| NodeError::BadRequest("the link's sha256 is not hex".into()))?,
+        );
+    }
     let data = BodyDataStream::new(body).map_err(|e| NodeError::Body(e.to_string()));
     let preconditions = Preconditions::from_headers(&parts.headers);
     let info = upload::store_stream(

@@ -40,6 +40,8 @@ pub enum Route {
     Revoked,
     /// `POST /_auth/tokens`: mint a token (for an application backend).
     MintToken,
+    /// `POST /_auth/sign`: sign a link to a file (or a prefix) the token covers.
+    Sign,
 }
 
 /// A request to the tus endpoint.
@@ -140,6 +142,10 @@ pub fn parse(
         },
         "/_auth/revoke" => match *method {
             Method::POST => Ok(Route::Revoke),
+            _ => not_allowed(method, "POST"),
+        },
+        "/_auth/sign" => match *method {
+            Method::POST => Ok(Route::Sign),
             _ => not_allowed(method, "POST"),
         },
         "/_auth/tokens" => match *method {

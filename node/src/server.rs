@@ -10,7 +10,7 @@ use std::time::Duration;
 use http::{HeaderValue, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use serde_json::json;
-use speedbox_common::auth::LiveAuth;
+use speedbox_common::auth::{link, LiveAuth};
 use speedbox_common::config::ClusterConfig;
 use speedbox_common::headers::{X_REQUEST_ID, X_SPEEDBOX_NODE};
 use speedbox_common::request_id::request_id;
@@ -144,10 +144,17 @@ pub enum StartError {
 
 /// Access control, then one handler per route.
 async fn dispatch(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>> {
-    let (headers, uri) = (req.headers(), req.uri());
-    let route = routes::parse(req.method(), headers, uri.path(), uri.query())?;
+    let (headers, query) = (req.headers(), req.uri().query());
+    // A signed link's path form, `/s/<sig>/files/…`, is the file API under a signature.
+    let (path_link, path) = link::split_path(req.uri().path());
+    let route = routes::parse(req.method(), headers, path, query)?;
     let (auth, revoked) = (state.auth.current(), state.revoked.current());
-    let principal = &access::check(&auth, &revoked, &route, headers, uri.query())?;
+    let proof = access::Proof {
+        headers,
+        query,
+        link: path_link.or_else(|| link::from_query(query)),
+    };
+    let principal = &access::check(&auth, &revoked, &route, proof)?;
     match route {
         Route::Preflight => cors::preflight(),
         Route::Health => health(&state.store, &state.node_id).await,
@@ -159,6 +166,7 @@ async fn dispatch(state: &AppState, req: Request<Incoming>) -> Result<Response<B
         Route::Revoke => admin::revoke(state, principal, req).await,
         Route::Revoked => admin::revoked(state).await,
         Route::MintToken => admin::mint(state, req).await,
+        Route::Sign => admin::sign(state, principal, req).await,
         Route::Tus(route) => tus::handle(&state.store, &state.tus, principal, route, req).await,
     }
 }

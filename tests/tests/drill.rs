@@ -22,15 +22,19 @@ impl Drop for Down<'_> {
     }
 }
 
-fn cluster(config: &std::path::Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(workspace_root().join("scripts/cluster"))
+fn run(config: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(workspace_root().join("scripts/cluster"))
         .args(args)
         .arg("--config")
         .arg(config)
         .env("SPEEDBOX_PROFILE", "debug")
         .env("SPEEDBOX_SKIP_SETUP", "1")
         .output()
-        .expect("run scripts/cluster");
+        .expect("run scripts/cluster")
+}
+
+fn cluster(config: &Path, args: &[&str]) -> (bool, String) {
+    let out = run(config, args);
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -39,21 +43,14 @@ fn cluster(config: &std::path::Path, args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
-/// `scripts/cluster token ARGS`: its stdout, which must be the answer alone on one line.
-fn token(config: &Path, args: &[&str]) -> String {
-    let out = Command::new(workspace_root().join("scripts/cluster"))
-        .arg("token")
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .env("SPEEDBOX_PROFILE", "debug")
-        .env("SPEEDBOX_SKIP_SETUP", "1")
-        .output()
-        .expect("run scripts/cluster token");
+/// `scripts/cluster ARGS` (`token …`, `sign …`): its stdout, which must be the answer alone
+/// on one line.
+fn answer(config: &Path, args: &[&str]) -> String {
+    let out = run(config, args);
     let stdout = String::from_utf8(out.stdout).expect("utf-8");
     assert!(
         out.status.success(),
-        "scripts/cluster token {args:?} failed:\n{stdout}{}",
+        "scripts/cluster {args:?} failed:\n{stdout}{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(stdout.lines().count(), 1, "{stdout:?}");
@@ -224,7 +221,7 @@ fn drill_passes_on_a_supervised_cluster() {
     assert_eq!(status_of(node, "PUT", "/files/auth/x", None, b"x"), 401);
     assert_eq!(status_of(&balancer, "GET", "/_cluster", None, b""), 401);
     assert_eq!(status_of(node, "GET", "/healthz", None, b""), 200);
-    let rw = token(&config, &["--scope", "read,write"]);
+    let rw = answer(&config, &["token", "--scope", "read,write"]);
     assert_eq!(rw.split('.').count(), 3, "not a JWT: {rw}");
     let put = status_of(&balancer, "PUT", "/files/auth/x", Some(&rw), b"x");
     assert_eq!(put, 201);
@@ -233,17 +230,26 @@ fn drill_passes_on_a_supervised_cluster() {
         status_of(&balancer, "GET", "/_cluster", Some(&rw), b""),
         403
     );
-    let admin = token(&config, &["--scope", "admin", "--ttl", "5m"]);
+    let admin = answer(&config, &["token", "--scope", "admin", "--ttl", "5m"]);
     assert_eq!(
         status_of(&balancer, "GET", "/_cluster", Some(&admin), b""),
         200
     );
-    let page = token(&config, &["--page"]);
+    let page = answer(&config, &["token", "--page"]);
     let page_token = page
         .strip_prefix(&format!("http://{balancer}/#token="))
         .unwrap_or_else(|| panic!("{page}"));
     let listing = status_of(&balancer, "GET", "/files", Some(page_token), b"");
     assert_eq!(listing, 200);
+    // A signed link, as `scripts/cluster sign` prints it: GET works without a token.
+    let link = answer(&config, &["sign", "auth/x", "--ttl", "5m"]);
+    let path = link
+        .strip_prefix(&format!("http://{balancer}"))
+        .unwrap_or_else(|| panic!("{link}"));
+    assert!(path.starts_with("/files/auth/x?sig="), "{path}");
+    assert_eq!(status_of(&balancer, "GET", path, None, b""), 200);
+    assert_eq!(status_of(node, "GET", path, None, b""), 200);
+    assert_eq!(status_of(&balancer, "PUT", path, None, b"y"), 403);
 
     let (ok, out) = cluster(
         &config,

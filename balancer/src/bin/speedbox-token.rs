@@ -1,12 +1,15 @@
 //! `speedbox-token`: mints a bearer token (JWT, HS256) with the first key of `[auth] keys`
-//! and prints it alone on stdout, so `TOKEN=$(speedbox-token --scope read)` works. The
-//! secret is read from its key file, never from arguments or the environment.
+//! and prints it alone on stdout, so `TOKEN=$(speedbox-token --scope read)` works; with
+//! `--link NAME`, signs a link instead and prints its path (`/files/NAME?sig=…`, or
+//! `/s/…/files/PREFIX/` for a prefix ending in `/`). The secret is read from its key file,
+//! never from arguments or the environment.
 
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context};
 use clap::Parser;
+use speedbox_common::auth::link::{self, LinkClaims};
 use speedbox_common::auth::{live, token, Claims, Scopes};
 use speedbox_common::config::ClusterConfig;
 
@@ -35,6 +38,15 @@ struct Args {
     /// The token's id (`jti`), for revoking this one token; random if not given.
     #[arg(long)]
     jti: Option<String>,
+    /// Sign a link to this file (or the files under this prefix, ending in `/`) instead.
+    #[arg(long)]
+    link: Option<String>,
+    /// The link's method: GET (downloads, the default) or PUT (one upload).
+    #[arg(long, default_value = "GET")]
+    method: String,
+    /// An upload link's pinned SHA-256 (64 hex digits): other bytes are not stored.
+    #[arg(long)]
+    sha256: Option<String>,
 }
 
 fn parse_ttl(text: &str) -> Result<Duration, String> {
@@ -68,20 +80,48 @@ fn main() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow!("{}: [auth] is not enabled", args.config.display()))?;
     let authenticator = live::build(&args.config, Some(auth))
         .map_err(|problems| anyhow!("{}: {}", args.config.display(), problems.join("; ")))?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let jti = args
+        .jti
+        .unwrap_or_else(|| format!("{:032x}", fastrand::u128(..)));
+    if let Some(name) = args.link {
+        let method = args.method.to_ascii_uppercase();
+        if method != "GET" && method != "PUT" {
+            bail!("--method: use GET or PUT");
+        }
+        if method == "GET" && (args.max_bytes.is_some() || args.sha256.is_some()) {
+            bail!("--max-bytes and --sha256 are for PUT links");
+        }
+        if let Some(sha) = &args.sha256 {
+            if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+                bail!("--sha256: 64 hex digits");
+            }
+        }
+        let claims = LinkClaims {
+            m: method,
+            p: name.clone(),
+            exp: now + args.ttl.as_secs(),
+            sub: args.sub,
+            iat: Some(now),
+            jti: Some(jti),
+            max_bytes: args.max_bytes,
+            sha256: args.sha256.map(|s| s.to_ascii_lowercase()),
+        };
+        let sig = link::sign(authenticator.keys(), &claims).context("cannot sign")?;
+        let (url, path_url) = link::urls(&name, &sig);
+        println!("{}", if name.ends_with('/') { path_url } else { url });
+        return Ok(());
+    }
     let scopes = Scopes::parse(&args.scope).map_err(|e| anyhow!("--scope: {e}"))?;
     if scopes.is_empty() {
         bail!("--scope: name at least one of read, write, delete, admin");
     }
-    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     let claims = Claims {
         sub: args.sub,
         exp: now + args.ttl.as_secs(),
         nbf: None,
         iat: Some(now),
-        jti: Some(
-            args.jti
-                .unwrap_or_else(|| format!("{:032x}", fastrand::u128(..))),
-        ),
+        jti: Some(jti),
         scope: scopes.to_string(),
         prefix: args.prefix,
         max_bytes: args.max_bytes,

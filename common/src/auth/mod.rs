@@ -8,6 +8,7 @@
 //! rule is unit-tested without a socket.
 
 pub mod keys;
+pub mod link;
 pub mod live;
 pub mod revoke;
 pub mod scope;
@@ -21,8 +22,8 @@ pub use revoke::{Revocation, Revocations};
 pub use scope::{Scope, Scopes};
 pub use token::Claims;
 
-/// Why a request may not do what it asks. The first five are 401 (no valid proof of who
-/// is asking), [`AuthError::Forbidden`] is 403. Messages never contain a token or secret.
+/// Why a request may not do what it asks: 401 for no valid proof of who is asking, 403
+/// ([`AuthError::Forbidden`]) for a principal that may not, 410 for an expired link. Messages never contain a token or secret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     #[error("a token is required (Authorization: Bearer, or ?token=)")]
@@ -35,6 +36,9 @@ pub enum AuthError {
     NotYetValid,
     #[error("token revoked")]
     Revoked,
+    /// A signed link past its expiry: 410, the link will never work again.
+    #[error("the link has expired")]
+    LinkExpired,
     #[error("forbidden: {0}")]
     Forbidden(String),
 }
@@ -44,6 +48,7 @@ impl AuthError {
     pub fn status(&self) -> http::StatusCode {
         match self {
             AuthError::Forbidden(_) => http::StatusCode::FORBIDDEN,
+            AuthError::LinkExpired => http::StatusCode::GONE,
             _ => http::StatusCode::UNAUTHORIZED,
         }
     }
@@ -52,7 +57,7 @@ impl AuthError {
     /// `error="invalid_token"` when a token was sent but proves nothing; `None` for a 403.
     pub fn challenge(&self) -> Option<&'static str> {
         match self {
-            AuthError::Forbidden(_) => None,
+            AuthError::Forbidden(_) | AuthError::LinkExpired => None,
             AuthError::Missing => Some("Bearer realm=\"speedbox\""),
             _ => Some("Bearer realm=\"speedbox\", error=\"invalid_token\""),
         }
@@ -72,6 +77,8 @@ pub struct Principal {
     pub jti: Option<String>,
     /// The token's `iat`, seconds since the Unix epoch.
     pub issued_at: Option<u64>,
+    /// A signed upload link's pinned SHA-256 (hex): the body must have it to be stored.
+    pub sha256: Option<String>,
     /// Whether a valid token proved this principal (false: anonymous or open).
     pub authenticated: bool,
 }
@@ -87,6 +94,7 @@ impl Principal {
             jti: None,
             issued_at: None,
             authenticated: false,
+            sha256: None,
         }
     }
 
@@ -107,6 +115,7 @@ impl Principal {
             jti: claims.jti,
             issued_at: claims.iat,
             authenticated: true,
+            sha256: None,
         })
     }
 

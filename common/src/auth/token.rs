@@ -4,6 +4,7 @@
 
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::keys::KeyRing;
@@ -47,7 +48,7 @@ impl Claims {
 /// Signs `claims` with the ring's first key.
 ///
 /// Errors: [`AuthError::Invalid`] when the ring is empty or the claims cannot be encoded.
-pub fn mint(keys: &KeyRing, claims: &Claims) -> Result<String, AuthError> {
+pub fn mint(keys: &KeyRing, claims: &impl Serialize) -> Result<String, AuthError> {
     let key = keys
         .signing()
         .ok_or_else(|| AuthError::Invalid("no signing key configured".into()))?;
@@ -65,6 +66,11 @@ pub fn mint(keys: &KeyRing, claims: &Claims) -> Result<String, AuthError> {
 /// naming why (malformed, unknown `kid`, other algorithm, bad signature, no `exp`) — never
 /// echoing the token.
 pub fn verify(keys: &KeyRing, token: &str) -> Result<Claims, AuthError> {
+    verify_as(keys, token)
+}
+
+/// [`verify`] for claims of another shape (signed links).
+pub fn verify_as<T: DeserializeOwned>(keys: &KeyRing, token: &str) -> Result<T, AuthError> {
     let header = jsonwebtoken::decode_header(token)
         .map_err(|_| AuthError::Invalid("malformed token".into()))?;
     if header.alg != Algorithm::HS256 {
@@ -85,7 +91,7 @@ pub fn verify(keys: &KeyRing, token: &str) -> Result<Claims, AuthError> {
     validation.set_required_spec_claims(&["exp"]);
     let secret = DecodingKey::from_secret(key.secret())
         .map_err(|e| AuthError::Invalid(format!("unusable key: {e}")))?;
-    match jsonwebtoken::decode::<Claims>(token, &secret, &validation) {
+    match jsonwebtoken::decode::<T>(token, &secret, &validation) {
         Ok(data) => Ok(data.claims),
         Err(e) => Err(match e.kind() {
             ErrorKind::ExpiredSignature => AuthError::Expired,

@@ -1,0 +1,237 @@
+//! Signed links: a URL that lets whoever holds it GET (or PUT) one file, or the files under
+//! one prefix, until it expires — bound to the method, the path and the expiry, never to
+//! the Host, so it survives proxies that rewrite Host.
+//!
+//! The signature is a JWT (HS256, `kid`, the keys of `[auth]`) over [`LinkClaims`], carried
+//! as `?sig=<jwt>` or in a path form, `/s/<jwt>/files/NAME`, whose relative URLs inherit
+//! it: a playlist at `/s/<jwt>/files/v.media/master.m3u8` that names `720p/0.ts` leads the
+//! player to `/s/<jwt>/files/v.media/720p/0.ts`, covered by a link for `v.media/`.
+
+use http::Method;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde::{Deserialize, Serialize};
+
+use super::keys::KeyRing;
+use super::{token, AuthError, Principal, Scopes};
+
+/// The query parameter of the query form.
+pub const QUERY_PARAM: &str = "sig";
+
+/// What a link allows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LinkClaims {
+    /// `GET` (GET and HEAD) or `PUT`.
+    pub m: String,
+    /// The file's name, or a prefix ending in `/` (the link covers the names under it).
+    pub p: String,
+    /// Expiry, seconds since the Unix epoch.
+    pub exp: u64,
+    /// Who signed it: the principal tus uploads and revocation refer to.
+    pub sub: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    /// Upload links: the largest body accepted, in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
+    /// Upload links: the SHA-256 (hex) the body must have to be stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+}
+
+/// Signs `claims` into the link's signature (the `sig` value).
+pub fn sign(keys: &KeyRing, claims: &LinkClaims) -> Result<String, AuthError> {
+    token::mint(keys, claims)
+}
+
+/// The principal a link's signature `sig` proves for `method` on file `name`.
+///
+/// Errors: [`AuthError::LinkExpired`] (410) once expired; [`AuthError::Forbidden`] (403)
+/// for a signature that does not verify, or a link for another method or path.
+pub fn verify(
+    keys: &KeyRing,
+    sig: &str,
+    method: &Method,
+    name: &str,
+) -> Result<Principal, AuthError> {
+    let claims: LinkClaims = token::verify_as(keys, sig).map_err(|e| match e {
+        AuthError::Expired => AuthError::LinkExpired,
+        _ => AuthError::Forbidden("the link's signature does not verify".into()),
+    })?;
+    let scopes = match (claims.m.as_str(), method) {
+        ("GET", &Method::GET | &Method::HEAD) => Scopes::parse("read"),
+        ("PUT", &Method::PUT) => Scopes::parse("write"),
+        _ => {
+            return Err(AuthError::Forbidden(format!(
+                "the link is for {} only",
+                claims.m
+            )))
+        }
+    }
+    .map_err(AuthError::Invalid)?;
+    if !covers(&claims.p, name) {
+        return Err(AuthError::Forbidden("the link is for another path".into()));
+    }
+    Ok(Principal {
+        sub: Some(claims.sub),
+        scopes,
+        // Exactly this name: a link for `a.txt` covers no `a.txt2`.
+        prefix: name.to_string(),
+        max_bytes: claims.max_bytes,
+        jti: claims.jti,
+        issued_at: claims.iat,
+        authenticated: true,
+        sha256: claims.sha256,
+    })
+}
+
+/// Characters of a name kept as they are in a link's path (RFC 3986 §2.3 unreserved).
+const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// The two forms of a link to `name` with signature `sig`, relative to whatever address
+/// the client uses: `/files/NAME?sig=SIG` and `/s/SIG/files/NAME` (for a prefix, the path
+/// form is the one relative URLs inherit).
+pub fn urls(name: &str, sig: &str) -> (String, String) {
+    let path: Vec<String> = name
+        .split('/')
+        .map(|seg| utf8_percent_encode(seg, PATH_SEGMENT).to_string())
+        .collect();
+    let path = path.join("/");
+    (
+        format!("/files/{path}?{QUERY_PARAM}={sig}"),
+        format!("/s/{sig}/files/{path}"),
+    )
+}
+
+/// Whether a link for `path` (a name, or a prefix ending in `/`) covers `name`.
+pub fn covers(path: &str, name: &str) -> bool {
+    if path.ends_with('/') {
+        name.starts_with(path)
+    } else {
+        name == path
+    }
+}
+
+/// Splits the path form: `/s/<sig>/rest` into `(Some(sig), "/rest")`; any other path is
+/// returned whole with no signature.
+pub fn split_path(path: &str) -> (Option<&str>, &str) {
+    let Some(after) = path.strip_prefix("/s/") else {
+        return (None, path);
+    };
+    match after.find('/') {
+        Some(i) if i > 0 => (Some(&after[..i]), &after[i..]),
+        _ => (None, path),
+    }
+}
+
+/// The `sig=` value of a query string (a JWT needs no percent-decoding).
+pub fn from_query(query: Option<&str>) -> Option<&str> {
+    query?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("sig="))
+        .filter(|s| !s.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::Key;
+
+    fn keys() -> KeyRing {
+        KeyRing::new(vec![Key::new("k1", &[9u8; 32]).unwrap()])
+    }
+
+    fn now() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    fn link(m: &str, p: &str, exp: u64) -> String {
+        let claims = LinkClaims {
+            m: m.into(),
+            p: p.into(),
+            exp,
+            sub: "s".into(),
+            iat: None,
+            jti: None,
+            max_bytes: Some(5),
+            sha256: None,
+        };
+        sign(&keys(), &claims).unwrap()
+    }
+
+    #[test]
+    fn a_link_allows_its_method_on_its_path_until_it_expires() {
+        let get = link("GET", "v/a.mp4", now() + 60);
+        let p = verify(&keys(), &get, &Method::GET, "v/a.mp4").unwrap();
+        assert_eq!((p.prefix.as_str(), p.max_bytes), ("v/a.mp4", Some(5)));
+        assert!(verify(&keys(), &get, &Method::HEAD, "v/a.mp4").is_ok());
+        let forbidden = |r: Result<Principal, AuthError>| matches!(r, Err(AuthError::Forbidden(_)));
+        assert!(forbidden(verify(&keys(), &get, &Method::PUT, "v/a.mp4")));
+        assert!(forbidden(verify(&keys(), &get, &Method::DELETE, "v/a.mp4")));
+        assert!(forbidden(verify(&keys(), &get, &Method::GET, "v/a.mp42")));
+        let dir = link("GET", "v/a.media/", now() + 60);
+        assert!(verify(&keys(), &dir, &Method::GET, "v/a.media/720p/0.ts").is_ok());
+        assert!(forbidden(verify(&keys(), &dir, &Method::GET, "v/a.mediaX")));
+        let put = link("PUT", "up.bin", now() + 60);
+        assert!(verify(&keys(), &put, &Method::PUT, "up.bin").is_ok());
+        assert!(forbidden(verify(&keys(), &put, &Method::GET, "up.bin")));
+        let old = link("GET", "v/a.mp4", now() - 60);
+        assert_eq!(
+            verify(&keys(), &old, &Method::GET, "v/a.mp4"),
+            Err(AuthError::LinkExpired)
+        );
+        let mut tampered = get.clone();
+        tampered.pop();
+        assert!(forbidden(verify(
+            &keys(),
+            &tampered,
+            &Method::GET,
+            "v/a.mp4"
+        )));
+        // A bearer token is no link.
+        let bearer = token::mint(
+            &keys(),
+            &crate::auth::Claims {
+                sub: "s".into(),
+                exp: now() + 60,
+                nbf: None,
+                iat: None,
+                jti: None,
+                scope: "read".into(),
+                prefix: String::new(),
+                max_bytes: None,
+            },
+        )
+        .unwrap();
+        assert!(forbidden(verify(&keys(), &bearer, &Method::GET, "v/a.mp4")));
+    }
+
+    #[test]
+    fn the_signature_comes_from_the_path_or_the_query() {
+        assert_eq!(
+            split_path("/s/abc.def/files/x/y"),
+            (Some("abc.def"), "/files/x/y")
+        );
+        assert_eq!(split_path("/files/x"), (None, "/files/x"));
+        assert_eq!(split_path("/s//files/x"), (None, "/s//files/x"));
+        assert_eq!(split_path("/s/abc"), (None, "/s/abc"));
+        assert_eq!(from_query(Some("a=1&sig=x.y.z")), Some("x.y.z"));
+        assert_eq!(from_query(Some("sig=")), None);
+        assert_eq!(from_query(None), None);
+        assert_eq!(
+            urls("v/a b/é.mp4", "S"),
+            (
+                "/files/v/a%20b/%C3%A9.mp4?sig=S".to_string(),
+                "/s/S/files/v/a%20b/%C3%A9.mp4".to_string()
+            )
+        );
+    }
+}
