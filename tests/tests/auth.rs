@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use reqwest::StatusCode;
 use speedbox_common::auth::{token, Claims, Key, KeyRing};
 use speedbox_tests::client::{error_of, file_url, put_with};
-use speedbox_tests::{eventually, Cluster};
+use speedbox_tests::{eventually, tus, Cluster};
 
 const K1: &str = "k1-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd";
 const K2: &str = "k2-fedcba9876543210fedcba9876543210fedcba9876543210fedcba98765432";
@@ -801,4 +801,63 @@ async fn an_application_backend_mints_tokens_over_http() {
         || async { status(put("u/b.txt", "1").await) == StatusCode::UNAUTHORIZED },
     )
     .await;
+}
+
+/// tuspy and tus-js-client work with the token as a header; without one they are refused.
+#[tokio::test]
+async fn tus_clients_upload_with_a_token_header() {
+    let c = start(1, "").await;
+    let uploader = bearer(&mint(&claims("uploader", "read write", "")));
+    let file = c.dir().join("tus-client.bin");
+    let content = speedbox_tests::data::bytes(41, 3 << 20);
+    std::fs::write(&file, &content).unwrap();
+    let endpoint = format!("{}/uploads", c.balancer_url());
+    for (client, name) in [("tuspy", "tuspy.bin"), ("tus-js-client", "tus-js.bin")] {
+        let command = || match client {
+            "tuspy" => tus::tuspy(&endpoint, &file, name, 1 << 20),
+            _ => tus::tus_js(&endpoint, &file, name, 1 << 20),
+        };
+        let mut with_token = command();
+        with_token.env("TUS_AUTHORIZATION", &uploader);
+        tus::run_ok(with_token).await;
+        let got = c
+            .http
+            .get(file_url(&c.balancer_url(), name))
+            .header("authorization", &uploader)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(got.bytes().await.unwrap().to_vec(), content, "{client}");
+        let mut without = command();
+        without.env_remove("TUS_AUTHORIZATION");
+        let out = without.output().await.unwrap();
+        assert!(!out.status.success(), "{client} uploaded without a token");
+    }
+}
+
+/// With `Expect: 100-continue`, a refused upload is refused before its body is sent.
+#[tokio::test]
+async fn a_refused_upload_is_refused_before_its_body_is_sent() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let c = start(1, "").await;
+    let reader = bearer(&mint(&claims("r", "read", "")));
+    for (who, want) in [(None, "401"), (Some(reader.as_str()), "403")] {
+        let mut conn = tokio::net::TcpStream::connect(c.balancer_addr())
+            .await
+            .unwrap();
+        let auth = who.map_or(String::new(), |t| format!("Authorization: {t}\r\n"));
+        let head = format!(
+            "PUT /files/big.bin HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 1000000000\r\n\
+             Expect: 100-continue\r\n\r\n"
+        );
+        conn.write_all(head.as_bytes()).await.unwrap();
+        // Not a byte of the body: the answer must come without it.
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf))
+            .await
+            .expect("an answer before the body")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&buf[..n]);
+        assert!(answer.starts_with(&format!("HTTP/1.1 {want}")), "{answer}");
+    }
 }
