@@ -2,6 +2,10 @@
 //! into GridFS and reads it back, with the same write concern as the node (journaled) and
 //! 1 MiB writes and reads. It is the baseline the node's own upload and download speeds are
 //! compared against (`scripts/bench-storage`). Prints one JSON line per measurement.
+//!
+//! `speedbox-bench auth`: the CPU access control adds to one request on a node — verifying
+//! a bearer token, checking it against revocations, and deciding its scope and prefix — in
+//! a loop on one core (`scripts/bench-auth`).
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -32,16 +36,64 @@ enum Cmd {
         #[arg(long, default_value_t = 1 << 20)]
         block: usize,
     },
+    /// Verify a bearer token (and decide one action) `iterations` times.
+    Auth {
+        #[arg(long, default_value_t = 200_000)]
+        iterations: u32,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let Cmd::Gridfs {
-        uri,
-        database,
-        file,
-        block,
-    } = Args::parse().cmd;
+    match Args::parse().cmd {
+        Cmd::Gridfs {
+            uri,
+            database,
+            file,
+            block,
+        } => gridfs(uri, database, file, block).await,
+        Cmd::Auth { iterations } => auth(iterations),
+    }
+}
+
+/// What a node does per request with access control on, as `access::check` does it.
+fn auth(iterations: u32) -> anyhow::Result<()> {
+    use speedbox_common::auth::{
+        token, Authenticator, Claims, Key, KeyRing, Revocations, Scope, Scopes,
+    };
+    let keys = KeyRing::new(vec![Key::new("k1", &[7u8; 32]).map_err(anyhow::Error::msg)?]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let claims = Claims {
+        sub: "bench-user".into(),
+        exp: now + 3600,
+        nbf: None,
+        iat: Some(now),
+        jti: Some(format!("{:032x}", 42u128)),
+        scope: "read write".into(),
+        prefix: "users/bench-user/".into(),
+        max_bytes: Some(1 << 30),
+    };
+    let token = token::mint(&keys, &claims)?;
+    let auth = Authenticator::new(keys, Scopes::NONE);
+    let revoked = Revocations::default();
+    let started = Instant::now();
+    for _ in 0..iterations {
+        let principal = auth.authenticate(Some(std::hint::black_box(&token)))?;
+        revoked.check(&principal)?;
+        principal.may(Scope::Read, Some("users/bench-user/a.mp4"))?;
+    }
+    let per = started.elapsed().as_secs_f64() / f64::from(iterations);
+    let line = serde_json::json!({
+        "op": "auth-verify", "iterations": iterations, "token_bytes": token.len(),
+        "us_per_request": per * 1e6,
+    });
+    println!("{line}");
+    Ok(())
+}
+
+async fn gridfs(uri: String, database: String, file: PathBuf, block: usize) -> anyhow::Result<()> {
     let mut opts = ClientOptions::parse(&uri).await?;
     opts.write_concern = Some(
         WriteConcern::builder()

@@ -14,6 +14,9 @@ pub mod revoke;
 pub mod scope;
 pub mod token;
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use http::HeaderMap;
 
 pub use keys::{Key, KeyRing};
@@ -153,13 +156,30 @@ impl Principal {
 }
 
 /// Checks requests against one `[auth]` configuration and its keys.
-#[derive(Debug, Clone)]
 pub struct Authenticator {
     enabled: bool,
     keys: KeyRing,
     anonymous: Scopes,
     /// The `secret_file`s of `[auth] keys`, watched for changes.
     key_files: Vec<String>,
+    /// Tokens already verified with these keys, by their exact text: a client sends the
+    /// same token with every request, and verifying it (base64, JSON, HMAC) costs several
+    /// µs. An edit of `[auth]` builds a new authenticator, so a removed key empties it.
+    verified: Mutex<HashMap<Box<str>, (Principal, u64)>>,
+}
+
+/// Verified tokens remembered at most; the cache starts over when full.
+const VERIFIED_CACHE: usize = 10_000;
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the cache: it holds tokens.
+        f.debug_struct("Authenticator")
+            .field("enabled", &self.enabled)
+            .field("keys", &self.keys)
+            .field("anonymous", &self.anonymous)
+            .finish()
+    }
 }
 
 impl Authenticator {
@@ -170,6 +190,7 @@ impl Authenticator {
             keys: KeyRing::default(),
             anonymous: Scopes::ALL,
             key_files: Vec::new(),
+            verified: Mutex::default(),
         }
     }
 
@@ -179,6 +200,7 @@ impl Authenticator {
             keys,
             anonymous,
             key_files: Vec::new(),
+            verified: Mutex::default(),
         }
     }
 
@@ -207,11 +229,34 @@ impl Authenticator {
         if !self.enabled {
             return Ok(Principal::open());
         }
-        match token {
-            None => Ok(Principal::anonymous(self.anonymous)),
-            Some(token) => Principal::from_claims(token::verify(&self.keys, token)?),
+        let Some(token) = token else {
+            return Ok(Principal::anonymous(self.anonymous));
+        };
+        let now = now_secs();
+        if let Ok(cache) = self.verified.lock() {
+            if let Some((principal, valid_until)) = cache.get(token) {
+                if now <= *valid_until {
+                    return Ok(principal.clone());
+                }
+            }
         }
+        let claims = token::verify(&self.keys, token)?;
+        let valid_until = claims.exp + token::LEEWAY_SECS;
+        let principal = Principal::from_claims(claims)?;
+        if let Ok(mut cache) = self.verified.lock() {
+            if cache.len() >= VERIFIED_CACHE {
+                cache.clear();
+            }
+            cache.insert(token.into(), (principal.clone(), valid_until));
+        }
+        Ok(principal)
     }
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// The token a request carries: `Authorization: Bearer <token>` (RFC 6750 §2.1), else a

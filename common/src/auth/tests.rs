@@ -195,3 +195,43 @@ fn secrets_are_long_enough_and_never_printed() {
     let k = Key::new("k", b"super-secret-value-0123456789abcdef").unwrap();
     assert!(!format!("{k:?}").contains("super-secret"));
 }
+
+#[test]
+fn a_remembered_token_still_expires_and_a_new_key_ring_forgets_it() {
+    let keys = ring(&["k1"]);
+    let auth = Authenticator::new(keys.clone(), Scopes::NONE);
+    // Expired beyond the leeway by the time it is used a second time? Simulate with an
+    // exp already past the leeway: never remembered, refused both times.
+    let gone = token::mint(
+        &keys,
+        &Claims {
+            exp: now() - 60,
+            ..claims("read", "")
+        },
+    )
+    .unwrap();
+    for _ in 0..2 {
+        assert_eq!(
+            auth.authenticate(Some(&gone)).unwrap_err(),
+            AuthError::Expired
+        );
+    }
+    let good = token::mint(&keys, &claims("read", "a/")).unwrap();
+    let first = auth.authenticate(Some(&good)).unwrap();
+    assert_eq!(
+        auth.authenticate(Some(&good)).unwrap(),
+        first,
+        "the same principal again"
+    );
+    // Another ring (a live edit removed k1): the token is verified again, and refused.
+    let rotated = Authenticator::new(ring(&["k2"]), Scopes::NONE);
+    assert!(rotated.authenticate(Some(&good)).is_err());
+    // A token differing in one character is never taken for a remembered one.
+    let mut other = good.clone();
+    other.pop();
+    assert!(auth.authenticate(Some(&other)).is_err());
+    assert!(
+        !format!("{auth:?}").contains(&good),
+        "Debug never shows tokens"
+    );
+}
