@@ -13,7 +13,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use http::{HeaderMap, Method};
 use speedbox_common::auth::{
-    bearer, link, AuthError, Authenticator, LiveAuth, Principal, Revocation, Revocations, Scope,
+    bearer, AuthError, Authenticator, LiveAuth, Principal, Revocation, Revocations, Scope,
 };
 
 use crate::error::Result;
@@ -95,7 +95,7 @@ fn link_principal(auth: &Authenticator, sig: &str, route: &Route) -> Result<Prin
             return Err(AuthError::Forbidden(why).into());
         }
     };
-    Ok(link::verify(auth.keys(), sig, &method, name)?)
+    Ok(auth.link(sig, &method, name)?)
 }
 
 /// The revocations in force on this node: read from the store every [`REVOCATIONS_POLL`],

@@ -55,10 +55,21 @@ pub fn verify(
     method: &Method,
     name: &str,
 ) -> Result<Principal, AuthError> {
-    let claims: LinkClaims = token::verify_as(keys, sig).map_err(|e| match e {
+    grant(claims(keys, sig)?, method, name)
+}
+
+/// The claims of a link's signature `sig`, if a key of the ring made it and it has not
+/// expired; errors as [`verify`].
+pub fn claims(keys: &KeyRing, sig: &str) -> Result<LinkClaims, AuthError> {
+    token::verify_as(keys, sig).map_err(|e| match e {
         AuthError::Expired => AuthError::LinkExpired,
         _ => AuthError::Forbidden("the link's signature does not verify".into()),
-    })?;
+    })
+}
+
+/// What verified `claims` allow `method` on file `name`: its principal, or 403 for
+/// another method or path.
+pub fn grant(claims: LinkClaims, method: &Method, name: &str) -> Result<Principal, AuthError> {
     let scopes = match (claims.m.as_str(), method) {
         ("GET", &Method::GET | &Method::HEAD) => Scopes::parse("read"),
         ("PUT", &Method::PUT) => Scopes::parse("write"),

@@ -165,11 +165,37 @@ pub struct Authenticator {
     /// Tokens already verified with these keys, by their exact text: a client sends the
     /// same token with every request, and verifying it (base64, JSON, HMAC) costs several
     /// µs. An edit of `[auth]` builds a new authenticator, so a removed key empties it.
-    verified: Mutex<HashMap<Box<str>, (Principal, u64)>>,
+    verified: Verified<Principal>,
+    /// The same for signed links (a player fetches every segment of a video with one).
+    links: Verified<link::LinkClaims>,
 }
 
-/// Verified tokens remembered at most; the cache starts over when full.
+/// Proofs verified with one key ring, by their exact text, each until it expires.
+struct Verified<T>(Mutex<HashMap<Box<str>, (T, u64)>>);
+
+/// Proofs remembered at most; the cache starts over when full.
 const VERIFIED_CACHE: usize = 10_000;
+
+impl<T: Clone> Verified<T> {
+    fn new() -> Self {
+        Verified(Mutex::new(HashMap::new()))
+    }
+
+    fn get(&self, text: &str, now: u64) -> Option<T> {
+        let cache = self.0.lock().ok()?;
+        let (value, until) = cache.get(text)?;
+        (now <= *until).then(|| value.clone())
+    }
+
+    fn put(&self, text: &str, value: T, until: u64) {
+        if let Ok(mut cache) = self.0.lock() {
+            if cache.len() >= VERIFIED_CACHE {
+                cache.clear();
+            }
+            cache.insert(text.into(), (value, until));
+        }
+    }
+}
 
 impl std::fmt::Debug for Authenticator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -190,7 +216,8 @@ impl Authenticator {
             keys: KeyRing::default(),
             anonymous: Scopes::ALL,
             key_files: Vec::new(),
-            verified: Mutex::default(),
+            verified: Verified::new(),
+            links: Verified::new(),
         }
     }
 
@@ -200,7 +227,8 @@ impl Authenticator {
             keys,
             anonymous,
             key_files: Vec::new(),
-            verified: Mutex::default(),
+            verified: Verified::new(),
+            links: Verified::new(),
         }
     }
 
@@ -232,24 +260,34 @@ impl Authenticator {
         let Some(token) = token else {
             return Ok(Principal::anonymous(self.anonymous));
         };
-        let now = now_secs();
-        if let Ok(cache) = self.verified.lock() {
-            if let Some((principal, valid_until)) = cache.get(token) {
-                if now <= *valid_until {
-                    return Ok(principal.clone());
-                }
-            }
+        if let Some(principal) = self.verified.get(token, now_secs()) {
+            return Ok(principal);
         }
         let claims = token::verify(&self.keys, token)?;
         let valid_until = claims.exp + token::LEEWAY_SECS;
         let principal = Principal::from_claims(claims)?;
-        if let Ok(mut cache) = self.verified.lock() {
-            if cache.len() >= VERIFIED_CACHE {
-                cache.clear();
-            }
-            cache.insert(token.into(), (principal.clone(), valid_until));
-        }
+        self.verified.put(token, principal.clone(), valid_until);
         Ok(principal)
+    }
+
+    /// The principal a signed link's signature `sig` proves for `method` on file `name`
+    /// (see [`link::verify`]); a signature verified before is not verified again.
+    pub fn link(
+        &self,
+        sig: &str,
+        method: &http::Method,
+        name: &str,
+    ) -> Result<Principal, AuthError> {
+        let claims = match self.links.get(sig, now_secs()) {
+            Some(claims) => claims,
+            None => {
+                let claims = link::claims(&self.keys, sig)?;
+                self.links
+                    .put(sig, claims.clone(), claims.exp + token::LEEWAY_SECS);
+                claims
+            }
+        };
+        link::grant(claims, method, name)
     }
 }
 

@@ -235,3 +235,36 @@ fn a_remembered_token_still_expires_and_a_new_key_ring_forgets_it() {
         "Debug never shows tokens"
     );
 }
+
+#[test]
+fn a_remembered_link_is_still_checked_for_method_and_path_on_every_request() {
+    let keys = ring(&["k1"]);
+    let auth = Authenticator::new(keys.clone(), Scopes::NONE);
+    let claims = link::LinkClaims {
+        m: "GET".into(),
+        p: "v/a.media/".into(),
+        exp: now() + 60,
+        sub: "s".into(),
+        iat: None,
+        jti: None,
+        max_bytes: None,
+        sha256: None,
+    };
+    let sig = link::sign(&keys, &claims).unwrap();
+    let get = http::Method::GET;
+    for _ in 0..2 {
+        let p = auth.link(&sig, &get, "v/a.media/0.ts").unwrap();
+        assert_eq!(p.prefix, "v/a.media/0.ts");
+        assert!(matches!(
+            auth.link(&sig, &get, "v/b.txt"),
+            Err(AuthError::Forbidden(_))
+        ));
+        let put = http::Method::PUT;
+        assert!(matches!(
+            auth.link(&sig, &put, "v/a.media/0.ts"),
+            Err(AuthError::Forbidden(_))
+        ));
+    }
+    let rotated = Authenticator::new(ring(&["k2"]), Scopes::NONE);
+    assert!(rotated.link(&sig, &get, "v/a.media/0.ts").is_err());
+}
