@@ -9,20 +9,22 @@ use super::Store;
 use crate::error::Result;
 
 impl Store {
-    /// Records `r` (idempotent: revoking the same `jti` twice keeps one document; a `sub`
-    /// revoked again moves its time forward).
+    /// Records `r`, idempotently: revoking the same `jti` or `sub` again keeps one
+    /// document. Its time only moves forward, in the same update (`$max`): a revocation
+    /// that arrives late, after a newer one of the same `sub`, never narrows it. `by` is
+    /// who revoked it first.
     pub async fn revoke(&self, r: &Revocation) -> Result<()> {
-        let id = match (&r.jti, &r.sub) {
-            (Some(jti), _) => format!("jti:{jti}"),
-            (None, Some(sub)) => format!("sub:{sub}"),
+        let (id, key, value) = match (&r.jti, &r.sub) {
+            (Some(jti), _) => (format!("jti:{jti}"), "jti", jti),
+            (None, Some(sub)) => (format!("sub:{sub}"), "sub", sub),
             (None, None) => return Ok(()),
         };
-        let mut doc = bson::to_document(r).map_err(|e| {
-            crate::error::NodeError::Internal(format!("cannot encode a revocation: {e}"))
-        })?;
-        doc.insert("_id", id.clone());
+        let update = doc! {
+            "$max": {"revoked_at": r.revoked_at as i64},
+            "$setOnInsert": {key: value, "by": &r.by},
+        };
         self.revoked
-            .replace_one(doc! {"_id": id}, doc)
+            .update_one(doc! {"_id": id}, update)
             .upsert(true)
             .await?;
         Ok(())
