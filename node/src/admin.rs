@@ -2,15 +2,13 @@
 //! principals, and listing what is revoked. The list lives in MongoDB, so a revocation taken
 //! by one node is in force on every node within [`crate::access::REVOCATIONS_POLL`].
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
-use speedbox_common::auth::link::{self, LinkClaims};
-use speedbox_common::auth::{token, Claims, Principal, Revocation, Scope, Scopes};
+use speedbox_common::auth::link::{self, LinkRequest};
+use speedbox_common::auth::{now_secs, token, Claims, Principal, Revocation, Scope, Scopes};
 
 use crate::error::{NodeError, Result};
 use crate::name::check_name;
@@ -111,11 +109,7 @@ pub async fn mint(state: &AppState, req: Request<Incoming>) -> Result<Response<B
         exp: now + ttl,
         nbf: None,
         iat: Some(now),
-        jti: Some(
-            wanted
-                .jti
-                .unwrap_or_else(|| format!("{:032x}", fastrand::u128(..))),
-        ),
+        jti: Some(wanted.jti.unwrap_or_else(token::new_jti)),
         scope: scopes.to_string(),
         prefix: wanted.prefix,
         max_bytes: wanted.max_bytes,
@@ -140,12 +134,6 @@ async fn json_body<T: serde::de::DeserializeOwned>(
     serde_json::from_slice(&bytes).map_err(|e| NodeError::BadRequest(format!("send {shape}: {e}")))
 }
 
-fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 /// What `POST /_auth/sign` takes.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -154,16 +142,13 @@ struct SignRequest {
     name: String,
     /// `GET` (default) or `PUT`.
     method: Option<String>,
-    /// Seconds; default 900, at most [`MAX_LINK_TTL_SECS`].
+    /// Seconds; default 900, at most [`link::MAX_TTL_SECS`].
     ttl_secs: Option<u64>,
     /// Upload links: the largest body stored, in bytes.
     max_bytes: Option<u64>,
     /// Upload links: the SHA-256 (64 hex digits) the body must have to be stored.
     sha256: Option<String>,
 }
-
-/// The longest a signed link may live, in seconds (7 days).
-pub const MAX_LINK_TTL_SECS: u64 = 7 * 86_400;
 
 /// `POST /_auth/sign` with `{name, method?, ttl_secs?, max_bytes?, sha256?}` and a token
 /// that covers it (`read` for GET, `write` for PUT, the name within its prefix): 201 with
@@ -179,57 +164,27 @@ pub async fn sign(
 ) -> Result<Response<Body>> {
     let shape = r#"{"name": NAME, "method": "GET"|"PUT", "ttl_secs"?, "max_bytes"?, "sha256"?}"#;
     let wanted: SignRequest = json_body(req, shape).await?;
-    let method = wanted
-        .method
-        .unwrap_or_else(|| "GET".into())
-        .to_ascii_uppercase();
-    let scope = match method.as_str() {
-        "GET" => Scope::Read,
-        "PUT" => Scope::Write,
-        other => {
-            return Err(NodeError::BadRequest(format!(
-                "method {other:?}: use GET or PUT"
-            )))
-        }
-    };
     let name = check_name(wanted.name)?;
-    principal.may(scope, Some(&name))?;
-    if method == "GET" && (wanted.max_bytes.is_some() || wanted.sha256.is_some()) {
-        return Err(NodeError::BadRequest(
-            "max_bytes and sha256 are for PUT links".into(),
-        ));
-    }
-    if method == "PUT" && name.ends_with('/') {
-        return Err(NodeError::BadRequest(
-            "an upload link is for one name, not a prefix".into(),
-        ));
-    }
-    if let Some(sha) = &wanted.sha256 {
-        if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(NodeError::BadRequest("sha256 must be 64 hex digits".into()));
-        }
-    }
-    let ttl = wanted.ttl_secs.unwrap_or(900);
-    if ttl == 0 || ttl > MAX_LINK_TTL_SECS {
-        return Err(NodeError::BadRequest(format!(
-            "ttl_secs must be from 1 to {MAX_LINK_TTL_SECS}"
-        )));
-    }
-    let max_bytes = match (wanted.max_bytes, principal.max_bytes) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    };
-    let now = now_secs();
-    let claims = LinkClaims {
-        m: method,
-        p: name.clone(),
-        exp: now + ttl,
+    let request = LinkRequest {
+        method: wanted.method.unwrap_or_else(|| "GET".into()),
+        name: name.clone(),
+        ttl_secs: wanted.ttl_secs.unwrap_or(900),
+        max_bytes: wanted.max_bytes,
+        sha256: wanted.sha256,
         sub: principal.sub.clone().unwrap_or_default(),
-        iat: Some(now),
-        jti: Some(format!("{:032x}", fastrand::u128(..))),
-        max_bytes,
-        sha256: wanted.sha256.map(|s| s.to_ascii_lowercase()),
     };
+    let mut claims = request.claims(now_secs()).map_err(NodeError::BadRequest)?;
+    let scope = if claims.m == "PUT" {
+        // An upload link allows no more than the token that signs it.
+        claims.max_bytes = match (claims.max_bytes, principal.max_bytes) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        Scope::Write
+    } else {
+        Scope::Read
+    };
+    principal.may(scope, Some(&name))?;
     let sig = link::sign(state.auth.current().keys(), &claims)?;
     let (url, path_url) = link::urls(&name, &sig);
     Ok(respond::json(

@@ -5,12 +5,12 @@
 //! never from arguments or the environment.
 
 use std::path::PathBuf;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use clap::Parser;
-use speedbox_common::auth::link::{self, LinkClaims};
-use speedbox_common::auth::{live, token, Claims, Scopes};
+use speedbox_common::auth::link::{self, LinkRequest};
+use speedbox_common::auth::{live, now_secs, token, Claims, Scopes};
 use speedbox_common::config::ClusterConfig;
 
 /// Mint a speedbox bearer token.
@@ -80,33 +80,20 @@ fn main() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow!("{}: [auth] is not enabled", args.config.display()))?;
     let authenticator = live::build(&args.config, Some(auth))
         .map_err(|problems| anyhow!("{}: {}", args.config.display(), problems.join("; ")))?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-    let jti = args
-        .jti
-        .unwrap_or_else(|| format!("{:032x}", fastrand::u128(..)));
+    let now = now_secs();
     if let Some(name) = args.link {
-        let method = args.method.to_ascii_uppercase();
-        if method != "GET" && method != "PUT" {
-            bail!("--method: use GET or PUT");
-        }
-        if method == "GET" && (args.max_bytes.is_some() || args.sha256.is_some()) {
-            bail!("--max-bytes and --sha256 are for PUT links");
-        }
-        if let Some(sha) = &args.sha256 {
-            if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-                bail!("--sha256: 64 hex digits");
-            }
-        }
-        let claims = LinkClaims {
-            m: method,
-            p: name.clone(),
-            exp: now + args.ttl.as_secs(),
-            sub: args.sub,
-            iat: Some(now),
-            jti: Some(jti),
+        let request = LinkRequest {
+            method: args.method,
+            name: name.clone(),
+            ttl_secs: args.ttl.as_secs(),
             max_bytes: args.max_bytes,
-            sha256: args.sha256.map(|s| s.to_ascii_lowercase()),
+            sha256: args.sha256,
+            sub: args.sub,
         };
+        let mut claims = request.claims(now).map_err(|e| anyhow!("--link: {e}"))?;
+        if let Some(jti) = args.jti {
+            claims.jti = Some(jti);
+        }
         let sig = link::sign(authenticator.keys(), &claims).context("cannot sign")?;
         let (url, path_url) = link::urls(&name, &sig);
         println!("{}", if name.ends_with('/') { path_url } else { url });
@@ -121,7 +108,7 @@ fn main() -> anyhow::Result<()> {
         exp: now + args.ttl.as_secs(),
         nbf: None,
         iat: Some(now),
-        jti: Some(jti),
+        jti: Some(args.jti.unwrap_or_else(token::new_jti)),
         scope: scopes.to_string(),
         prefix: args.prefix,
         max_bytes: args.max_bytes,

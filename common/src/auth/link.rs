@@ -40,26 +40,74 @@ pub struct LinkClaims {
     pub sha256: Option<String>,
 }
 
+/// The longest a signed link may live, in seconds (7 days).
+pub const MAX_TTL_SECS: u64 = 7 * 86_400;
+
+/// What a new link is asked to allow, before it is checked.
+#[derive(Debug, Clone)]
+pub struct LinkRequest {
+    /// `GET` or `PUT`, any case.
+    pub method: String,
+    /// A file's name, or (GET only) a prefix ending in `/`.
+    pub name: String,
+    pub ttl_secs: u64,
+    /// PUT only: the largest body stored, in bytes.
+    pub max_bytes: Option<u64>,
+    /// PUT only: the SHA-256 (64 hex digits) the body must have.
+    pub sha256: Option<String>,
+    /// Who signs it.
+    pub sub: String,
+}
+
+impl LinkRequest {
+    /// The claims of the link, issued at `now` (seconds since the Unix epoch) with a fresh
+    /// `jti`, or the rule the request breaks: the method is GET or PUT; `max_bytes` and
+    /// `sha256` are for PUT links, which are for one name, not a prefix; `sha256` is 64 hex
+    /// digits; the ttl is 1 s to [`MAX_TTL_SECS`].
+    pub fn claims(self, now: u64) -> Result<LinkClaims, String> {
+        let method = self.method.to_ascii_uppercase();
+        match method.as_str() {
+            "GET" if self.max_bytes.is_some() || self.sha256.is_some() => {
+                return Err("max_bytes and sha256 are for PUT links".into())
+            }
+            "GET" => {}
+            "PUT" if self.name.ends_with('/') => {
+                return Err("an upload link is for one name, not a prefix".into())
+            }
+            "PUT" => {}
+            other => return Err(format!("method {other:?}: use GET or PUT")),
+        }
+        if let Some(sha) = &self.sha256 {
+            if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err("sha256 must be 64 hex digits".into());
+            }
+        }
+        if self.ttl_secs == 0 || self.ttl_secs > MAX_TTL_SECS {
+            return Err(format!("the ttl must be from 1 to {MAX_TTL_SECS} seconds"));
+        }
+        Ok(LinkClaims {
+            m: method,
+            p: self.name,
+            exp: now + self.ttl_secs,
+            sub: self.sub,
+            iat: Some(now),
+            jti: Some(token::new_jti()),
+            max_bytes: self.max_bytes,
+            sha256: self.sha256.map(|s| s.to_ascii_lowercase()),
+        })
+    }
+}
+
 /// Signs `claims` into the link's signature (the `sig` value).
 pub fn sign(keys: &KeyRing, claims: &LinkClaims) -> Result<String, AuthError> {
     token::mint(keys, claims)
 }
 
-/// The principal a link's signature `sig` proves for `method` on file `name`.
+/// The claims of a link's signature `sig`, if a key of the ring made it and it has not
+/// expired.
 ///
 /// Errors: [`AuthError::LinkExpired`] (410) once expired; [`AuthError::Forbidden`] (403)
-/// for a signature that does not verify, or a link for another method or path.
-pub fn verify(
-    keys: &KeyRing,
-    sig: &str,
-    method: &Method,
-    name: &str,
-) -> Result<Principal, AuthError> {
-    grant(claims(keys, sig)?, method, name)
-}
-
-/// The claims of a link's signature `sig`, if a key of the ring made it and it has not
-/// expired; errors as [`verify`].
+/// for a signature that does not verify.
 pub fn claims(keys: &KeyRing, sig: &str) -> Result<LinkClaims, AuthError> {
     token::verify_as(keys, sig).map_err(|e| match e {
         AuthError::Expired => AuthError::LinkExpired,
@@ -157,6 +205,15 @@ mod tests {
         KeyRing::new(vec![Key::new("k1", &[9u8; 32]).unwrap()])
     }
 
+    fn verify(
+        keys: &KeyRing,
+        sig: &str,
+        method: &Method,
+        name: &str,
+    ) -> Result<Principal, AuthError> {
+        grant(claims(keys, sig)?, method, name)
+    }
+
     fn now() -> u64 {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -223,6 +280,42 @@ mod tests {
         )
         .unwrap();
         assert!(forbidden(verify(&keys(), &bearer, &Method::GET, "v/a.mp4")));
+    }
+
+    #[test]
+    fn a_link_request_is_checked_before_it_is_signed() {
+        let request = |method: &str, name: &str, ttl, max_bytes, sha: Option<&str>| LinkRequest {
+            method: method.into(),
+            name: name.into(),
+            ttl_secs: ttl,
+            max_bytes,
+            sha256: sha.map(str::to_string),
+            sub: "s".into(),
+        };
+        let sha = "AB".repeat(32);
+        let c = request("put", "up.bin", 60, Some(5), Some(&sha))
+            .claims(1000)
+            .unwrap();
+        assert_eq!(
+            (c.m.as_str(), c.exp, c.iat, c.max_bytes),
+            ("PUT", 1060, Some(1000), Some(5))
+        );
+        assert_eq!(c.sha256, Some("ab".repeat(32)));
+        assert_eq!(c.jti.map(|j| j.len()), Some(32));
+        assert!(request("GET", "v/", MAX_TTL_SECS, None, None)
+            .claims(0)
+            .is_ok());
+        for bad in [
+            request("DELETE", "a", 60, None, None),
+            request("GET", "a", 60, Some(5), None),
+            request("GET", "a", 60, None, Some(&sha)),
+            request("PUT", "v/", 60, None, None),
+            request("PUT", "a", 60, None, Some("abc")),
+            request("GET", "a", 0, None, None),
+            request("GET", "a", MAX_TTL_SECS + 1, None, None),
+        ] {
+            assert!(bad.clone().claims(0).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -271,7 +271,8 @@ impl Authenticator {
     }
 
     /// The principal a signed link's signature `sig` proves for `method` on file `name`
-    /// (see [`link::verify`]); a signature verified before is not verified again.
+    /// ([`link::claims`], then [`link::grant`]); a signature verified before is not
+    /// verified again, method and path are checked every time.
     pub fn link(
         &self,
         sig: &str,
@@ -291,7 +292,8 @@ impl Authenticator {
     }
 }
 
-fn now_secs() -> u64 {
+/// Now, in whole seconds since the Unix epoch (the unit of `exp`, `iat` and revocations).
+pub fn now_secs() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

@@ -45,6 +45,11 @@ impl Claims {
     }
 }
 
+/// A fresh token id (`jti`): 32 random hex digits.
+pub fn new_jti() -> String {
+    format!("{:032x}", fastrand::u128(..))
+}
+
 /// Signs `claims` with the ring's first key.
 ///
 /// Errors: [`AuthError::Invalid`] when the ring is empty or the claims cannot be encoded.
