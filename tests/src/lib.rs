@@ -12,6 +12,7 @@
 //! flags as the local cluster. `SPEEDBOX_BIN_DIR` overrides the binaries' directory, and
 //! `SPEEDBOX_SECANTUSD` (read by `scripts/secantusdb`) the SecantusDB server binary.
 
+pub mod auth;
 mod builder;
 pub mod client;
 pub mod data;

@@ -108,22 +108,41 @@ pub fn offset_of(resp: &Response) -> u64 {
 /// tuspy (`tests/clients/tuspy_upload.py`) uploading `file` to `endpoint` (`…/uploads`) as
 /// `name` in PATCHes of `chunk` bytes, each with a sha1 checksum; it prints the upload URL.
 pub fn tuspy(endpoint: &str, file: &Path, name: &str, chunk: u64) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(workspace_root().join(".venv/bin/python"));
-    cmd.arg(workspace_root().join("tests/clients/tuspy_upload.py"))
-        .arg(endpoint)
-        .arg(file)
-        .arg(name)
-        .arg(chunk.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    cmd
+    let python = workspace_root().join(".venv/bin/python");
+    client(
+        python.as_os_str(),
+        "tuspy_upload.py",
+        endpoint,
+        file,
+        name,
+        chunk,
+    )
 }
 
 /// tus-js-client under Node (`tests/clients/tus_js_upload.js`), the same way.
 pub fn tus_js(endpoint: &str, file: &Path, name: &str, chunk: u64) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new("node");
-    cmd.arg(workspace_root().join("tests/clients/tus_js_upload.js"))
+    client(
+        "node".as_ref(),
+        "tus_js_upload.js",
+        endpoint,
+        file,
+        name,
+        chunk,
+    )
+}
+
+/// `program tests/clients/<script> ENDPOINT FILE NAME CHUNK`, its output captured, killed
+/// with the test. With `TUS_AUTHORIZATION` in its environment, the client sends it.
+fn client(
+    program: &std::ffi::OsStr,
+    script: &str,
+    endpoint: &str,
+    file: &Path,
+    name: &str,
+    chunk: u64,
+) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.arg(workspace_root().join("tests/clients").join(script))
         .arg(endpoint)
         .arg(file)
         .arg(name)

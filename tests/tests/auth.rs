@@ -2,26 +2,15 @@
 //! same through the balancer and direct; tokens that prove nothing are 401, tokens that do
 //! not cover the request 403, and nothing a refused request sent is stored.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use reqwest::StatusCode;
-use speedbox_common::auth::{token, Claims, Key, KeyRing};
+use speedbox_common::auth::{now_secs, Claims};
+use speedbox_tests::auth::{auth_toml, bearer, claims, mint, mint_with, K1};
 use speedbox_tests::client::{error_of, file_url, put_with};
 use speedbox_tests::{eventually, tus, Cluster};
 
-const K1: &str = "k1-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd";
 const K2: &str = "k2-fedcba9876543210fedcba9876543210fedcba9876543210fedcba98765432";
-
-fn auth_toml(keys: &[&str], anonymous: &str) -> String {
-    let keys: Vec<String> = keys
-        .iter()
-        .map(|id| format!("{{ id = \"{id}\", secret_file = \"secrets/{id}.key\" }}"))
-        .collect();
-    format!(
-        "[auth]\nenabled = true\nkeys = [{}]\nanonymous = [{anonymous}]\n",
-        keys.join(", ")
-    )
-}
 
 async fn start(nodes: usize, anonymous: &str) -> Cluster {
     Cluster::builder()
@@ -36,36 +25,43 @@ async fn start(nodes: usize, anonymous: &str) -> Cluster {
 }
 
 fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+    now_secs()
 }
 
-fn claims(sub: &str, scope: &str, prefix: &str) -> Claims {
-    Claims {
-        sub: sub.into(),
-        exp: now() + 3600,
-        nbf: None,
-        iat: Some(now()),
-        jti: None,
-        scope: scope.into(),
-        prefix: prefix.into(),
-        max_bytes: None,
+/// GETs of one file at every base a client may use: the balancer and each node directly.
+struct Everywhere {
+    http: reqwest::Client,
+    urls: Vec<String>,
+}
+
+impl Everywhere {
+    fn new(c: &Cluster, nodes: usize, name: &str) -> Self {
+        let urls = bases(c, nodes).iter().map(|b| file_url(b, name)).collect();
+        Everywhere {
+            http: c.http.clone(),
+            urls,
+        }
     }
-}
 
-fn mint_with(key_id: &str, secret: &str, claims: &Claims) -> String {
-    let ring = KeyRing::new(vec![Key::new(key_id, secret.as_bytes()).unwrap()]);
-    token::mint(&ring, claims).unwrap()
-}
+    /// Whether every base answers the GET with `authorization` by `want`.
+    async fn all(&self, authorization: &str, want: StatusCode) -> bool {
+        for url in &self.urls {
+            let resp = self
+                .http
+                .get(url)
+                .header("authorization", authorization)
+                .send();
+            if resp.await.unwrap().status() != want {
+                return false;
+            }
+        }
+        true
+    }
 
-fn mint(claims: &Claims) -> String {
-    mint_with("k1", K1, claims)
-}
-
-fn bearer(token: &str) -> String {
-    format!("Bearer {token}")
+    /// Until every base answers `want`; fails the test with `what` after `within`.
+    async fn wait(&self, authorization: &str, want: StatusCode, within: Duration, what: &str) {
+        eventually(within, what, || self.all(authorization, want)).await;
+    }
 }
 
 /// Every base a client may use: the balancer and each node directly.
@@ -385,57 +381,42 @@ async fn a_tus_upload_belongs_to_its_creator() {
     let location = created.headers()["location"].to_str().unwrap().to_string();
     let path = &location[location.find("/uploads/").unwrap()..];
     let url = format!("{base}{path}");
+    // A tus request to the upload, as `who` (or with no token).
+    let tus = |method: reqwest::Method, who: Option<&str>| {
+        let req = c
+            .http
+            .request(method, &url)
+            .header("tus-resumable", "1.0.0");
+        match who {
+            Some(who) => req.header("authorization", who),
+            None => req,
+        }
+    };
     let patch = |who: String, offset: u64, body: &'static [u8]| {
-        c.http
-            .patch(&url)
-            .header("authorization", who)
-            .header("tus-resumable", "1.0.0")
+        tus(reqwest::Method::PATCH, Some(&who))
             .header("upload-offset", offset)
             .header("content-type", "application/offset+octet-stream")
             .body(body)
             .send()
     };
+    let status = |req: reqwest::RequestBuilder| async move { req.send().await.unwrap().status() };
     // An upload URL alone is not a capability.
-    let head = c
-        .http
-        .head(&url)
-        .header("authorization", &mallory)
-        .header("tus-resumable", "1.0.0")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(head.status(), StatusCode::FORBIDDEN);
+    let head = tus(reqwest::Method::HEAD, Some(&mallory));
+    assert_eq!(status(head).await, StatusCode::FORBIDDEN);
     assert_eq!(
         patch(mallory.clone(), 0, b"evil!!").await.unwrap().status(),
         StatusCode::FORBIDDEN
     );
-    let del = c
-        .http
-        .delete(&url)
-        .header("authorization", &mallory)
-        .header("tus-resumable", "1.0.0")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(del.status(), StatusCode::FORBIDDEN);
-    let no_token = c
-        .http
-        .head(&url)
-        .header("tus-resumable", "1.0.0")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(no_token.status(), StatusCode::UNAUTHORIZED);
+    let del = tus(reqwest::Method::DELETE, Some(&mallory));
+    assert_eq!(status(del).await, StatusCode::FORBIDDEN);
+    let no_token = tus(reqwest::Method::HEAD, None);
+    assert_eq!(status(no_token).await, StatusCode::UNAUTHORIZED);
     // Its creator continues it; an admin may look.
     assert_eq!(
         patch(alice.clone(), 0, b"abc").await.unwrap().status(),
         StatusCode::NO_CONTENT
     );
-    let head = c
-        .http
-        .head(&url)
-        .header("authorization", &admin)
-        .header("tus-resumable", "1.0.0")
+    let head = tus(reqwest::Method::HEAD, Some(&admin))
         .send()
         .await
         .unwrap();
@@ -496,89 +477,60 @@ async fn keys_rotate_and_a_removed_key_is_revoked_on_every_node_by_a_live_edit()
     let base = c.balancer_url();
     let resp = put_with(&c, &base, "r.txt", "rotating", &[("authorization", &old)]).await;
     assert_eq!(resp.status(), StatusCode::CREATED);
-    let urls: Vec<String> = bases(&c, 2).iter().map(|b| file_url(b, "r.txt")).collect();
-    let http = c.http.clone();
-    let status_everywhere = move |token: String| {
-        let (urls, http) = (urls.clone(), http.clone());
-        async move {
-            let mut out = Vec::new();
-            for url in urls {
-                out.push(
-                    http.get(&url)
-                        .header("authorization", &token)
-                        .send()
-                        .await
-                        .unwrap()
-                        .status(),
-                );
-            }
-            out
-        }
-    };
-    assert!(status_everywhere(new.clone())
-        .await
-        .iter()
-        .all(|s| *s == StatusCode::UNAUTHORIZED));
+    let everywhere = Everywhere::new(&c, 2, "r.txt");
+    assert!(everywhere.all(&new, StatusCode::UNAUTHORIZED).await);
     // Rotation: k2 signs new tokens, k1's still work.
     c.set_extra_toml(&auth_toml(&["k2", "k1"], ""));
-    eventually(Duration::from_secs(5), "k2 accepted everywhere", || {
-        let f = status_everywhere(new.clone());
-        async move { f.await.iter().all(|s| *s == StatusCode::OK) }
-    })
-    .await;
-    assert!(status_everywhere(old.clone())
-        .await
-        .iter()
-        .all(|s| *s == StatusCode::OK));
+    everywhere
+        .wait(
+            &new,
+            StatusCode::OK,
+            Duration::from_secs(5),
+            "k2 accepted everywhere",
+        )
+        .await;
+    assert!(everywhere.all(&old, StatusCode::OK).await);
     // Removal: k1's tokens are revoked.
     c.set_extra_toml(&auth_toml(&["k2"], ""));
-    eventually(Duration::from_secs(5), "k1 refused everywhere", || {
-        let f = status_everywhere(old.clone());
-        async move { f.await.iter().all(|s| *s == StatusCode::UNAUTHORIZED) }
-    })
-    .await;
-    assert!(status_everywhere(new.clone())
-        .await
-        .iter()
-        .all(|s| *s == StatusCode::OK));
+    everywhere
+        .wait(
+            &old,
+            StatusCode::UNAUTHORIZED,
+            Duration::from_secs(5),
+            "k1 refused everywhere",
+        )
+        .await;
+    assert!(everywhere.all(&new, StatusCode::OK).await);
     // A replaced key file counts as a new secret: k2's old tokens die with it.
     c.write_file("secrets/k2.key", K1.as_bytes());
-    eventually(
-        Duration::from_secs(5),
-        "old k2 secret refused everywhere",
-        || {
-            let f = status_everywhere(new.clone());
-            async move { f.await.iter().all(|s| *s == StatusCode::UNAUTHORIZED) }
-        },
-    )
-    .await;
+    everywhere
+        .wait(
+            &new,
+            StatusCode::UNAUTHORIZED,
+            Duration::from_secs(5),
+            "old k2 secret refused everywhere",
+        )
+        .await;
     // A key listed before its file exists is taken as soon as the file appears.
     const K3: &str = "k3-00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
     c.set_extra_toml(&auth_toml(&["k3", "k2"], ""));
     let third = bearer(&mint_with("k3", K3, &claims("a", "read", "")));
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert!(status_everywhere(third.clone())
-        .await
-        .iter()
-        .all(|s| *s == StatusCode::UNAUTHORIZED));
+    assert!(everywhere.all(&third, StatusCode::UNAUTHORIZED).await);
     c.write_file("secrets/k3.key", K3.as_bytes());
-    eventually(
-        Duration::from_secs(5),
-        "k3 accepted everywhere once its file exists",
-        || {
-            let f = status_everywhere(third.clone());
-            async move { f.await.iter().all(|s| *s == StatusCode::OK) }
-        },
-    )
-    .await;
+    everywhere
+        .wait(
+            &third,
+            StatusCode::OK,
+            Duration::from_secs(5),
+            "k3 accepted everywhere once its file exists",
+        )
+        .await;
     // A broken edit keeps the running keys.
     c.write_file("secrets/k2.key", b"short");
     let fresh = bearer(&mint_with("k2", K1, &claims("a", "read", "")));
     tokio::time::sleep(Duration::from_millis(800)).await;
-    assert!(status_everywhere(fresh)
-        .await
-        .iter()
-        .all(|s| *s == StatusCode::OK));
+    assert!(everywhere.all(&fresh, StatusCode::OK).await);
 }
 
 #[tokio::test]
@@ -601,28 +553,7 @@ async fn revoked_tokens_and_principals_are_refused_on_every_node_within_a_second
             .status(),
         StatusCode::CREATED
     );
-    let urls: Vec<String> = bases(&c, 2)
-        .iter()
-        .map(|b| file_url(b, "rev.txt"))
-        .collect();
-    let http = c.http.clone();
-    let statuses = move |token: String| {
-        let (urls, http) = (urls.clone(), http.clone());
-        async move {
-            let mut out = Vec::new();
-            for url in urls {
-                out.push(
-                    http.get(&url)
-                        .header("authorization", &token)
-                        .send()
-                        .await
-                        .unwrap()
-                        .status(),
-                );
-            }
-            out
-        }
-    };
+    let everywhere = Everywhere::new(&c, 2, "rev.txt");
     let post = |who: &str, body: &str| {
         c.http
             .post(format!("{}/_auth/revoke", c.node_url(0)))
@@ -649,10 +580,7 @@ async fn revoked_tokens_and_principals_are_refused_on_every_node_within_a_second
             "{bad}"
         );
     }
-    assert!(statuses(a2.clone())
-        .await
-        .iter()
-        .all(|s| *s == StatusCode::OK));
+    assert!(everywhere.all(&a2, StatusCode::OK).await);
     // One token by its jti, taken by node 1: refused everywhere, its sub's other token not.
     let resp = post(&admin, r#"{"jti": "a-1"}"#).await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
@@ -661,11 +589,14 @@ async fn revoked_tokens_and_principals_are_refused_on_every_node_within_a_second
         (v["revoked"]["jti"].as_str(), v["revoked"]["by"].as_str()),
         (Some("a-1"), Some("root"))
     );
-    eventually(Duration::from_secs(3), "a-1 refused on every node", || {
-        let f = statuses(a1.clone());
-        async move { f.await.iter().all(|s| *s == StatusCode::UNAUTHORIZED) }
-    })
-    .await;
+    everywhere
+        .wait(
+            &a1,
+            StatusCode::UNAUTHORIZED,
+            Duration::from_secs(3),
+            "a-1 refused on every node",
+        )
+        .await;
     let refused = c
         .http
         .get(file_url(&c.node_url(1), "rev.txt"))
@@ -674,10 +605,7 @@ async fn revoked_tokens_and_principals_are_refused_on_every_node_within_a_second
         .await
         .unwrap();
     assert!(error_of(refused).await.contains("revoked"));
-    assert!(statuses(a2.clone())
-        .await
-        .iter()
-        .all(|s| *s == StatusCode::OK));
+    assert!(everywhere.all(&a2, StatusCode::OK).await);
     // A whole principal: every token it holds now; a token minted afterwards works.
     let resp = c
         .http
@@ -688,21 +616,18 @@ async fn revoked_tokens_and_principals_are_refused_on_every_node_within_a_second
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    eventually(Duration::from_secs(3), "bob refused on every node", || {
-        let f = statuses(bob.clone());
-        async move { f.await.iter().all(|s| *s == StatusCode::UNAUTHORIZED) }
-    })
-    .await;
-    assert!(statuses(a2.clone())
-        .await
-        .iter()
-        .all(|s| *s == StatusCode::OK));
+    everywhere
+        .wait(
+            &bob,
+            StatusCode::UNAUTHORIZED,
+            Duration::from_secs(3),
+            "bob refused on every node",
+        )
+        .await;
+    assert!(everywhere.all(&a2, StatusCode::OK).await);
     tokio::time::sleep(Duration::from_millis(1100)).await; // iat has whole seconds
     let bob_again = bearer(&mint(&claims("bob", "read", "")));
-    assert!(statuses(bob_again)
-        .await
-        .iter()
-        .all(|s| *s == StatusCode::OK));
+    assert!(everywhere.all(&bob_again, StatusCode::OK).await);
     // The list, for an admin only.
     let listed = c
         .http
@@ -734,6 +659,27 @@ async fn revoked_tokens_and_principals_are_refused_on_every_node_within_a_second
         .await
         .unwrap();
     assert_eq!(denied.status(), StatusCode::FORBIDDEN);
+    // A retried revocation keeps one document; one that arrives after a newer revocation
+    // of the same sub (its answer was lost, the client sent it again much later) never moves
+    // the revocation's time back.
+    let revoked = c.db().await.collection::<bson::Document>("fs.revoked");
+    let later = now() as i64 + 3600;
+    let newer = bson::doc! {"_id": "sub:carol", "sub": "carol", "revoked_at": later, "by": "root"};
+    revoked.insert_one(newer).await.unwrap();
+    for body in [
+        r#"{"sub": "carol"}"#,
+        r#"{"sub": "carol"}"#,
+        r#"{"jti": "a-1"}"#,
+    ] {
+        assert_eq!(post(&admin, body).await.unwrap().status(), StatusCode::OK);
+    }
+    let carol = revoked
+        .find_one(bson::doc! {"_id": "sub:carol"})
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(carol.get_i64("revoked_at").unwrap(), later);
+    assert_eq!(revoked.count_documents(bson::doc! {}).await.unwrap(), 3);
 }
 
 #[tokio::test]

@@ -6,35 +6,21 @@
 use reqwest::{StatusCode, Url};
 use sha2::Digest;
 use speedbox_common::auth::link::{self, LinkClaims};
-use speedbox_common::auth::{token, Claims, Key, KeyRing};
+use speedbox_common::auth::{now_secs, KeyRing};
+use speedbox_tests::auth::{self, auth_toml, K1};
 use speedbox_tests::client::{file_url, put_with};
 use speedbox_tests::Cluster;
 
-const K1: &str = "k1-0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcd";
-
 fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
+    now_secs()
 }
 
 fn keys() -> KeyRing {
-    KeyRing::new(vec![Key::new("k1", K1.as_bytes()).unwrap()])
+    auth::ring("k1", K1)
 }
 
 fn bearer(sub: &str, scope: &str, prefix: &str) -> String {
-    let claims = Claims {
-        sub: sub.into(),
-        exp: now() + 600,
-        nbf: None,
-        iat: Some(now()),
-        jti: None,
-        scope: scope.into(),
-        prefix: prefix.into(),
-        max_bytes: None,
-    };
-    format!("Bearer {}", token::mint(&keys(), &claims).unwrap())
+    auth::bearer(&auth::mint(&auth::claims(sub, scope, prefix)))
 }
 
 async fn start() -> Cluster {
@@ -42,9 +28,7 @@ async fn start() -> Cluster {
         .nodes(1)
         .balancer(true)
         .file("secrets/k1.key", K1)
-        .extra_toml(
-            "[auth]\nenabled = true\nkeys = [{ id = \"k1\", secret_file = \"secrets/k1.key\" }]\n",
-        )
+        .extra_toml(&auth_toml(&["k1"], ""))
         .start()
         .await
 }

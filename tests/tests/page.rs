@@ -6,10 +6,8 @@
 use std::path::Path;
 use std::process::Command;
 
-use speedbox_common::auth::{token, Claims, Key, KeyRing};
-
 use speedbox_tests::client::fetch;
-use speedbox_tests::{data, workspace_root, Cluster};
+use speedbox_tests::{auth, data, workspace_root, Cluster};
 
 const MIB: u64 = 1 << 20;
 
@@ -95,32 +93,14 @@ async fn browser_upload(url: String, file: &Path, screenshot: &Path) -> serde_js
 /// token's principal.
 #[tokio::test]
 async fn the_page_uploads_with_the_token_its_link_carries() {
-    const KEY: &str = "page-key-0123456789abcdef0123456789abcdef0123456789abcdef01234567";
     let c = Cluster::builder()
         .nodes(1)
         .balancer(true)
-        .file("secrets/k1.key", KEY)
-        .extra_toml(
-            "[auth]\nenabled = true\nkeys = [{ id = \"k1\", secret_file = \"secrets/k1.key\" }]\n",
-        )
+        .file("secrets/k1.key", auth::K1)
+        .extra_toml(&auth::auth_toml(&["k1"], ""))
         .start()
         .await;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let claims = Claims {
-        sub: "page-user".into(),
-        exp: now + 600,
-        nbf: None,
-        iat: None,
-        jti: None,
-        scope: "read write".into(),
-        prefix: String::new(),
-        max_bytes: None,
-    };
-    let keys = KeyRing::new(vec![Key::new("k1", KEY.as_bytes()).unwrap()]);
-    let token = token::mint(&keys, &claims).unwrap();
+    let token = auth::mint(&auth::claims("page-user", "read write", ""));
     let listing = c
         .http
         .get(format!("{}/files", c.balancer_url()))
