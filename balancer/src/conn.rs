@@ -21,7 +21,7 @@ use speedbox_common::config::BalancerConfig;
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 
-use crate::error::ConnectError;
+use crate::error::{caused_by_dead_peer, ConnectError};
 use crate::idle::IdleIo;
 use crate::keepalive::Sender;
 use crate::node::{Node, NodeState};
@@ -56,6 +56,27 @@ pub enum SendError {
     Sent(hyper::Error),
     /// No response head within `response_timeout` after the request was fully sent.
     Timeout(Duration),
+}
+
+impl SendError {
+    /// The node is gone (refused, reset or unanswered connect, or a reset mid-request).
+    pub fn dead_peer(&self) -> bool {
+        match self {
+            SendError::Connect { error, .. } => error.marks_down(),
+            SendError::Unsent { error, .. } | SendError::Sent(error) => caused_by_dead_peer(error),
+            SendError::Timeout(_) => false,
+        }
+    }
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::Connect { error, .. } => write!(f, "{error}"),
+            SendError::Unsent { error, .. } | SendError::Sent(error) => write!(f, "{error}"),
+            SendError::Timeout(t) => write!(f, "no response headers within {t:?}"),
+        }
+    }
 }
 
 /// Sends `request` to `node` over a pooled or a new connection and waits for the response

@@ -109,6 +109,13 @@ pub enum BodyError {
     Withdrawn,
     #[error(transparent)]
     Hyper(#[from] hyper::Error),
+    /// A download's node broke off and the file changed before another node could send
+    /// the rest (its `If-Match` failed): the client's connection is cut.
+    #[error("the file changed while it was being sent")]
+    Changed,
+    /// A download's node broke off and no other node could send the rest.
+    #[error("the download could not be continued: {0}")]
+    NotContinued(String),
 }
 
 /// The peer process is gone or refuses connections, as opposed to a slow or confused one.

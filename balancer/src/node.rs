@@ -6,7 +6,7 @@
 //! `NodeState` over (see [`crate::cluster`]).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -27,6 +27,8 @@ pub struct NodeState {
     /// Mirrors `health.rise_fall.is_up()` so selection reads no lock.
     up: AtomicBool,
     in_flight: AtomicUsize,
+    /// First-byte timeouts in a row (see [`Node::late`]).
+    late: AtomicU32,
     health: Mutex<Health>,
     pub idle: IdleConns,
 }
@@ -114,6 +116,26 @@ impl Node {
         flip
     }
 
+    /// Outlier detection: the node sent nothing within `first_byte_timeout`. After
+    /// `eject_after` of these in a row (0: never) it is ejected, down at once and back only
+    /// after `rise` good health checks, like a node that refused a connection.
+    pub fn late(&self, eject_after: u32) {
+        let late = self.state.late.fetch_add(1, Ordering::Relaxed) + 1;
+        if eject_after > 0 && late >= eject_after {
+            self.state.late.store(0, Ordering::Relaxed);
+            self.force_down(format!(
+                "ejected: {late} requests in a row got no first byte within first_byte_timeout"
+            ));
+        }
+    }
+
+    /// The node answered within `first_byte_timeout`: its run of late answers is over.
+    pub fn on_time(&self) {
+        if self.state.late.load(Ordering::Relaxed) != 0 {
+            self.state.late.store(0, Ordering::Relaxed);
+        }
+    }
+
     /// Passive health: a refused or reset connection takes the node down at once.
     pub fn force_down(&self, error: String) -> Option<Flip> {
         let mut health = self.state.lock_health();
@@ -155,5 +177,33 @@ mod tests {
         assert!(a.state.is_up());
         assert_eq!(health.last_error, None);
         assert_eq!(health.last_check_latency_ms, Some(4));
+    }
+
+    #[test]
+    fn late_answers_in_a_row_eject_a_node() {
+        let a = Node {
+            id: "a".into(),
+            addr: SocketAddr::from(([127, 0, 0, 1], 8001)),
+            weight: 1,
+            state: Arc::new(NodeState::new()),
+        };
+        a.observe_check(Ok(Duration::from_millis(1)), 1, 1);
+        a.late(3);
+        a.late(3);
+        a.on_time();
+        a.late(3);
+        a.late(3);
+        assert!(a.state.is_up(), "an answer in time breaks the run");
+        a.late(3);
+        assert!(!a.state.is_up());
+        let error = a.state.health().last_error.unwrap_or_default();
+        assert!(error.starts_with("ejected: 3 requests"), "{error}");
+        // back after `rise` good checks
+        a.observe_check(Ok(Duration::from_millis(1)), 1, 1);
+        assert!(a.state.is_up());
+        for _ in 0..10 {
+            a.late(0);
+        }
+        assert!(a.state.is_up(), "eject_after = 0 never ejects");
     }
 }

@@ -27,8 +27,10 @@ use crate::conn::{self, SendError};
 use crate::down_body::{DownBody, ResponseStream};
 use crate::error::{caused_by_dead_peer, ProxyError};
 use crate::expect::{AnsweredFirst, Gate};
+use crate::hedge;
 use crate::idle::IdleTimer;
 use crate::node::{InFlight, Node};
+use crate::resume::{self, Resume};
 use crate::rewrite::{prepare_request, strip_hop_by_hop};
 use crate::up_body::{RequestStream, UpBody};
 use crate::{page, status};
@@ -62,7 +64,7 @@ pub async fn handle(
 }
 
 async fn forward(
-    cluster: &Cluster,
+    cluster: &Arc<Cluster>,
     client: SocketAddr,
     request: Request<Incoming>,
     request_id: &HeaderValue,
@@ -72,6 +74,7 @@ async fn forward(
     let (mut parts, body) = request.into_parts();
     let expect_continue =
         prepare_request(&mut parts, client.ip(), request_id, &cfg.trusted_proxies);
+    let method = parts.method.clone();
 
     let (body, mut body_done, mut gate) = if body.is_end_stream() {
         (UpBody::Empty, None, None)
@@ -101,23 +104,54 @@ async fn forward(
     let mut failed: Vec<usize> = Vec::new();
     let mut reasons: Vec<String> = Vec::new();
     let mut sent_error: Option<ProxyError> = None;
+    let hedge_after = cfg
+        .first_byte_timeout()
+        .filter(|_| replay.is_some() && body_done.is_none() && hedge::may_hedge(&method));
     while failed.len() < MAX_ATTEMPTS {
         let accept = |i: usize, node: &Node| node.state.is_up() && !failed.contains(&i);
-        let Some(i) = snapshot.pick(cluster.next_cursor(), accept) else {
+        let Some(picked) = snapshot.pick(cluster.next_cursor(), accept) else {
             break;
         };
+        let outcome = match (hedge_after, &replay) {
+            (Some(timeout), Some(parts)) => {
+                hedge::send(cluster, &snapshot, picked, request, parts, &failed, timeout).await
+            }
+            _ => {
+                let node = &snapshot.nodes[picked];
+                let in_flight = node.state.begin();
+                let result = conn::send(node, request, &mut body_done, cfg).await;
+                hedge::Outcome {
+                    index: picked,
+                    in_flight,
+                    result,
+                    also_failed: None,
+                }
+            }
+        };
+        let i = outcome.index;
         let node = &snapshot.nodes[i];
-        let in_flight = node.state.begin();
-        let (unsent, reason, dead) = match conn::send(node, request, &mut body_done, cfg).await {
+        let (unsent, reason, dead) = match outcome.result {
             Ok((response, lease)) => {
                 let answered_first = gate.as_ref().and_then(AnsweredFirst::check);
-                return Ok(prepare_response(
-                    response,
-                    in_flight,
-                    lease,
+                let mut body = prepare_response(
+                    response.map(|b| (b, outcome.in_flight, lease, answered_first)),
                     cfg,
-                    answered_first,
-                ));
+                );
+                if let (Some((_, uri, headers)), Some(plan)) =
+                    (replay, resume::plan(&method, body.status(), body.headers()))
+                {
+                    let resume = Resume::new(
+                        plan,
+                        Arc::clone(cluster),
+                        uri,
+                        headers,
+                        node.clone(),
+                        request_id.clone(),
+                    );
+                    body = body
+                        .map(|b| b.resumable(resume, cfg.first_byte_timeout(), cfg.eject_after));
+                }
+                return Ok(body.map(DownBody::Upstream));
             }
             Err(SendError::Timeout(timeout)) => {
                 return Err(ProxyError::ResponseTimeout {
@@ -134,6 +168,9 @@ async fn forward(
             }
             Err(SendError::Sent(error)) => (None, error_chain(&error), caused_by_dead_peer(&error)),
         };
+        if let Some(hedge) = outcome.also_failed {
+            failed.push(hedge);
+        }
         if dead {
             node.force_down(reason.clone());
         }
@@ -143,7 +180,7 @@ async fn forward(
         };
         request = match (unsent, &replay) {
             (Some(request), _) => *request,
-            (None, Some((method, uri, headers))) => {
+            (None, Some(parts)) => {
                 let body = match gate.take().map(|g| (g.withdraw(), g)) {
                     None => UpBody::Empty,
                     Some((Some(body), old)) => {
@@ -156,10 +193,7 @@ async fn forward(
                     Some((None, _)) => return Err(upstream()),
                 };
                 sent_error = Some(upstream());
-                let mut request = Request::new(body);
-                *request.method_mut() = method.clone();
-                *request.uri_mut() = uri.clone();
-                *request.headers_mut() = headers.clone();
+                let mut request = hedge::rebuild(parts).map(|_| body);
                 if let Some(gate) = &gate {
                     gate.watch(&mut request);
                 }
@@ -218,18 +252,17 @@ fn gated(
     (UpBody::Stream(stream), done, gate)
 }
 
+/// The node's response with hop-by-hop headers removed and its body wrapped to stream
+/// back under the idle timer, holding its in-flight count and connection lease.
 fn prepare_response(
-    response: Response<Incoming>,
-    in_flight: InFlight,
-    lease: conn::Lease,
+    response: Response<(Incoming, InFlight, conn::Lease, Option<AnsweredFirst>)>,
     cfg: &BalancerConfig,
-    answered_first: Option<AnsweredFirst>,
-) -> Response<DownBody> {
-    let (mut parts, body) = response.into_parts();
+) -> Response<ResponseStream> {
+    let (mut parts, (body, in_flight, lease, answered_first)) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
     let idle = IdleTimer::new(cfg.idle_timeout());
     let body = ResponseStream::new(body, idle, in_flight, lease, answered_first);
-    Response::from_parts(parts, DownBody::Upstream(body))
+    Response::from_parts(parts, body)
 }
 
 #[cfg(test)]

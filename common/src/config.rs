@@ -106,6 +106,18 @@ pub struct BalancerConfig {
     pub response_timeout_ms: u64,
     /// A body (either way) that moves no byte for this long is cut.
     pub idle_timeout_ms: u64,
+    /// A node that sends nothing for this long on a request the balancer may send again
+    /// (no response head to a body-less GET/HEAD/DELETE/OPTIONS, or no next frame of a
+    /// download it can continue elsewhere) is asked to share the work: the request, or the
+    /// rest of the download, goes to another node as well and the first to answer wins.
+    /// 0 turns hedging off. Default 500: a node answers a small GET in 1-5 ms and a chunk
+    /// window in under 50 ms here, even under upload load; 500 ms is ten times the slow
+    /// case and still well under what a person or a video player notices as a hang.
+    pub first_byte_timeout_ms: u64,
+    /// Consecutive first-byte timeouts (see above) that eject a node: it is marked down at
+    /// once and returns only after `rise` good health checks (outlier detection). 0 never
+    /// ejects.
+    pub eject_after: u32,
     /// A client must finish sending request headers within this.
     pub header_timeout_ms: u64,
     /// On SIGTERM, in-flight transfers get this long to finish.
@@ -127,6 +139,8 @@ impl Default for BalancerConfig {
             connect_timeout_ms: 1000,
             response_timeout_ms: 30_000,
             idle_timeout_ms: 60_000,
+            first_byte_timeout_ms: 500,
+            eject_after: 3,
             header_timeout_ms: 10_000,
             drain_timeout_ms: 30_000,
             trusted_proxies: TrustedProxies::default(),
@@ -267,6 +281,10 @@ impl BalancerConfig {
     }
     pub fn drain_timeout(&self) -> Duration {
         Duration::from_millis(self.drain_timeout_ms)
+    }
+    /// `None` when hedging is off.
+    pub fn first_byte_timeout(&self) -> Option<Duration> {
+        (self.first_byte_timeout_ms > 0).then(|| Duration::from_millis(self.first_byte_timeout_ms))
     }
 }
 

@@ -232,6 +232,13 @@ impl Cluster {
         self.start_node(i).await;
     }
 
+    /// Sends `signal` to node `i` (`libc::SIGSTOP` hangs it, `libc::SIGCONT` lets it go on).
+    pub fn signal_node(&mut self, i: usize, signal: i32) {
+        if let Some(proc) = self.nodes[i].proc.as_mut() {
+            proc.signal(signal);
+        }
+    }
+
     pub fn node_pid(&self, i: usize) -> Option<u32> {
         self.nodes[i].proc.as_ref().and_then(Proc::pid)
     }
