@@ -7,7 +7,8 @@ Run through scripts/cluster, which installs what is missing first. Commands:
   restart NAME       restart one program (secantusd, balancer, node-1, ...)
   kill NAME          SIGKILL one program (for drills; supervisor restarts it)
   logs NAME [-f]     a program's log
-  drill              failover drill: load + SIGKILLs, then verify every acknowledged upload
+  drill              failover drill: load (PUT, GET, tus) + SIGKILLs and hangs of nodes, then
+                     verify every acknowledged upload; fails on client-visible failures
   token [--scope read,write] [--prefix P] [--ttl 1h] [--page]
                      mint a bearer token (access control on); prints it alone, or with
                      --page the upload page's address carrying it
@@ -312,12 +313,16 @@ class Cluster:
     def restart(self, name: str) -> None:
         print(self.ctl("restart", name).stdout.rstrip())
 
+    def pid(self, name: str) -> int | None:
+        """The process id of program `name` under supervisor; None when it is not running."""
+        pid = self.ctl("pid", name).stdout.strip()
+        return int(pid) if pid.isdigit() and pid != "0" else None
+
     def kill(self, name: str) -> None:
-        out = self.ctl("pid", name)
-        pid = out.stdout.strip()
-        if not pid.isdigit() or pid == "0":
-            sys.exit(f"error: {name} is not running ({out.stdout.strip()})")
-        os.kill(int(pid), signal.SIGKILL)
+        pid = self.pid(name)
+        if pid is None:
+            sys.exit(f"error: {name} is not running ({self.ctl('pid', name).stdout.strip()})")
+        os.kill(pid, signal.SIGKILL)
         print(f"SIGKILLed {name} (pid {pid}); supervisor will restart it")
 
     def logs(self, name: str, follow: bool) -> None:
@@ -351,9 +356,17 @@ def main() -> None:
     drill = sub.add_parser("drill", parents=[common], help="failover drill")
     drill.add_argument("--duration", type=float, default=60, help="seconds of load (default 60)")
     drill.add_argument("--kills", type=int, default=3, help="nodes to SIGKILL, one after another")
+    drill.add_argument("--hangs", type=int, default=0,
+                       help="nodes to SIGSTOP for --hang-seconds, then SIGCONT (between the kills)")
+    drill.add_argument("--hang-seconds", type=float, default=5, help="how long a hang lasts (5)")
     drill.add_argument("--kill-db", action="store_true", help="also SIGKILL the embedded database")
-    drill.add_argument("--sizes", default="1K,64K,1M,8M,64M,256M", help="file sizes to mix")
-    drill.add_argument("--workers", type=int, default=4, help="concurrent clients")
+    drill.add_argument("--sizes", default="1K,64K,1M,8M,64M,256M",
+                       help="file sizes to mix, up to G: e.g. 1K,1M,64M,1G")
+    drill.add_argument("--workers", type=int, default=4, help="concurrent PUT/GET clients")
+    drill.add_argument("--tus-workers", type=int, default=1, help="concurrent tus clients (1)")
+    drill.add_argument("--allow", default="", metavar="KIND[,KIND]",
+                       help="failure kinds reported but not failing the run: get_cut, "
+                            "get_failed, put_failed, tus_stalled")
     drill.add_argument("--seed", type=int, default=1)
     token = sub.add_parser("token", parents=[common], help="mint a bearer token")
     token.add_argument("--sub", default="cli", help="who holds it (default cli)")
@@ -401,10 +414,17 @@ def main() -> None:
         case "drill":
             import drill
 
+            try:
+                opts = drill.Options(
+                    sizes=drill.parse_sizes(args.sizes), duration=args.duration,
+                    kills=args.kills, hangs=args.hangs, hang_seconds=args.hang_seconds,
+                    kill_db=args.kill_db, workers=args.workers, tus_workers=args.tus_workers,
+                    seed=args.seed, allow=drill.parse_allow(args.allow))
+            except ValueError as e:
+                sys.exit(f"error: {e}")
             if not cluster.running():
                 sys.exit("error: the cluster is not running (scripts/cluster up)")
-            sys.exit(drill.run(cluster, args.duration, args.kills, args.kill_db,
-                               drill.parse_sizes(args.sizes), args.workers, args.seed))
+            sys.exit(drill.run(cluster, opts))
 
 
 if __name__ == "__main__":

@@ -153,14 +153,18 @@ impl Node {
 mod tests {
     use super::*;
 
-    #[test]
-    fn checks_flip_a_node_and_record_errors() {
-        let a = Node {
+    fn node_a() -> Node {
+        Node {
             id: "a".into(),
             addr: SocketAddr::from(([127, 0, 0, 1], 8001)),
             weight: 1,
             state: Arc::new(NodeState::new()),
-        };
+        }
+    }
+
+    #[test]
+    fn checks_flip_a_node_and_record_errors() {
+        let a = node_a();
         assert_eq!(a.observe_check(Err("503".into()), 2, 2), None);
         assert_eq!(
             a.observe_check(Err("refused".into()), 2, 2),
@@ -181,12 +185,7 @@ mod tests {
 
     #[test]
     fn late_answers_in_a_row_eject_a_node() {
-        let a = Node {
-            id: "a".into(),
-            addr: SocketAddr::from(([127, 0, 0, 1], 8001)),
-            weight: 1,
-            state: Arc::new(NodeState::new()),
-        };
+        let a = node_a();
         a.observe_check(Ok(Duration::from_millis(1)), 1, 1);
         a.late(3);
         a.late(3);
