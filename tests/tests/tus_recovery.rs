@@ -143,3 +143,73 @@ async fn expiry_removes_state_not_files() {
     // Only the finished file's chunks remain.
     assert_eq!(count(&c, "fs.chunks", doc! {}).await, len.div_ceil(CHUNK));
 }
+
+/// Chunks a dead PATCH wrote past the durable offset are cleared by the next PATCH, which
+/// would otherwise collide with them; chunks of a newer lease holder are never cleared,
+/// even by a PATCH that gets the lease after them (its write fails instead).
+#[tokio::test]
+async fn a_dead_patchs_leftovers_are_cleared_and_a_newer_holders_kept() {
+    let c = Cluster::builder()
+        .nodes(1)
+        .storage_toml(&format!("chunk_size = {CHUNK}\nchunks_per_write = 2\n"))
+        .start()
+        .await;
+    let t = TusClient {
+        c: &c,
+        base: c.node_url(0),
+    };
+    let content = data::bytes(401, 6 * CHUNK);
+    let url = t.create(6 * CHUNK, "left.bin").await;
+    let first = content[..2 * CHUNK as usize].to_vec();
+    assert_eq!(
+        t.patch(&url, 0, first).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    let id = url.rsplit('/').next().unwrap().to_string();
+    let db = c.db().await;
+    let state = db
+        .collection::<bson::Document>("fs.tus")
+        .find_one(doc! {"_id": &id})
+        .await
+        .unwrap()
+        .unwrap();
+    let (file_id, token) = (
+        state.get_object_id("file_id").unwrap(),
+        state.get_i64("lease_token").unwrap(),
+    );
+    let chunks = db.collection::<bson::Document>("fs.chunks");
+    let junk = |n: i32, lease: Option<i64>| {
+        let mut d = doc! {"files_id": file_id, "n": n, "data": bson::Binary {
+        subtype: bson::spec::BinarySubtype::Generic, bytes: vec![0xee; CHUNK as usize] }};
+        if let Some(lease) = lease {
+            d.insert("lease", lease);
+        }
+        d
+    };
+    let rest = content[2 * CHUNK as usize..].to_vec();
+
+    // A newer holder's chunk: the PATCH must not remove it, so it cannot write its own.
+    chunks
+        .insert_one(junk(2, Some(token + 1000)))
+        .await
+        .unwrap();
+    let refused = t.patch(&url, 2 * CHUNK, rest.clone()).await;
+    assert_ne!(refused.status(), StatusCode::NO_CONTENT);
+    assert_eq!(offset_of(&t.head(&url).await), 2 * CHUNK);
+    let newer = doc! {"files_id": file_id, "lease": token + 1000};
+    assert_eq!(
+        count(&c, "fs.chunks", newer.clone()).await,
+        1,
+        "a newer holder's chunk was removed"
+    );
+
+    // Leftovers of older leases (and of writes from before chunks carried a lease): cleared.
+    chunks.delete_one(newer).await.unwrap();
+    chunks.insert_one(junk(2, Some(token))).await.unwrap();
+    chunks.insert_one(junk(3, None)).await.unwrap();
+    assert_eq!(
+        t.patch(&url, 2 * CHUNK, rest).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_intact(&c, &c.node_url(0), "left.bin", &content, CHUNK).await;
+}

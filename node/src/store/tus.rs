@@ -97,9 +97,12 @@ pub enum Acquired {
     Expired,
 }
 
-/// Matches an upload whose lease is free or has run out.
+/// Matches an upload whose lease is free (`null`) or has run out. Written as `$not`
+/// rather than an `$or` of the two cases: the embedded database plans a query with a
+/// top-level `$or` as a collection scan, whatever else it names; `$not` keeps the `_id` (or
+/// other indexed) part of the filter on its index, and means the same on MongoDB.
 pub(super) fn lease_free(now: DateTime) -> bson::Document {
-    doc! {"$or": [{"lease_until": null}, {"lease_until": {"$lt": now}}]}
+    doc! {"lease_until": {"$not": {"$gte": now}}}
 }
 
 pub(super) fn after(d: Duration) -> DateTime {
@@ -209,7 +212,9 @@ impl Store {
         self.chunks
             .delete_many(doc! {
                 "files_id": upload.file_id, "n": {"$gte": first_free},
-                "$or": [{"lease": {"$lt": token}}, {"lease": {"$exists": false}}],
+                // older than ours, or written before leases tagged chunks; see lease_free
+                // for why this is not an `$or` (a scan of every chunk of every file)
+                "lease": {"$not": {"$gte": token}},
             })
             .await?;
         Ok(())
