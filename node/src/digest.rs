@@ -8,6 +8,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use http::HeaderMap;
 use md5::{Digest, Md5};
+use sha2::digest::common::hazmat::{SerializableState, SerializedState};
 use sha2::Sha256;
 
 use crate::error::{NodeError, Result};
@@ -89,6 +90,29 @@ impl Hasher {
         self.sha256.update(data);
     }
 
+    /// The running state of both digests, to be carried on by another node with
+    /// [`Hasher::restore`]: RustCrypto's serialized states (`SerializableState`), MD5's then
+    /// SHA-256's, a little over 200 bytes in all whatever was hashed.
+    pub fn state(&self) -> Vec<u8> {
+        let mut out = self.md5.serialize().to_vec();
+        out.extend_from_slice(&self.sha256.serialize());
+        out
+    }
+
+    /// The hasher [`Hasher::state`] was taken from; `None` for bytes that are not such a
+    /// state (of another length, or from another crate version).
+    pub fn restore(state: &[u8]) -> Option<Self> {
+        let split = SerializedState::<Md5>::default().len();
+        if state.len() != split + SerializedState::<Sha256>::default().len() {
+            return None;
+        }
+        let (md5, sha256) = state.split_at(split);
+        Some(Self {
+            md5: Md5::deserialize(&SerializedState::<Md5>::try_from(md5).ok()?).ok()?,
+            sha256: Sha256::deserialize(&SerializedState::<Sha256>::try_from(sha256).ok()?).ok()?,
+        })
+    }
+
     pub fn finish(self) -> Digests {
         Digests {
             md5: self.md5.finalize().to_vec(),
@@ -128,6 +152,26 @@ mod tests {
         h.update(&data[..3]);
         h.update(&data[3..]);
         h.finish()
+    }
+
+    #[test]
+    fn a_restored_state_goes_on_as_the_original() {
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 + i / 13) as u8).collect();
+        for cut in [0, 1, 63, 64, 65, 100_000, 199_999] {
+            let mut h = Hasher::default();
+            h.update(&data[..cut]);
+            let state = h.state();
+            let mut restored = Hasher::restore(&state).expect("restores");
+            restored.update(&data[cut..]);
+            let (got, want) = (restored.finish(), digests_of(&data));
+            assert_eq!(
+                (got.md5, got.sha256),
+                (want.md5, want.sha256),
+                "cut at {cut}"
+            );
+        }
+        assert!(Hasher::restore(&[0; 7]).is_none());
+        assert!(Hasher::restore(&[]).is_none());
     }
 
     #[test]

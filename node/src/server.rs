@@ -81,7 +81,6 @@ impl AppState {
                     idle,
                     expires_after: Duration::from_secs(storage.tus_expiry_secs),
                 },
-                carry: Default::default(),
             },
             auth,
             revoked,

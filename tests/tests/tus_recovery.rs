@@ -213,3 +213,65 @@ async fn a_dead_patchs_leftovers_are_cleared_and_a_newer_holders_kept() {
     );
     assert_intact(&c, &c.node_url(0), "left.bin", &content, CHUNK).await;
 }
+
+/// The whole-file digests travel with the upload: each PATCH records their state in the
+/// same update as its offset, and the node that takes the next PATCH goes on from it. A
+/// state recorded at another offset than the current one (a PATCH that moved the offset and
+/// then failed) is never used: the digests then come from the stored bytes.
+#[tokio::test]
+async fn digests_go_on_from_the_state_recorded_with_the_offset_never_from_a_stale_one() {
+    let c = Cluster::builder()
+        .nodes(2)
+        .storage_toml(&format!("chunk_size = {CHUNK}\nchunks_per_write = 2\n"))
+        .start()
+        .await;
+    let db = c.db().await;
+    let states = db.collection::<bson::Document>("fs.tus");
+    let (a, b) = (c.node_url(0), c.node_url(1));
+    for stale in [false, true] {
+        let name = format!("handoff-{stale}.bin");
+        let content = data::bytes(402 + u64::from(stale), 10 * CHUNK + 5);
+        let t = TusClient {
+            c: &c,
+            base: a.clone(),
+        };
+        let on_a = t.create(content.len() as u64, &name).await;
+        let on_b = on_a.replace(&a, &b);
+        let id = on_a.rsplit('/').next().unwrap().to_string();
+        let state = || async {
+            let d = states.find_one(doc! {"_id": &id}).await.unwrap().unwrap();
+            (
+                d.get_i64("offset").unwrap(),
+                d.get_i64("hash_at").ok(),
+                d.get("hash_state").cloned(),
+            )
+        };
+        let (cut1, cut2) = (3 * CHUNK as usize + 7, 7 * CHUNK as usize + 1);
+        let sent = t.patch(&on_a, 0, content[..cut1].to_vec()).await;
+        assert_eq!(sent.status(), StatusCode::NO_CONTENT);
+        let (offset, at, first) = state().await;
+        assert_eq!((offset, at), (cut1 as i64, Some(cut1 as i64)));
+        let sent = t
+            .patch(&on_b, cut1 as u64, content[cut1..cut2].to_vec())
+            .await;
+        assert_eq!(sent.status(), StatusCode::NO_CONTENT);
+        assert_eq!(
+            state().await.1,
+            Some(cut2 as i64),
+            "node B recorded the state too"
+        );
+        if stale {
+            // the state of the first cut, recorded at the first cut: stale at the second
+            states
+                .update_one(
+                    doc! {"_id": &id},
+                    doc! {"$set": {"hash_state": first.unwrap(), "hash_at": cut1 as i64}},
+                )
+                .await
+                .unwrap();
+        }
+        let sent = t.patch(&on_a, cut2 as u64, content[cut2..].to_vec()).await;
+        assert_eq!(sent.status(), StatusCode::NO_CONTENT);
+        assert_intact(&c, &a, &name, &content, CHUNK).await;
+    }
+}

@@ -60,15 +60,16 @@ impl Store {
     }
 
     /// Publishes a complete upload under its name like a PUT, then marks its state done.
-    /// `token` is the lease the caller holds. Without `digests` (the upload crossed nodes,
-    /// so no one node saw every byte) they are computed from the stored chunks first.
+    /// `token` is the lease the caller holds. Without `digests` they come from the state
+    /// the last PATCH recorded, or, if it recorded none at the final offset, from the
+    /// stored chunks.
     pub async fn tus_finish(
         &self,
         upload: &TusUpload,
         token: i64,
         digests: Option<Digests>,
     ) -> Result<FileInfo> {
-        let digests = match digests {
+        let digests = match digests.or_else(|| upload.saved_hasher().map(Hasher::finish)) {
             Some(d) => d,
             None => self.digest_stored(upload, token).await?,
         };

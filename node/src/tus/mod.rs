@@ -23,14 +23,12 @@ use crate::access::upload_limit;
 use crate::store::{Acquired, NewUpload, Store, Terminated, TusUpload, LEASE_TTL};
 use crate::Body;
 
-mod carry;
 mod checksum;
 mod complete;
 mod headers;
 mod lease;
 mod patch;
 
-pub use carry::HashCarry;
 use complete::{ensure_published, patch_complete};
 use headers::{bad, header_str, header_u64};
 pub use headers::{check_version, location, parse_checksum, parse_metadata};
@@ -42,11 +40,11 @@ pub const EXTENSIONS: &str = "creation,creation-with-upload,termination,checksum
 pub const CHECKSUM_ALGORITHMS: &str = "sha1,md5,sha256";
 pub const OFFSET_OCTET_STREAM: &str = "application/offset+octet-stream";
 
-/// The tus endpoint: its settings and what this node remembers between PATCHes.
+/// The tus endpoint. (Nothing of an upload lives in a node between PATCHes: offset, lease
+/// and running digests are all in its state document.)
 #[derive(Default)]
 pub struct Tus {
     pub limits: TusLimits,
-    pub carry: HashCarry,
 }
 
 /// Settings of the tus endpoint.

@@ -99,7 +99,7 @@ struct Patch<'a> {
     received: i64,
     /// The digest `Upload-Checksum` asks for.
     hasher: Option<PatchHasher>,
-    /// The whole file's digests, when this node has seen every byte before this PATCH.
+    /// The whole file's digests, when the state recorded with the offset is at hand.
     whole: Option<Hasher>,
     writer: ChunkWriter,
 }
@@ -114,10 +114,7 @@ impl<'a> Patch<'a> {
     ) -> Self {
         let chunk_size = i64::from(upload.chunk_size);
         let start_chunk = upload.offset / chunk_size;
-        let whole = match upload.offset {
-            0 => Some(Hasher::default()),
-            offset => tus.carry.take(&upload.id, offset),
-        };
+        let whole = upload.saved_hasher();
         Self {
             store,
             tus,
@@ -180,7 +177,8 @@ impl<'a> Patch<'a> {
                     && durable < self.upload.length
                 {
                     self.writer.flush().await?;
-                    self.advance(durable, &[]).await?;
+                    // the digests have seen bytes past `durable`: no state to record
+                    self.advance(durable, &[], None).await?;
                     last_renew = tokio::time::Instant::now();
                     last_advance = last_renew;
                 }
@@ -218,38 +216,36 @@ impl<'a> Patch<'a> {
         }
         self.writer.write(self.next_n, batch).await?;
         self.writer.flush().await?;
-        self.advance(self.received, &tail).await?;
+        let hash = self.whole.as_ref().map(Hasher::state);
+        self.advance(self.received, &tail, hash).await?;
         Ok(self.received)
     }
 
-    /// Step 4: a complete upload is published; an unfinished one leaves its running
-    /// digests for this node's next PATCH.
+    /// Step 4: a complete upload is published (an unfinished one recorded its running
+    /// digests with its offset in step 3).
     async fn finish(self) -> Result<()> {
-        if self.complete() {
-            let mut done = self.upload;
-            done.offset = self.received;
-            finish(
-                self.store,
-                &done,
-                self.token,
-                self.whole.map(Hasher::finish),
-            )
-            .await
-        } else {
-            if let Some(h) = self.whole {
-                self.tus.carry.put(&self.upload.id, self.received, h);
-            }
-            Ok(())
+        if !self.complete() {
+            return Ok(());
         }
+        let mut done = self.upload;
+        done.offset = self.received;
+        finish(
+            self.store,
+            &done,
+            self.token,
+            self.whole.map(Hasher::finish),
+        )
+        .await
     }
 
     fn complete(&self) -> bool {
         self.received == self.upload.length
     }
 
-    /// Records `offset` (and the unfinished chunk's bytes) as durable under our lease,
-    /// sliding the expiry; `Locked` if the lease was taken over.
-    async fn advance(&self, offset: i64, tail: &[u8]) -> Result<()> {
+    /// Records `offset` (and the unfinished chunk's bytes, and the digests' state after
+    /// exactly `offset` bytes if given) as durable under our lease, sliding the expiry;
+    /// `Locked` if the lease was taken over.
+    async fn advance(&self, offset: i64, tail: &[u8], hash: Option<Vec<u8>>) -> Result<()> {
         let (store, id) = (self.store, &self.upload.id);
         let expires = self.tus.limits.expires_after;
         if store
@@ -259,6 +255,7 @@ impl<'a> Patch<'a> {
                 offset,
                 self.upload.length,
                 tail,
+                hash,
                 expires,
                 LEASE_TTL,
             )
