@@ -1,17 +1,28 @@
 //! Small things the harness and the tests share: free ports, the workspace's paths and
 //! binaries, and polling until something holds.
 
+use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// A port that was free a moment ago (the OS hands out ephemeral ports in rotation, so a
-/// race with another test is unlikely; a clash shows as a failed start with a clear log).
+/// A port that was free a moment ago and that this process has not handed out before.
+/// The OS may give the same ephemeral port to two binds in a row once the first is closed,
+/// and a cluster's balancer and node on one port fail to start (seen once in the suite);
+/// ports of other processes can still clash, which shows as a failed start with a clear log.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if given.insert(port) {
+            return port;
+        }
+    }
 }
 
 pub fn workspace_root() -> PathBuf {
