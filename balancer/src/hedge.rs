@@ -16,7 +16,7 @@ use speedbox_common::config::BalancerConfig;
 
 use crate::cluster::{Cluster, Snapshot};
 use crate::conn::{self, Lease, SendError};
-use crate::node::InFlight;
+use crate::node::{Bypassed, InFlight};
 use crate::up_body::UpBody;
 
 /// What one (possibly hedged) attempt came to.
@@ -83,6 +83,7 @@ pub async fn send(
         return outcome(first, a_flight, a.await);
     };
     let b_node = &snapshot.nodes[second];
+    Bypassed::count(&a_node.state.bypassed.hedged);
     tracing::info!(node = %a_node.id, hedge = %b_node.id, method = %parts.0, uri = %parts.1,
         "no response head within {timeout:?}: hedging on another node");
     let b_flight = b_node.state.begin();

@@ -6,7 +6,7 @@
 //! `NodeState` over (see [`crate::cluster`]).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -29,6 +29,8 @@ pub struct NodeState {
     in_flight: AtomicUsize,
     /// First-byte timeouts in a row (see [`Node::late`]).
     late: AtomicU32,
+    /// How often clients were spared this node's failures, since the balancer started.
+    pub bypassed: Bypassed,
     health: Mutex<Health>,
     pub idle: IdleConns,
 }
@@ -62,6 +64,31 @@ impl NodeState {
     fn lock_health(&self) -> MutexGuard<'_, Health> {
         // Health is plain data: a panic elsewhere cannot leave it half-written.
         self.health.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Counters of the failures of one node that clients never saw (`/_cluster`), since the
+/// balancer started.
+#[derive(Debug, Default)]
+pub struct Bypassed {
+    /// Requests this node sent no response head for within `first_byte_timeout`, sent to
+    /// another node as well (hedged).
+    pub hedged: AtomicU64,
+    /// Downloads this node broke off or stalled, finished by another node.
+    pub continued: AtomicU64,
+    /// Times it was ejected for `eject_after` late answers in a row.
+    pub ejected: AtomicU64,
+}
+
+impl Bypassed {
+    pub fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `(hedged, continued, ejected)`.
+    pub fn read(&self) -> (u64, u64, u64) {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        (get(&self.hedged), get(&self.continued), get(&self.ejected))
     }
 }
 
@@ -123,6 +150,7 @@ impl Node {
         let late = self.state.late.fetch_add(1, Ordering::Relaxed) + 1;
         if eject_after > 0 && late >= eject_after {
             self.state.late.store(0, Ordering::Relaxed);
+            Bypassed::count(&self.state.bypassed.ejected);
             self.force_down(format!(
                 "ejected: {late} requests in a row got no first byte within first_byte_timeout"
             ));
@@ -197,6 +225,7 @@ mod tests {
         assert!(!a.state.is_up());
         let error = a.state.health().last_error.unwrap_or_default();
         assert!(error.starts_with("ejected: 3 requests"), "{error}");
+        assert_eq!(a.state.bypassed.read(), (0, 0, 1));
         // back after `rise` good checks
         a.observe_check(Ok(Duration::from_millis(1)), 1, 1);
         assert!(a.state.is_up());

@@ -21,7 +21,7 @@ use hyper::body::Incoming;
 use crate::cluster::Cluster;
 use crate::conn::{self, Lease};
 use crate::error::{caused_by_dead_peer, BodyError};
-use crate::node::{InFlight, Node};
+use crate::node::{Bypassed, InFlight, Node};
 use crate::up_body::UpBody;
 
 /// Continuations one response may go through; a file that breaks off this often is not a
@@ -220,6 +220,7 @@ impl Resume {
             return None;
         }
         self.resumes += 1;
+        Bypassed::count(&self.node.state.bypassed.continued);
         let mut headers = self.headers.clone();
         let range = HeaderValue::from_str(&self.plan.range(sent)).ok()?;
         headers.insert(header::RANGE, range);

@@ -39,6 +39,16 @@ pub struct NodeStatus {
     pub consecutive_failures: u32,
     pub last_check_latency_ms: Option<u64>,
     pub last_error: Option<String>,
+    /// Failures of this node that clients did not see (see [`crate::node::Bypassed`]).
+    pub bypassed: BypassedStatus,
+}
+
+/// [`crate::node::Bypassed`]'s counters, since the balancer started.
+#[derive(Debug, Serialize)]
+pub struct BypassedStatus {
+    pub hedged: u64,
+    pub continued: u64,
+    pub ejected: u64,
 }
 
 /// `GET /_cluster`; needs an `admin` token when access control is on (it names every
@@ -96,6 +106,14 @@ fn node_status(node: &Node, state: Option<&'static str>) -> NodeStatus {
         consecutive_failures: health.rise_fall.consecutive_failures(),
         last_check_latency_ms: health.last_check_latency_ms,
         last_error: health.last_error,
+        bypassed: {
+            let (hedged, continued, ejected) = node.state.bypassed.read();
+            BypassedStatus {
+                hedged,
+                continued,
+                ejected,
+            }
+        },
     }
 }
 
@@ -133,5 +151,6 @@ mod tests {
         assert_eq!(nodes[1]["weight"], 2);
         assert_eq!(nodes[1]["state"], "removed-draining");
         assert_eq!(nodes[1]["in_flight"], 1);
+        assert_eq!(nodes[1]["bypassed"]["hedged"], 0);
     }
 }

@@ -43,11 +43,19 @@ async fn serving(c: &Cluster) -> usize {
     }
 }
 
-/// Downloads the balancer continued so far, from its log.
-fn continuations(c: &Cluster) -> usize {
-    c.log("balancer")
-        .matches("continuing a download on another node")
-        .count()
+/// Downloads the balancer continued so far (`/_cluster`'s `bypassed.continued`, summed).
+async fn continuations(c: &Cluster) -> u64 {
+    bypassed(c, "continued").await.iter().sum()
+}
+
+/// `/_cluster`'s `bypassed.<what>` counter of every node, in config order.
+async fn bypassed(c: &Cluster, what: &str) -> Vec<u64> {
+    let status = cluster_status(c).await;
+    let nodes = status["nodes"].as_array().unwrap();
+    nodes
+        .iter()
+        .map(|n| n["bypassed"][what].as_u64().unwrap())
+        .collect()
 }
 
 fn hex(digest: &[u8]) -> String {
@@ -86,7 +94,7 @@ async fn a_download_goes_on_from_another_node_when_its_node_dies_or_hangs() {
         (len / 4, Fault::Hang),
     ];
     for (at, how) in cases {
-        let before = continuations(&c);
+        let before = continuations(&c).await;
         let resp = get(&c, &c.balancer_url(), "movie.bin").await;
         assert_eq!(resp.status(), StatusCode::OK);
         assert_eq!(resp.headers()["content-length"], len.to_string().as_str());
@@ -108,7 +116,7 @@ async fn a_download_goes_on_from_another_node_when_its_node_dies_or_hangs() {
             "{how:?} at {at}: one whole, byte-identical response"
         );
         assert!(
-            continuations(&c) > before,
+            continuations(&c).await > before,
             "{how:?} at {at}: the balancer did not have to continue it, so this case tested nothing"
         );
         recover(&mut c, victim.unwrap(), how).await;
@@ -142,7 +150,7 @@ async fn curl_gets_a_whole_range_though_its_node_dies() {
         assert!(Instant::now() < deadline, "curl did not get going");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let before = continuations(&c);
+    let before = continuations(&c).await;
     let victim = serving(&c).await;
     c.kill_node(victim);
     let done = curl.wait_with_output().unwrap();
@@ -161,7 +169,7 @@ async fn curl_gets_a_whole_range_though_its_node_dies() {
         "the range's bytes"
     );
     assert!(
-        continuations(&c) > before,
+        continuations(&c).await > before,
         "the node's death did not touch the download"
     );
 }
@@ -275,9 +283,14 @@ async fn a_hung_node_costs_a_get_about_the_first_byte_timeout() {
     assert!(failed.is_empty(), "failed GETs: {failed:?}");
     // Without hedging a GET sent to the stopped node waits for the response timeout (30 s).
     assert!(max < Duration::from_secs(5), "a GET took {max:?}");
-    let hedges = c.log("balancer").matches("hedging on another node").count();
+    let hedged = bypassed(&c, "hedged").await;
     assert!(
-        hedges > 0,
-        "no GET met the hung node, so this tested nothing"
+        hedged[0] > 0,
+        "no GET met the hung node, so this tested nothing: {hedged:?}"
+    );
+    assert!(c.log("balancer").contains("hedging on another node"));
+    println!(
+        "hedged {hedged:?}, ejected {:?}",
+        bypassed(&c, "ejected").await
     );
 }
