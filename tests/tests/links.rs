@@ -47,6 +47,15 @@ async fn sign(c: &Cluster, who: &str, body: serde_json::Value) -> (StatusCode, s
     (status, resp.json().await.unwrap_or_default())
 }
 
+/// PUTs each `(name, body)` through the balancer with `bearer`; each must be stored.
+async fn store(c: &Cluster, bearer: &str, files: &[(&str, &str)]) {
+    for &(name, body) in files {
+        let auth = [("authorization", bearer)];
+        let r = put_with(c, &c.balancer_url(), name, body.to_owned(), &auth).await;
+        assert_eq!(r.status(), StatusCode::CREATED, "PUT {name}");
+    }
+}
+
 async fn get(c: &Cluster, url: &str) -> (StatusCode, String) {
     let resp = c.http.get(url).send().await.unwrap();
     (resp.status(), resp.text().await.unwrap())
@@ -56,17 +65,7 @@ async fn get(c: &Cluster, url: &str) -> (StatusCode, String) {
 async fn a_download_link_opens_one_file_to_anyone_and_nothing_else() {
     let c = start().await;
     let admin = bearer("root", "read write delete", "");
-    for (name, body) in [("v/a.txt", "hello"), ("v/b.txt", "other")] {
-        let r = put_with(
-            &c,
-            &c.balancer_url(),
-            name,
-            body,
-            &[("authorization", &admin)],
-        )
-        .await;
-        assert_eq!(r.status(), StatusCode::CREATED);
-    }
+    store(&c, &admin, &[("v/a.txt", "hello"), ("v/b.txt", "other")]).await;
     let reader = bearer("reader", "read", "v/");
     let (status, v) = sign(&c, &reader, serde_json::json!({"name": "v/a.txt"})).await;
     assert_eq!(status, StatusCode::CREATED, "{v}");
@@ -169,21 +168,12 @@ async fn a_download_link_opens_one_file_to_anyone_and_nothing_else() {
 async fn a_prefix_link_in_the_path_form_carries_over_to_relative_urls() {
     let c = start().await;
     let admin = bearer("root", "write", "");
-    for (name, body) in [
+    let files = [
         ("v/a.media/master.m3u8", "720p/0.ts\n"),
         ("v/a.media/720p/0.ts", "segment zero"),
         ("v/secret.txt", "not in the link"),
-    ] {
-        let r = put_with(
-            &c,
-            &c.balancer_url(),
-            name,
-            body,
-            &[("authorization", &admin)],
-        )
-        .await;
-        assert_eq!(r.status(), StatusCode::CREATED);
-    }
+    ];
+    store(&c, &admin, &files).await;
     let reader = bearer("player", "read", "");
     let (status, v) = sign(
         &c,
