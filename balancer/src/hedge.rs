@@ -17,7 +17,7 @@ use speedbox_common::config::BalancerConfig;
 use crate::cluster::{Cluster, Snapshot};
 use crate::conn::{self, Lease, SendError};
 use crate::node::{Bypassed, InFlight};
-use crate::up_body::UpBody;
+use crate::up_body::{empty_request, UpBody};
 
 /// What one (possibly hedged) attempt came to.
 pub struct Outcome {
@@ -32,15 +32,6 @@ pub struct Outcome {
 /// Whether requests of `method` may be hedged.
 pub fn may_hedge(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
-}
-
-/// A body-less request rebuilt from its parts, for a hedge or a replay.
-pub fn rebuild((method, uri, headers): &(Method, Uri, HeaderMap)) -> Request<UpBody> {
-    let mut request = Request::new(UpBody::Empty);
-    *request.method_mut() = method.clone();
-    *request.uri_mut() = uri.clone();
-    *request.headers_mut() = headers.clone();
-    request
 }
 
 /// Sends `request` to node `first`; if no response head comes within `timeout`, sends
@@ -87,7 +78,12 @@ pub async fn send(
     tracing::info!(node = %a_node.id, hedge = %b_node.id, method = %parts.0, uri = %parts.1,
         "no response head within {timeout:?}: hedging on another node");
     let b_flight = b_node.state.begin();
-    let mut b = pin!(conn::send(b_node, rebuild(parts), &mut b_body, cfg));
+    let mut b = pin!(conn::send(
+        b_node,
+        empty_request(&parts.0, &parts.1, &parts.2),
+        &mut b_body,
+        cfg
+    ));
     let (mut a_failed, mut b_failed) = (None, None);
     loop {
         tokio::select! {

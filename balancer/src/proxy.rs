@@ -32,7 +32,7 @@ use crate::idle::IdleTimer;
 use crate::node::{InFlight, Node};
 use crate::resume::{self, Resume};
 use crate::rewrite::{prepare_request, strip_hop_by_hop};
-use crate::up_body::{RequestStream, UpBody};
+use crate::up_body::{empty_request, RequestStream, UpBody};
 use crate::{page, status};
 
 /// Nodes one request may be offered to before the client gets an error.
@@ -193,7 +193,7 @@ async fn forward(
                     Some((None, _)) => return Err(upstream()),
                 };
                 sent_error = Some(upstream());
-                let mut request = hedge::rebuild(parts).map(|_| body);
+                let mut request = empty_request(&parts.0, &parts.1, &parts.2).map(|_| body);
                 if let Some(gate) = &gate {
                     gate.watch(&mut request);
                 }

@@ -15,14 +15,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use http::header::{self, HeaderMap, HeaderValue};
-use http::{Method, Request, StatusCode, Uri};
+use http::{Method, StatusCode, Uri};
 use hyper::body::Incoming;
 
 use crate::cluster::Cluster;
 use crate::conn::{self, Lease};
 use crate::error::{caused_by_dead_peer, BodyError};
 use crate::node::{Bypassed, InFlight, Node};
-use crate::up_body::UpBody;
+use crate::up_body::empty_request;
 
 /// Continuations one response may go through; a file that breaks off this often is not a
 /// node dying, and the client is better told.
@@ -268,10 +268,7 @@ async fn fetch(
         asked.push(i);
         let node = snapshot.nodes[i].clone();
         let in_flight = node.state.begin();
-        let mut request = Request::new(UpBody::Empty);
-        *request.method_mut() = Method::GET;
-        *request.uri_mut() = uri.clone();
-        *request.headers_mut() = headers.clone();
+        let request = empty_request(&Method::GET, &uri, &headers);
         match conn::send(&node, request, &mut None, cfg).await {
             Ok((response, lease)) => {
                 match plan.check(response.status(), response.headers(), sent) {

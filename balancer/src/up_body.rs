@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Uri};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::sync::oneshot;
@@ -24,6 +25,15 @@ pub enum UpBody {
     /// Nothing to send (most GET/HEAD/DELETE): such a request can be rebuilt and replayed.
     Empty,
     Stream(RequestStream),
+}
+
+/// A body-less request to send (again): a replay, a hedge, or a download's continuation.
+pub fn empty_request(method: &Method, uri: &Uri, headers: &HeaderMap) -> Request<UpBody> {
+    let mut request = Request::new(UpBody::Empty);
+    *request.method_mut() = method.clone();
+    *request.uri_mut() = uri.clone();
+    *request.headers_mut() = headers.clone();
+    request
 }
 
 /// A client's upload, forwarded frame by frame.
