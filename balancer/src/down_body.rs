@@ -167,10 +167,10 @@ impl ResponseStream {
                     if let Some(stall) = r.stall.as_mut() {
                         stall.progress();
                     }
-                    if r.pending.take().is_some() {
-                        // the stalled node went on before the hedge answered: drop it
-                        r.hedged = false;
-                    }
+                    // Progress: a hedge still racing this node lost (drop it), and the
+                    // next stall may hedge again, also after a hedge that found no taker.
+                    r.pending = None;
+                    r.hedged = false;
                     if let Some(data) = frame.data_ref() {
                         r.sent += data.len() as u64;
                     }
