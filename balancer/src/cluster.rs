@@ -19,6 +19,7 @@ use tokio::sync::Notify;
 
 use crate::node::{Node, NodeState};
 use crate::select::{rotation, select, Load};
+use crate::window::UploadStats;
 
 /// How a reload changed the node list, by id.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -163,6 +164,8 @@ pub struct Cluster {
     pub config_path: PathBuf,
     /// Asks the probe loop for a round now (after a reload added nodes).
     pub probe_now: Notify,
+    /// The upload windows' budget and what protected uploads did ([`crate::protect`]).
+    pub uploads: Arc<UploadStats>,
 }
 
 impl Cluster {
@@ -173,6 +176,7 @@ impl Cluster {
             writer: Mutex::new(()),
             config_path,
             probe_now: Notify::new(),
+            uploads: Arc::default(),
         }
     }
 

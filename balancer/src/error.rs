@@ -116,6 +116,10 @@ pub enum BodyError {
     /// A download's node broke off and no other node could send the rest.
     #[error("the download could not be continued: {0}")]
     NotContinued(String),
+    /// An upload's attempt on a node that died: its continuation on another node now
+    /// takes the client's bytes.
+    #[error("the upload goes on over another connection")]
+    Superseded,
 }
 
 /// The peer process is gone or refuses connections, as opposed to a slow or confused one.

@@ -67,7 +67,8 @@ impl Gate {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn open(&self) {
+    /// Lets the body through (the node asked for it with its `100 Continue`).
+    pub fn open(&self) {
         if let State::Held { open, waker, .. } = &mut *self.lock() {
             *open = true;
             if let Some(waker) = waker.take() {

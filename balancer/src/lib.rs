@@ -11,6 +11,8 @@
 //! - [`up_body`] (client to node) and [`down_body`] (node to client): streaming bodies;
 //!   [`idle`]: their idle cut-offs;
 //! - [`expect`]: `Expect: 100-continue` decided by the node, not the balancer;
+//! - [`resume`] (downloads) and [`protect`] with [`window`] and [`attempt`] (uploads): a transfer whose
+//!   node dies goes on on another; [`hedge`]: a hung node's request sent elsewhere too;
 //! - [`health`] (pure rise/fall) and [`probe`] (the active check loop);
 //! - [`reload`]: live `cluster.toml` changes; [`status`]: `GET /_cluster`;
 //! - [`page`]: the browser upload page at `/`;
@@ -19,6 +21,7 @@
 //! [`run`] takes a bound listener and a shutdown future, so tests drive it in-process.
 #![forbid(unsafe_code)]
 
+mod attempt;
 mod cluster;
 mod conn;
 mod down_body;
@@ -31,6 +34,7 @@ mod keepalive;
 mod node;
 mod page;
 mod probe;
+mod protect;
 mod proxy;
 mod reload;
 mod resume;
@@ -38,6 +42,7 @@ mod rewrite;
 mod select;
 mod status;
 mod up_body;
+mod window;
 
 use std::future::Future;
 use std::path::PathBuf;

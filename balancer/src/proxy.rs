@@ -5,7 +5,8 @@
 //! connection that closed before the request was written) goes to another node whatever
 //! its method, with an upload body still untouched. A body-less GET/HEAD/DELETE/OPTIONS
 //! is also replayed when the node dies before its response head. An upload whose body
-//! has started is never replayed: the client gets a 502. An upload that expects
+//! has started is never replayed; a `PUT` of a file is continued on another node from
+//! where the dead one durably stood ([`crate::protect`]). An upload that expects
 //! 100-continue and whose node died before asking for the body still has it untouched
 //! (see [`crate::expect`]), so a PUT is replayed then too.
 
@@ -30,6 +31,7 @@ use crate::expect::{AnsweredFirst, Gate};
 use crate::hedge;
 use crate::idle::IdleTimer;
 use crate::node::{InFlight, Node};
+use crate::protect::{self, Protection};
 use crate::resume::{self, Resume};
 use crate::rewrite::{prepare_request, strip_hop_by_hop};
 use crate::up_body::{empty_request, RequestStream, UpBody};
@@ -76,7 +78,7 @@ async fn forward(
         prepare_request(&mut parts, client.ip(), request_id, &cfg.trusted_proxies);
     let method = parts.method.clone();
 
-    let (body, mut body_done, mut gate) = if body.is_end_stream() {
+    let (mut body, mut body_done, mut gate) = if body.is_end_stream() {
         (UpBody::Empty, None, None)
     } else if expect_continue {
         let (body, done, gate) = gated(body, cfg);
@@ -85,10 +87,23 @@ async fn forward(
         let (stream, done) = RequestStream::new(body, IdleTimer::new(cfg.idle_timeout()));
         (UpBody::Stream(stream), Some(done), None)
     };
+    let mut protection = None;
+    if protect::applies(&parts.method, &parts.uri, &body) {
+        body = match Protection::start(cluster, cfg, &mut parts, body, gate.clone()) {
+            Ok((protected, first, done)) => {
+                protection = Some(protected);
+                body_done = Some(done);
+                first
+            }
+            Err(body) => body,
+        };
+    }
     // A request can be rebuilt after the node took it and died when it has no body and
-    // is idempotent, or when its body was never asked for and it is a PUT.
-    let replay = ((gate.is_some() && parts.method == Method::PUT)
-        || (body_done.is_none() && is_idempotent(&parts.method)))
+    // is idempotent, or when its body was never asked for and it is a PUT (a protected
+    // upload is continued instead, whatever the node had taken).
+    let replay = (protection.is_none()
+        && ((gate.is_some() && parts.method == Method::PUT)
+            || (body_done.is_none() && is_idempotent(&parts.method))))
     .then(|| {
         (
             parts.method.clone(),
@@ -173,6 +188,14 @@ async fn forward(
         }
         if dead {
             node.force_down(reason.clone());
+        }
+        if let (None, Some(protection)) = (&unsent, &protection) {
+            failed.push(i);
+            let (response, in_flight, lease, _) = protection
+                .continue_upload(cluster, &snapshot, &mut failed, cfg, &reason)
+                .await?;
+            let response = response.map(|b| (b, in_flight, lease, None));
+            return Ok(prepare_response(response, cfg).map(DownBody::Upstream));
         }
         let upstream = || ProxyError::Upstream {
             node: node.id.clone(),

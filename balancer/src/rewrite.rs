@@ -14,7 +14,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Uri, Version};
 use speedbox_common::forwarded::{Element, TrustedProxies};
-use speedbox_common::headers::X_REQUEST_ID;
+use speedbox_common::headers::{SPEEDBOX_UPLOAD, SPEEDBOX_UPLOAD_OFFSET, X_REQUEST_ID};
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -39,6 +39,9 @@ pub fn prepare_request(
     }
     set_forwarding(headers, client, trusted.contains(client));
     headers.insert(X_REQUEST_ID, request_id.clone());
+    // The balancer's own word to a node (see crate::protect), never a client's.
+    headers.remove(SPEEDBOX_UPLOAD);
+    headers.remove(SPEEDBOX_UPLOAD_OFFSET);
     if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
         parts.uri = match parts.uri.path_and_query() {
             Some(pq) => Uri::from(pq.clone()),

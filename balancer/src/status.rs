@@ -3,6 +3,7 @@
 //! The only path the balancer answers itself; everything else (`/healthz` included) goes
 //! to a node, so `/healthz` through the balancer says that some node is healthy.
 
+use std::sync::atomic::Ordering;
 use std::time::UNIX_EPOCH;
 
 use http::{Method, Request, Response, StatusCode};
@@ -26,6 +27,22 @@ pub struct ClusterStatus {
     pub config_path: String,
     pub algorithm: Algorithm,
     pub nodes: Vec<NodeStatus>,
+    pub uploads: UploadsStatus,
+}
+
+/// Plain PUTs protected against their node's death ([`crate::protect`]): counters since
+/// the balancer started.
+#[derive(Debug, Serialize)]
+pub struct UploadsStatus {
+    /// Bytes of `upload_window_budget_bytes` the windows of uploads under way reserve.
+    pub window_bytes_reserved: u64,
+    pub window_budget_bytes: u64,
+    /// Uploads that found the budget spent and went on unprotected.
+    pub unprotected: u64,
+    /// Uploads continued on another node after theirs died.
+    pub continued: u64,
+    /// Uploads whose node died and that could not be continued.
+    pub cut: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -91,6 +108,13 @@ pub fn status(cluster: &Cluster) -> ClusterStatus {
             .map(|n| node_status(n, None))
             .chain(draining)
             .collect(),
+        uploads: UploadsStatus {
+            window_bytes_reserved: cluster.uploads.reserved(),
+            window_budget_bytes: snapshot.config.balancer.upload_window_budget_bytes,
+            unprotected: cluster.uploads.unprotected.load(Ordering::Relaxed),
+            continued: cluster.uploads.continued.load(Ordering::Relaxed),
+            cut: cluster.uploads.cut.load(Ordering::Relaxed),
+        },
     }
 }
 

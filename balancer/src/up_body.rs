@@ -15,6 +15,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::sync::oneshot;
 
+use crate::attempt::Attempt;
 use crate::error::BodyError;
 use crate::expect::Gate;
 use crate::idle::{poll_idle, IdleTimer};
@@ -25,6 +26,9 @@ pub enum UpBody {
     /// Nothing to send (most GET/HEAD/DELETE): such a request can be rebuilt and replayed.
     Empty,
     Stream(RequestStream),
+    /// A `Stream` behind a window, sent again elsewhere if its node dies (see
+    /// [`crate::protect`]).
+    Protected(Attempt),
 }
 
 /// A body-less request to send (again): a replay, a hedge, or a download's continuation.
@@ -118,6 +122,7 @@ impl Body for UpBody {
         let stream = match self.get_mut() {
             UpBody::Empty => return Poll::Ready(None),
             UpBody::Stream(stream) => stream,
+            UpBody::Protected(attempt) => return Pin::new(attempt).poll_frame(cx),
         };
         if let Err(e) = ready!(stream.poll_open(cx)) {
             return Poll::Ready(Some(Err(e)));
@@ -138,6 +143,7 @@ impl Body for UpBody {
         match self {
             UpBody::Empty => true,
             UpBody::Stream(stream) => stream.inner.as_ref().is_some_and(Body::is_end_stream),
+            UpBody::Protected(attempt) => attempt.is_end_stream(),
         }
     }
 
@@ -148,6 +154,7 @@ impl Body for UpBody {
                 Some(inner) => inner.size_hint(),
                 None => stream.size,
             },
+            UpBody::Protected(attempt) => attempt.size_hint(),
         }
     }
 }

@@ -73,10 +73,11 @@ async fn a_get_is_replayed_when_the_node_dies_before_answering() {
         "a was tried first"
     );
 
-    // the next pick is a again; an upload already sent is not replayed
+    // the next pick is a again; an upload already sent is not replayed (a form upload:
+    // a PUT of a file would be continued, see tests/tests/put_failover.rs)
     let body = pattern_body(100_000, 10_000, Duration::ZERO);
     let response = client
-        .request(request("PUT", &balancer.url("/files/x"), body))
+        .request(request("POST", &balancer.url("/upload"), body))
         .await
         .unwrap();
     assert_eq!(response.status(), 502);

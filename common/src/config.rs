@@ -118,6 +118,15 @@ pub struct BalancerConfig {
     /// once and returns only after `rise` good health checks (outlier detection). 0 never
     /// ejects.
     pub eject_after: u32,
+    /// Bytes of a plain `PUT /files/...` kept after they were forwarded, so that when the
+    /// node writing it dies another node can continue it from where it durably stands
+    /// (the node records that every 2 MiB; with the socket buffers and the chunk writes in
+    /// flight, 8 MiB covers what a node may hold unrecorded: see the README). 0 turns
+    /// the protection off.
+    pub upload_window_bytes: u64,
+    /// All uploads' windows together may take at most this; an upload that finds it spent
+    /// goes on unprotected, logged and counted in `/_cluster`.
+    pub upload_window_budget_bytes: u64,
     /// A client must finish sending request headers within this.
     pub header_timeout_ms: u64,
     /// On SIGTERM, in-flight transfers get this long to finish.
@@ -141,6 +150,8 @@ impl Default for BalancerConfig {
             idle_timeout_ms: 60_000,
             first_byte_timeout_ms: 500,
             eject_after: 3,
+            upload_window_bytes: 8 * 1024 * 1024,
+            upload_window_budget_bytes: 128 * 1024 * 1024,
             header_timeout_ms: 10_000,
             drain_timeout_ms: 30_000,
             trusted_proxies: TrustedProxies::default(),
@@ -383,6 +394,12 @@ impl ClusterConfig {
         }
         if b.rise == 0 {
             problems.push("balancer.rise must be at least 1".into());
+        }
+        if b.upload_window_bytes > b.upload_window_budget_bytes {
+            problems.push(format!(
+                "balancer.upload_window_bytes = {} is more than balancer.upload_window_budget_bytes = {}: no upload could be protected",
+                b.upload_window_bytes, b.upload_window_budget_bytes
+            ));
         }
         for (key, value) in [
             ("balancer.health_interval_ms", b.health_interval_ms),

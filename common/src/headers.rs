@@ -7,3 +7,9 @@ pub const X_REQUEST_ID: &str = "x-request-id";
 pub const X_SPEEDBOX_ERROR: &str = "x-speedbox-error";
 /// The id of the node that served a response.
 pub const X_SPEEDBOX_NODE: &str = "x-speedbox-node";
+/// Set by the balancer on a plain `PUT` it may continue on another node if the node
+/// writing it dies: the upload's id (32 hex digits), the same on every attempt.
+pub const SPEEDBOX_UPLOAD: &str = "speedbox-upload";
+/// With [`SPEEDBOX_UPLOAD`]: the offset in the file of the body's first byte (0 on the
+/// first attempt; on a continuation, at or before what the upload has durably stored).
+pub const SPEEDBOX_UPLOAD_OFFSET: &str = "speedbox-upload-offset";

@@ -72,7 +72,7 @@ fn bad(msg: &str) -> NodeError {
 }
 
 /// MD5 and SHA-256 of everything fed to it.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Hasher {
     md5: Md5,
     sha256: Sha256,

@@ -17,9 +17,11 @@ use crate::digest;
 use crate::download;
 use crate::error::{NodeError, Result};
 use crate::multipart;
+use crate::put_resume;
 use crate::respond::{self, file_json};
 use crate::routes::ListQuery;
 use crate::server::AppState;
+use crate::store::FileInfo;
 use crate::upload::{self, Limits};
 use crate::Body;
 
@@ -63,6 +65,9 @@ pub async fn put(
                 .map_err(|_| NodeError::BadRequest("the link's sha256 is not hex".into()))?,
         );
     }
+    if put_resume::is_resumable(&parts.headers) {
+        return put_resume::put(state, principal, name, parts, body, limits, expected).await;
+    }
     let data = BodyDataStream::new(body).map_err(|e| NodeError::Body(e.to_string()));
     let preconditions = Preconditions::from_headers(&parts.headers);
     let info = upload::store_stream(
@@ -76,11 +81,16 @@ pub async fn put(
     )
     .await?;
     tracing::info!(file = %info.name, length = info.length, "stored");
-    let mut response = respond::json(StatusCode::CREATED, &file_json(&info));
-    if let Ok(v) = HeaderValue::from_str(&conditional::etag(&info)) {
+    Ok(created(&info))
+}
+
+/// A PUT's answer: 201 with the file's JSON and its `ETag`.
+pub fn created(info: &FileInfo) -> Response<Body> {
+    let mut response = respond::json(StatusCode::CREATED, &file_json(info));
+    if let Ok(v) = HeaderValue::from_str(&conditional::etag(info)) {
         response.headers_mut().insert(header::ETAG, v);
     }
-    Ok(response)
+    response
 }
 
 /// `DELETE /files/NAME`: 204, or 404 if the name is not current (whatever the

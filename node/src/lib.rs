@@ -2,7 +2,7 @@
 //!
 //! Read [`server`] first: it parses each request into a route ([`routes`]; names checked by
 //! [`name`], decoded by [`percent`]) and sends it to its handler: the file API ([`files`],
-//! which calls [`upload`], [`multipart`] with [`disposition`], [`download`] with [`range`]
+//! which calls [`upload`] (or [`put_resume`] for a PUT the balancer may continue), [`multipart`] with [`disposition`], [`download`] with [`range`]
 //! and [`conditional`]) or resumable uploads ([`tus`]). Answers are built by [`respond`];
 //! every failure is a [`error::NodeError`] mapped to HTTP in one place. [`store`] is the only
 //! module that talks to MongoDB; [`maintenance`] creates indexes and sweeps garbage in the
@@ -22,6 +22,7 @@ mod maintenance;
 mod multipart;
 mod name;
 mod percent;
+mod put_resume;
 mod range;
 mod respond;
 mod routes;

@@ -199,7 +199,10 @@ def proxy_only(ctx: Ctx, targets: list[Target]) -> None:
                 reset_peak_rss(pids)
                 cpu = cpu_seconds(pids)
                 if up:
-                    urls = [f"{t.up_url}/sink/{i}" for i in range(n)]
+                    # The balancer's sink pool takes any path: under /files/, as a real PUT,
+                    # it keeps its failover window (nginx and HAProxy route /sink*).
+                    path = "/files/sink" if t.name == "balancer" else "/sink"
+                    urls = [f"{t.up_url}{path}/{i}" for i in range(n)]
                     secs = (load.upload(urls[0], ctx.big, size, None) if n == 1
                             else load.parallel_uploads(urls, ctx.big, size, None))
                 else:

@@ -74,3 +74,33 @@ pub fn stalled_body(seed: u64, limit: u64) -> impl Stream<Item = Result<Bytes, s
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// The stream for `seed` as a request body that stops before its first block past byte
+/// `at`: `reached` fires there, and the body goes on once `go` is sent (or dropped).
+pub fn paused_body(seed: u64, len: u64, at: u64) -> (reqwest::Body, Pause) {
+    let (reached_tx, reached) = tokio::sync::oneshot::channel();
+    let (go, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut sent = 0u64;
+    let mut reached_tx = Some(reached_tx);
+    let mut go_rx = Some(go_rx);
+    let stream = futures::stream::iter(blocks(seed, len)).then(move |block| {
+        let pause = (sent + block.len() as u64 > at)
+            .then(|| (reached_tx.take(), go_rx.take()))
+            .and_then(|(r, g)| Some((r?, g?)));
+        sent += block.len() as u64;
+        async move {
+            if let Some((reached, go)) = pause {
+                let _ = reached.send(());
+                let _ = go.await;
+            }
+            Ok::<_, std::io::Error>(block)
+        }
+    });
+    (reqwest::Body::wrap_stream(stream), Pause { reached, go })
+}
+
+/// The two ends of a [`paused_body`]'s pause.
+pub struct Pause {
+    pub reached: tokio::sync::oneshot::Receiver<()>,
+    pub go: tokio::sync::oneshot::Sender<()>,
+}

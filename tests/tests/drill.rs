@@ -278,24 +278,17 @@ fn drill_passes_on_a_supervised_cluster() {
             "1K,64K,1M,4M",
             "--workers",
             "3",
-            // The balancer does not yet protect a plain PUT against its node's death (the
-            // client gets 502): PUT failures are reported, not fatal. This goes when PUT
-            // protection lands; every other kind of client-visible failure fails the drill.
-            "--allow",
-            "put_failed",
         ],
     );
     assert!(ok, "drill failed:\n{out}");
     assert!(out.contains("drill PASSED"), "{out}");
-    // The report counts client-visible failures by kind (allowed ones included), and
-    // every other kind stayed at zero while a node was up.
+    // The report counts client-visible failures by kind, and every kind stayed at zero
+    // while a node was up: kills and hangs cut no GET, failed no PUT, stalled no tus.
     let report = drill_report(&out);
     let failures = &report["client_visible_failures"];
     for kind in ["get_cut", "get_failed", "put_failed", "tus_stalled"] {
         assert!(failures[kind].is_u64(), "no {kind} in {failures}:\n{out}");
-        if kind != "put_failed" {
-            assert_eq!(failures[kind], 0, "{kind}:\n{out}");
-        }
+        assert_eq!(failures[kind], 0, "{kind}:\n{out}");
     }
     assert!(
         report["tus_uploads_acknowledged"].as_u64() > Some(0),

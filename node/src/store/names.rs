@@ -38,6 +38,39 @@ impl Store {
         Ok(self.names.find_one(doc! {"_id": name}).await?)
     }
 
+    /// The revision `file_id` was published as under `name`: the name's document while
+    /// it still points there, else rebuilt from the files document (the name has moved
+    /// on since); `None` if it was never published.
+    pub async fn revision(&self, name: &str, file_id: ObjectId) -> Result<Option<FileInfo>> {
+        if let Some(current) = self.lookup(name).await?.filter(|f| f.file_id == file_id) {
+            return Ok(Some(current));
+        }
+        let Some(file) = self.files.find_one(doc! {"_id": file_id}).await? else {
+            return Ok(None);
+        };
+        let meta = file.get_document("metadata").ok();
+        let text = |key: &str| {
+            meta.and_then(|m| m.get_str(key).ok())
+                .unwrap_or_default()
+                .to_string()
+        };
+        Ok(Some(FileInfo {
+            name: name.to_string(),
+            key: name.to_string(),
+            file_id,
+            length: file.get_i64("length").unwrap_or_default(),
+            chunk_size: file.get_i32("chunkSize").unwrap_or_default(),
+            content_type: text("contentType"),
+            md5: text("md5"),
+            sha256: text("sha256"),
+            uploaded_at: file
+                .get_datetime("uploadDate")
+                .copied()
+                .unwrap_or(DateTime::MIN),
+            version: 0,
+        }))
+    }
+
     /// One page of names in order, and whether more follow.
     ///
     /// The range is on the indexed `name` field with both bounds always given: on the

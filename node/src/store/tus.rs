@@ -72,6 +72,14 @@ pub struct TusUpload {
     pub hash_state: Option<Binary>,
     #[serde(default)]
     pub hash_at: Option<i64>,
+    /// A plain `PUT` the balancer may continue on another node (`crate::put_resume`),
+    /// not a tus upload: its `length` is -1 until a body of unknown length ends.
+    #[serde(default)]
+    pub put: bool,
+    /// A PUT with preconditions: only a request that carries them may publish it, so the
+    /// sweep discards it once abandoned instead of publishing it.
+    #[serde(default)]
+    pub guarded: bool,
 }
 
 impl TusUpload {
@@ -100,6 +108,8 @@ pub struct NewUpload {
     pub length: i64,
     pub expires_in: Duration,
     pub owner: Option<String>,
+    /// `Some(guarded)` for a plain PUT; see [`TusUpload::put`].
+    pub put: Option<bool>,
 }
 
 /// A lease outlives its node by at most this: then any node may continue the upload.
@@ -134,7 +144,8 @@ pub(super) fn after(d: Duration) -> DateTime {
 }
 
 impl Store {
-    /// Creates the state of a new upload of `length` bytes.
+    /// Creates the state of a new upload of `length` bytes; if `id` is taken already (a
+    /// racing first attempt of the same PUT), that upload's state.
     pub async fn tus_create(&self, new: NewUpload) -> Result<TusUpload> {
         let NewUpload {
             id,
@@ -144,6 +155,7 @@ impl Store {
             length,
             expires_in,
             owner,
+            put,
         } = new;
         let upload = TusUpload {
             id,
@@ -170,9 +182,17 @@ impl Store {
             owner,
             hash_state: None,
             hash_at: None,
+            put: put.is_some(),
+            guarded: put == Some(true),
         };
-        self.tus.insert_one(&upload).await?;
-        Ok(upload)
+        match self.tus.insert_one(&upload).await {
+            Ok(_) => Ok(upload),
+            Err(e) if super::is_duplicate_key(&e) => match self.tus_get(&upload.id).await? {
+                Some(existing) => Ok(existing),
+                None => Err(e.into()),
+            },
+            Err(e) => Err(e.into()),
+        }
     }
 
     pub async fn tus_get(&self, id: &str) -> Result<Option<TusUpload>> {
@@ -246,14 +266,22 @@ impl Store {
         Ok(())
     }
 
-    /// Extends our lease; false if it was taken over.
-    pub async fn tus_renew(&self, id: &str, token: i64, ttl: Duration) -> Result<bool> {
+    /// Extends our lease (and slides the expiry by `expires_in`, if given: a writer alive
+    /// keeps its upload alive); false if it was taken over.
+    pub async fn tus_renew(
+        &self,
+        id: &str,
+        token: i64,
+        ttl: Duration,
+        expires_in: Option<Duration>,
+    ) -> Result<bool> {
+        let mut set = doc! {"lease_until": after(ttl)};
+        if let Some(expires_in) = expires_in {
+            set.insert("expires_at", after(expires_in));
+        }
         let renewed = self
             .tus
-            .update_one(
-                doc! {"_id": id, "lease_token": token},
-                doc! {"$set": {"lease_until": after(ttl)}},
-            )
+            .update_one(doc! {"_id": id, "lease_token": token}, doc! {"$set": set})
             .await?;
         Ok(renewed.matched_count == 1)
     }
@@ -318,6 +346,24 @@ impl Store {
         self.chunks
             .delete_many(doc! {"files_id": upload.file_id, "n": {"$gte": first_n}, "lease": token})
             .await?;
+        Ok(())
+    }
+}
+
+impl Store {
+    /// Removes an unpublished upload we hold the lease of (a PUT whose digests or
+    /// preconditions failed): its state, proving in the same step that the lease is still
+    /// ours and the file unpublished, then its chunks.
+    pub async fn tus_discard(&self, upload: &TusUpload, token: i64) -> Result<()> {
+        let gone = self
+            .tus
+            .delete_one(doc! {"_id": &upload.id, "lease_token": token, "done": false})
+            .await?;
+        if gone.deleted_count == 1 && !self.is_referenced(upload.file_id).await? {
+            self.chunks
+                .delete_many(doc! {"files_id": upload.file_id})
+                .await?;
+        }
         Ok(())
     }
 }

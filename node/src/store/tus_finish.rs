@@ -13,7 +13,7 @@ use bson::{doc, Binary, DateTime};
 use futures::TryStreamExt;
 
 use super::tus::{lease_free, Taken, TusUpload, LEASE_TTL};
-use super::{ChunkLayout, FileInfo, Finished, Store};
+use super::{ChunkLayout, FileInfo, Finished, Guard, Store};
 use crate::digest::{Digests, Hasher};
 use crate::error::{NodeError, Result};
 
@@ -45,7 +45,7 @@ impl Store {
         let mut renewed = Instant::now();
         while n < total {
             if renewed.elapsed() > ttl / 3 {
-                if !self.tus_renew(&upload.id, token, ttl).await? {
+                if !self.tus_renew(&upload.id, token, ttl, None).await? {
                     return Err(NodeError::Locked(format!("upload {}", upload.id)));
                 }
                 renewed = Instant::now();
@@ -62,12 +62,14 @@ impl Store {
     /// Publishes a complete upload under its name like a PUT, then marks its state done.
     /// `token` is the lease the caller holds. Without `digests` they come from the state
     /// the last PATCH recorded, or, if it recorded none at the final offset, from the
-    /// stored chunks.
+    /// stored chunks. `guard` is a PUT's preconditions: if they fail, the upload is
+    /// discarded and the answer is [`NodeError::PreconditionFailed`].
     pub async fn tus_finish(
         &self,
         upload: &TusUpload,
         token: i64,
         digests: Option<Digests>,
+        guard: Option<&dyn Guard>,
     ) -> Result<FileInfo> {
         let digests = match digests.or_else(|| upload.saved_hasher().map(Hasher::finish)) {
             Some(d) => d,
@@ -83,9 +85,16 @@ impl Store {
             md5: hex::encode(&digests.md5),
             sha256: hex::encode(&digests.sha256),
         };
-        let info = self
-            .publish(upload.file_id, upload.name.clone(), done, None)
-            .await?;
+        let info = match self
+            .publish(upload.file_id, upload.name.clone(), done, guard)
+            .await
+        {
+            Err(e @ NodeError::PreconditionFailed(_)) => {
+                self.tus_discard(upload, token).await?;
+                return Err(e);
+            }
+            published => published?,
+        };
         let empty = Binary {
             subtype: BinarySubtype::Generic,
             bytes: Vec::new(),
@@ -103,13 +112,31 @@ impl Store {
     }
 
     /// Publishes a complete upload whose finisher died (its lease ran out). Ok(false) when
-    /// it is not complete-and-unpublished, or a live finisher holds it.
+    /// it is not complete-and-unpublished, a live finisher holds it, or it is a PUT with
+    /// preconditions (only [`Store::put_recover`], given them, publishes that).
     pub async fn tus_recover(&self, id: &str) -> Result<bool> {
+        self.recover(id, doc! {"guarded": {"$ne": true}}, None)
+            .await
+    }
+
+    /// [`Store::tus_recover`] for a PUT's continuation, which brings the PUT's
+    /// preconditions (`guard`) along.
+    pub async fn put_recover(&self, id: &str, guard: Option<&dyn Guard>) -> Result<bool> {
+        self.recover(id, doc! {"put": true}, guard).await
+    }
+
+    async fn recover(
+        &self,
+        id: &str,
+        only: bson::Document,
+        guard: Option<&dyn Guard>,
+    ) -> Result<bool> {
         let mut filter = lease_free(DateTime::now());
         filter.extend(doc! {"_id": id, "complete": true, "done": false});
+        filter.extend(only);
         match self.take_lease(id, filter, LEASE_TTL).await? {
             Taken::Ours(upload, token) => {
-                self.tus_finish(&upload, token, None).await?;
+                self.tus_finish(&upload, token, None, guard).await?;
                 tracing::info!(upload = %id, file = %upload.name, "tus upload published by recovery");
                 Ok(true)
             }
@@ -156,7 +183,7 @@ impl Store {
         let now = DateTime::now();
         // A finisher that failed released its lease (null); one that died let it run out.
         let mut stranded = lease_free(now);
-        stranded.extend(doc! {"complete": true, "done": false});
+        stranded.extend(doc! {"complete": true, "done": false, "guarded": {"$ne": true}});
         let stranded: Vec<TusUpload> = self
             .tus
             .find(stranded)
@@ -182,14 +209,18 @@ impl Store {
                 continue;
             }
             // Unfinished, expired and nobody writing, proven by the delete itself: a PATCH
-            // that slid the expiry or holds a live lease keeps the upload.
+            // that slid the expiry or holds a live lease keeps the upload. A complete PUT
+            // with preconditions is never published without them (see `guarded`): once
+            // abandoned, it goes too, unless a publication got as far as its name.
             let mut filter = lease_free(now);
-            filter.extend(doc! {
-                "_id": &upload.id, "done": false, "complete": {"$ne": true},
-                "expires_at": {"$lt": now},
-            });
+            filter.extend(doc! {"_id": &upload.id, "done": false, "expires_at": {"$lt": now}});
+            if upload.guarded {
+                filter.insert("guarded", true);
+            } else {
+                filter.insert("complete", doc! {"$ne": true});
+            }
             let gone = self.tus.delete_one(filter).await?;
-            if gone.deleted_count == 1 {
+            if gone.deleted_count == 1 && !self.is_referenced(upload.file_id).await? {
                 self.chunks
                     .delete_many(doc! {"files_id": upload.file_id})
                     .await?;

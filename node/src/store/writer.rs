@@ -30,8 +30,11 @@ pub struct ChunkWriter {
     file_id: ObjectId,
     /// The tus lease token every chunk is tagged with (None for PUT and multipart).
     lease: Option<i64>,
-    /// Oldest first; at most [`WRITES_IN_FLIGHT`] once `write` returns.
-    writing: VecDeque<JoinHandle<Result<()>>>,
+    /// Oldest first, each with the chunk number it ends before; at most
+    /// [`WRITES_IN_FLIGHT`] once `write` returns.
+    writing: VecDeque<(i64, JoinHandle<Result<()>>)>,
+    /// Every chunk below this one is in the database (the writes that ended, in order).
+    written_through: Option<i64>,
     /// A write failed: what follows it has a hole before it, so it must never count.
     failed: bool,
 }
@@ -44,6 +47,7 @@ impl Store {
             file_id,
             lease,
             writing: VecDeque::new(),
+            written_through: None,
             failed: false,
         }
     }
@@ -62,14 +66,24 @@ impl ChunkWriter {
             .await
             .map_err(|e| NodeError::Internal(format!("write slots: {e}")))?;
         let (store, file_id, lease) = (self.store.clone(), self.file_id, self.lease);
-        self.writing.push_back(tokio::spawn(async move {
+        let end = first_n + chunks.len() as i64;
+        let write = tokio::spawn(async move {
             let _slot = slot;
             store.insert_chunks(file_id, first_n, &chunks, lease).await
-        }));
-        while self.writing.len() > WRITES_IN_FLIGHT {
+        });
+        self.writing.push_back((end, write));
+        while self.writing.len() > WRITES_IN_FLIGHT
+            || self.writing.front().is_some_and(|(_, w)| w.is_finished())
+        {
             self.wait_oldest().await?;
         }
         Ok(())
+    }
+
+    /// Every chunk below the returned number is in the database: the end of the last
+    /// write that succeeded with all before it (`None` before any has, or after a failure).
+    pub fn written_through(&self) -> Option<i64> {
+        self.written_through.filter(|_| !self.failed)
     }
 
     /// Waits for every write under way: `Ok` when everything written so far is in the
@@ -92,16 +106,17 @@ impl ChunkWriter {
     pub fn settled(&mut self) -> impl Future<Output = ()> + Send + 'static {
         let writing = std::mem::take(&mut self.writing);
         async move {
-            for write in writing {
+            for (_, write) in writing {
                 let _ = write.await;
             }
         }
     }
 
     async fn wait_oldest(&mut self) -> Result<()> {
-        let Some(oldest) = self.writing.front_mut() else {
+        let Some((end, oldest)) = self.writing.front_mut() else {
             return Ok(());
         };
+        let end = *end;
         // Awaited in place: if this request is dropped now, the write is still found here.
         let joined = oldest.await;
         self.writing.pop_front();
@@ -109,6 +124,9 @@ impl ChunkWriter {
             .map_err(|e| NodeError::Internal(format!("chunk write task: {e}")))
             .and_then(|written| written);
         self.failed |= result.is_err();
+        if result.is_ok() {
+            self.written_through = Some(end);
+        }
         result
     }
 }

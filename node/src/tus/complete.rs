@@ -7,7 +7,6 @@ use std::time::Duration;
 use hyper::body::Incoming;
 
 use super::{expires_header, response};
-use crate::digest::Digests;
 use crate::error::{NodeError, Result};
 use crate::respond;
 use crate::store::{Store, TusUpload};
@@ -44,7 +43,7 @@ pub(super) async fn patch_complete(
 
 /// Waits until a complete upload is published, publishing it ourselves if its finisher
 /// died (its lease ran out); the state as it then is.
-pub(super) async fn ensure_published(store: &Store, id: &str) -> Result<TusUpload> {
+pub(crate) async fn ensure_published(store: &Store, id: &str) -> Result<TusUpload> {
     let deadline = tokio::time::Instant::now() + PUBLISH_WAIT;
     loop {
         let upload = store
@@ -61,15 +60,4 @@ pub(super) async fn ensure_published(store: &Store, id: &str) -> Result<TusUploa
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
-}
-
-pub(super) async fn finish(
-    store: &Store,
-    upload: &TusUpload,
-    token: i64,
-    digests: Option<Digests>,
-) -> Result<()> {
-    let info = store.tus_finish(upload, token, digests).await?;
-    tracing::info!(upload = %upload.id, file = %info.name, length = info.length, "tus upload complete");
-    Ok(())
 }

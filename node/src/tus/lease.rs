@@ -4,14 +4,14 @@
 use crate::store::Store;
 
 /// Releases the lease when the request ends, however it ends.
-pub(super) struct LeaseGuard {
+pub(crate) struct LeaseGuard {
     store: Store,
     id: String,
     token: i64,
 }
 
 impl LeaseGuard {
-    pub(super) fn new(store: &Store, id: &str, token: i64) -> Self {
+    pub(crate) fn new(store: &Store, id: &str, token: i64) -> Self {
         Self {
             store: store.clone(),
             id: id.to_string(),
@@ -21,7 +21,7 @@ impl LeaseGuard {
 
     /// Releases the lease before the answer goes out, so the client's next PATCH (sent the
     /// moment it reads our 204) finds it free instead of getting 423.
-    pub(super) async fn release(mut self) {
+    pub(crate) async fn release(mut self) {
         let id = std::mem::take(&mut self.id);
         if let Err(e) = self.store.tus_release(&id, self.token).await {
             tracing::debug!(upload = %id, error = %e, "lease left to expire");

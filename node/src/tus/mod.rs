@@ -29,11 +29,12 @@ mod headers;
 mod lease;
 mod patch;
 
-use complete::{ensure_published, patch_complete};
+pub(crate) use complete::ensure_published;
+use complete::patch_complete;
 use headers::{bad, header_str, header_u64};
 pub use headers::{check_version, location, parse_checksum, parse_metadata};
-use lease::LeaseGuard;
-use patch::write_patch;
+pub(crate) use lease::LeaseGuard;
+pub(crate) use patch::{write_patch, PutTerms};
 
 pub const VERSION: &str = "1.0.0";
 pub const EXTENSIONS: &str = "creation,creation-with-upload,termination,checksum,expiration";
@@ -108,6 +109,12 @@ pub async fn handle(
         TusRoute::Patch(id) => patch(store, &id, &parts.headers, body, tus).await,
         TusRoute::Delete(id) => terminate(store, &id).await,
     }
+}
+
+/// A request body as the stream of its data frames.
+pub(crate) fn data_stream(body: Incoming) -> impl futures::Stream<Item = Result<bytes::Bytes>> {
+    use futures::TryStreamExt;
+    http_body_util::BodyDataStream::new(body).map_err(|e| NodeError::Body(e.to_string()))
 }
 
 /// `OPTIONS /uploads`: what this server supports.
@@ -187,6 +194,7 @@ async fn create(
             length: length as i64,
             expires_in: limits.expires_after,
             owner: principal.sub.clone(),
+            put: None,
         })
         .await?;
     tracing::info!(upload = %upload.id, file = %upload.name, length, "tus upload created");
@@ -199,7 +207,8 @@ async fn create(
         match store.tus_acquire(&upload.id, LEASE_TTL).await? {
             Acquired::Leased { upload, token } => {
                 let lease = LeaseGuard::new(store, &upload.id, token);
-                let offset = write_patch(store, *upload, token, None, body, tus).await?;
+                let data = data_stream(body);
+                let (offset, _) = write_patch(store, *upload, token, None, data, tus, None).await?;
                 lease.release().await;
                 offset
             }
@@ -226,8 +235,13 @@ async fn head(store: &Store, id: &str) -> Result<Response<Body>> {
     }
     let mut builder = response(StatusCode::OK)
         .header("upload-offset", upload.offset)
-        .header("upload-length", upload.length)
         .header("upload-expires", expires_header(&upload));
+    // A plain PUT without Content-Length learns its length at its end (tus 1.0
+    // creation-defer-length's way of saying so).
+    builder = match upload.length {
+        length if length >= 0 => builder.header("upload-length", length),
+        _ => builder.header("upload-defer-length", 1),
+    };
     if !upload.metadata.is_empty() {
         builder = builder.header("upload-metadata", &upload.metadata);
     }
@@ -302,7 +316,9 @@ async fn patch(
             });
         }
         store.tus_clear_stale(&upload, token).await?;
-        write_patch(store, upload, token, checksum, body, tus).await
+        let data = data_stream(body);
+        let (offset, _) = write_patch(store, upload, token, checksum, data, tus, None).await?;
+        Ok(offset)
     }
     .await;
     // Released before any answer goes out, a refusal's too: the client's next PATCH, sent

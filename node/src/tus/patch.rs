@@ -1,41 +1,67 @@
-//! One PATCH body into chunks, under the upload's lease, in four named steps:
+//! One PATCH body (or a plain PUT the balancer may continue elsewhere, see
+//! [`crate::put_resume`]) into chunks, under the upload's lease, in four named steps:
 //!
 //! 1. [`Patch::receive`]: cut the bytes into whole chunks (the first one completing the
-//!    stored tail) and write a batch per round trip. Without `Upload-Checksum` every
-//!    journaled batch moves the durable offset now and then, so a broken PATCH keeps what
-//!    arrived.
+//!    stored tail) and write a batch per round trip. Without `Upload-Checksum` the durable
+//!    offset moves over journaled batches now and then (every second for tus, every
+//!    [`PUT_ADVANCE_BYTES`] for a PUT), with the whole-file digests' state at exactly that
+//!    offset, so a broken PATCH keeps what arrived and another node can go on from it.
 //! 2. verify: [`check`] the client's checksum; [`settle`] decides from how receiving
 //!    ended, what the checksum says and whether every write is in (the outcome matrix).
 //! 3. [`Patch::record`]: write what remains and record the new offset under the lease.
 //! 4. [`Patch::finish`]: publish the file when the upload is complete.
 
-use futures::StreamExt;
-use http_body_util::BodyDataStream;
-use hyper::body::Incoming;
+use std::collections::VecDeque;
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
 
 use super::checksum::{check, Checked, PatchHasher};
-use super::complete::finish;
 use super::headers::Checksum;
 use super::Tus;
-use crate::digest::Hasher;
+use crate::digest::{Expected, Hasher};
 use crate::error::{NodeError, Result};
-use crate::store::{ChunkWriter, Chunker, Store, TusUpload, LEASE_TTL};
+use crate::store::{ChunkWriter, Chunker, FileInfo, Guard, Store, TusUpload, LEASE_TTL};
 
-/// Without a checksum, the durable offset moves at most this often during a PATCH: each
+/// Without a checksum, the durable offset of a tus PATCH moves at most this often: each
 /// move is a journaled write, and a crash costs the client at most this much re-sending.
 const ADVANCE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+/// The durable offset of a PUT moves after about this many bytes: the balancer keeps
+/// what it forwarded since in its window (`upload_window_bytes`), so this, plus the
+/// batches in flight and the socket buffers, is what that window must hold.
+pub const PUT_ADVANCE_BYTES: i64 = 2 * 1024 * 1024;
 
-/// Streams one PATCH body into chunks under our lease; returns the new durable offset.
-pub(super) async fn write_patch(
+/// What a plain PUT asks of its upload besides its bytes (`None` for tus).
+pub struct PutTerms<'a> {
+    /// Digests the client announced: checked before the last byte is recorded, so a
+    /// complete upload always has the digests it was sent with.
+    pub expected: &'a Expected,
+    /// The request's preconditions, evaluated in the compare-and-set that publishes.
+    pub guard: Option<&'a dyn Guard>,
+    /// Bytes, for a PUT of unknown length (chunked).
+    pub max_size: u64,
+}
+
+/// Streams one PATCH body into chunks under our lease; returns the new durable offset,
+/// and the file when this body completed the upload.
+pub(crate) async fn write_patch<S>(
     store: &Store,
     upload: TusUpload,
     token: i64,
     checksum: Option<Checksum>,
-    body: Incoming,
+    body: S,
     tus: &Tus,
-) -> Result<i64> {
-    let mut patch = Patch::new(store, upload, token, checksum.as_ref(), tus);
+    put: Option<&PutTerms<'_>>,
+) -> Result<(i64, Option<FileInfo>)>
+where
+    S: Stream<Item = Result<Bytes>>,
+{
+    let mut patch = Patch::new(store, upload, token, checksum.as_ref(), tus, put);
     let received = patch.receive(body).await;
+    if received.is_ok() && patch.upload.length < 0 {
+        // A PUT of unknown length: its clean end is the file's end.
+        patch.upload.length = patch.received;
+    }
     // The offset may only move over chunks that are in; a failed write leaves a hole.
     let flushed = patch.writer.flush().await;
     let checked = check(checksum.as_ref(), patch.hasher.take(), received.is_ok());
@@ -48,14 +74,14 @@ pub(super) async fn write_patch(
         Settle::KeepOffset => {}
         Settle::Record => {
             let offset = patch.record().await?;
-            patch.finish().await?;
+            let file = patch.finish().await?;
             received?;
-            return Ok(offset);
+            return Ok((offset, file));
         }
     }
     received?;
     flushed?;
-    Ok(patch.received)
+    Ok((patch.received, None))
 }
 
 /// What a PATCH does with the bytes it received.
@@ -99,9 +125,19 @@ struct Patch<'a> {
     received: i64,
     /// The digest `Upload-Checksum` asks for.
     hasher: Option<PatchHasher>,
-    /// The whole file's digests, when the state recorded with the offset is at hand.
+    /// The whole file's digests, when the state recorded with the offset is at hand. They
+    /// take the bytes as they go into chunks (not as frames arrive), so their state is
+    /// known at every chunk boundary a mid-PATCH advance may record.
     whole: Option<Hasher>,
+    /// Bytes of the stored tail at the front of the first chunk: hashed by the PATCH that
+    /// stored them, so skipped here.
+    hashed_ahead: usize,
+    /// The digests' state at the end of each batch still being written.
+    states: VecDeque<(i64, Vec<u8>)>,
+    /// The offset last recorded as durable.
+    advanced: i64,
     writer: ChunkWriter,
+    put: Option<&'a PutTerms<'a>>,
 }
 
 impl<'a> Patch<'a> {
@@ -111,6 +147,7 @@ impl<'a> Patch<'a> {
         token: i64,
         checksum: Option<&Checksum>,
         tus: &'a Tus,
+        put: Option<&'a PutTerms<'a>>,
     ) -> Self {
         let chunk_size = i64::from(upload.chunk_size);
         let start_chunk = upload.offset / chunk_size;
@@ -126,7 +163,11 @@ impl<'a> Patch<'a> {
             received: upload.offset,
             hasher: checksum.map(|c| PatchHasher::new(c.algorithm)),
             whole,
+            hashed_ahead: upload.tail.bytes.len(),
+            states: VecDeque::new(),
+            advanced: upload.offset,
             writer: store.chunk_writer(upload.file_id, Some(token)),
+            put,
             upload,
             token,
             chunk_size,
@@ -136,49 +177,71 @@ impl<'a> Patch<'a> {
     }
 
     /// Step 1: reads the body to its end (or its failure), writing whole chunks as they
-    /// fill and renewing the lease.
-    async fn receive(&mut self, body: Incoming) -> Result<()> {
+    /// fill and renewing the lease (also while the body pauses).
+    async fn receive<S>(&mut self, body: S) -> Result<()>
+    where
+        S: Stream<Item = Result<Bytes>>,
+    {
         let idle = self.tus.limits.idle;
+        let renew_every = LEASE_TTL / 3;
         let mut last_renew = tokio::time::Instant::now();
         let mut last_advance = last_renew;
-        let stream = BodyDataStream::new(body);
-        futures::pin_mut!(stream);
+        let mut last_byte = last_renew;
+        let limit = match (self.upload.length, self.put) {
+            (length, _) if length >= 0 => length,
+            (_, Some(put)) => put.max_size as i64,
+            (_, None) => i64::MAX,
+        };
+        futures::pin_mut!(body);
         loop {
-            let next = tokio::time::timeout(idle, stream.next())
-                .await
-                .map_err(|_| NodeError::BodyIdle(idle.as_secs()))?;
+            let next = match tokio::time::timeout(renew_every.min(idle), body.next()).await {
+                Ok(next) => next,
+                Err(_) if last_byte.elapsed() >= idle => {
+                    return Err(NodeError::BodyIdle(idle.as_secs()))
+                }
+                Err(_) => {
+                    self.renew().await?;
+                    last_renew = tokio::time::Instant::now();
+                    continue;
+                }
+            };
+            last_byte = tokio::time::Instant::now();
             let Some(frame) = next else { return Ok(()) };
-            let data = frame.map_err(|e| NodeError::Body(e.to_string()))?;
-            if self.received + data.len() as i64 > self.upload.length {
+            let data = frame?;
+            if self.received + data.len() as i64 > limit {
                 return Err(NodeError::TooLarge {
-                    limit: self.upload.length as u64,
+                    limit: limit as u64,
                 });
             }
             self.received += data.len() as i64;
             if let Some(h) = self.hasher.as_mut() {
                 h.update(&data);
             }
-            if let Some(h) = self.whole.as_mut() {
-                h.update(&data);
-            }
             for batch in self.chunker.push(data) {
-                if last_renew.elapsed() > LEASE_TTL / 3 {
+                if last_renew.elapsed() > renew_every {
                     self.renew().await?;
                     last_renew = tokio::time::Instant::now();
                 }
+                self.hash_committed(&batch);
                 let written = batch.len() as i64;
                 self.writer.write(self.next_n, batch).await?;
                 self.next_n += written;
                 // Without a checksum journaled batches are progress a retry keeps. The
                 // last byte is recorded only at the end, where the upload completes.
-                let durable = self.next_n * self.chunk_size;
+                let Some(durable) = self.durable() else {
+                    continue;
+                };
+                let due = match self.put {
+                    Some(_) => durable - self.advanced >= PUT_ADVANCE_BYTES,
+                    None => last_advance.elapsed() >= ADVANCE_EVERY,
+                };
                 if self.hasher.is_none()
-                    && last_advance.elapsed() >= ADVANCE_EVERY
-                    && durable < self.upload.length
+                    && due
+                    && (self.upload.length < 0 || durable < self.upload.length)
                 {
-                    self.writer.flush().await?;
-                    // the digests have seen bytes past `durable`: no state to record
-                    self.advance(durable, &[], None).await?;
+                    let state = self.state_at(durable);
+                    self.advance(durable, &[], state).await?;
+                    self.advanced = durable;
                     last_renew = tokio::time::Instant::now();
                     last_advance = last_renew;
                 }
@@ -186,10 +249,43 @@ impl<'a> Patch<'a> {
         }
     }
 
+    /// Feeds the whole-file digests the bytes of `chunks` not hashed before, and notes
+    /// their state at the batch's end.
+    fn hash_committed(&mut self, chunks: &[Bytes]) {
+        let Some(whole) = self.whole.as_mut() else {
+            return;
+        };
+        for chunk in chunks {
+            let skip = self.hashed_ahead.min(chunk.len());
+            self.hashed_ahead -= skip;
+            whole.update(&chunk[skip..]);
+        }
+        let end = self.next_n + chunks.len() as i64;
+        self.states.push_back((end, whole.state()));
+    }
+
+    /// The offset up to which every chunk is in the database, if past the last recorded.
+    fn durable(&self) -> Option<i64> {
+        let through = self.writer.written_through()? * self.chunk_size;
+        (through > self.advanced).then_some(through)
+    }
+
+    /// The digests' state after exactly `offset` bytes (a batch's end), if known.
+    fn state_at(&mut self, offset: i64) -> Option<Vec<u8>> {
+        let end_n = offset / self.chunk_size;
+        while let Some((n, state)) = self.states.pop_front() {
+            if n == end_n {
+                return Some(state);
+            }
+        }
+        None
+    }
+
     async fn renew(&self) -> Result<()> {
         let store = self.store;
+        let expires = Some(self.tus.limits.expires_after);
         if store
-            .tus_renew(&self.upload.id, self.token, LEASE_TTL)
+            .tus_renew(&self.upload.id, self.token, LEASE_TTL, expires)
             .await?
         {
             Ok(())
@@ -207,12 +303,25 @@ impl<'a> Patch<'a> {
     }
 
     /// Step 3: writes the full chunks still held, then the rest as the tail (or as the
-    /// file's last chunk when the upload is complete), and records the new offset.
+    /// file's last chunk when the upload is complete), and records the new offset. A PUT's
+    /// announced digests are checked first: a mismatch discards the upload.
     async fn record(&mut self) -> Result<i64> {
         let chunker = std::mem::replace(&mut self.chunker, Chunker::new(1, 1, &[]));
         let (mut batch, mut tail) = chunker.finish();
         if self.complete() && !tail.is_empty() {
             batch.push(std::mem::take(&mut tail));
+        }
+        self.hash_committed(&batch);
+        self.hash_committed(std::slice::from_ref(&tail));
+        if let (Some(put), true) = (self.put, self.complete()) {
+            let digests = self.whole.clone().map(Hasher::finish).ok_or_else(|| {
+                NodeError::Internal("the digests of the stored prefix are lost".into())
+            })?;
+            if let Err(e) = put.expected.check(&digests) {
+                self.writer.flush().await.ok();
+                self.store.tus_discard(&self.upload, self.token).await?;
+                return Err(e);
+            }
         }
         self.writer.write(self.next_n, batch).await?;
         self.writer.flush().await?;
@@ -221,21 +330,22 @@ impl<'a> Patch<'a> {
         Ok(self.received)
     }
 
-    /// Step 4: a complete upload is published (an unfinished one recorded its running
-    /// digests with its offset in step 3).
-    async fn finish(self) -> Result<()> {
+    /// Step 4: a complete upload is published, and its file returned (an unfinished one
+    /// recorded its running digests with its offset in step 3).
+    async fn finish(self) -> Result<Option<FileInfo>> {
         if !self.complete() {
-            return Ok(());
+            return Ok(None);
         }
         let mut done = self.upload;
         done.offset = self.received;
-        finish(
-            self.store,
-            &done,
-            self.token,
-            self.whole.map(Hasher::finish),
-        )
-        .await
+        let guard = self.put.and_then(|p| p.guard);
+        let digests = self.whole.map(Hasher::finish);
+        let info = self
+            .store
+            .tus_finish(&done, self.token, digests, guard)
+            .await?;
+        tracing::info!(upload = %done.id, file = %info.name, length = info.length, "upload complete");
+        Ok(Some(info))
     }
 
     fn complete(&self) -> bool {

@@ -1,0 +1,259 @@
+//! A plain PUT survives the death of the node writing it (issue 14, part 3): the balancer
+//! continues it on another node from where the dead one durably stood, and the client
+//! gets one 201 with the whole file, byte-identical, digests right. At the node, a
+//! continuation waits for a live writer's lease, fences it once taken over, and a replay
+//! of a finished continuation is answered with the same file.
+
+use std::time::{Duration, Instant};
+
+use bson::doc;
+use reqwest::StatusCode;
+use serde_json::Value;
+use speedbox_tests::client::{cluster_status, count, fetch, file_url, wait_state};
+use speedbox_tests::{data, Cluster};
+
+const MIB: u64 = 1 << 20;
+
+/// Node index the balancer counts a request in flight on (the test's one upload).
+async fn writing(c: &Cluster) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = cluster_status(c).await;
+        let busy = status["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .position(|n| n["in_flight"] != 0);
+        if let Some(i) = busy {
+            return i;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no node takes the upload: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// PUTs `len` bytes of seed `seed` through the balancer (with Content-Length unless
+/// `chunked`), SIGKILLs the node writing it once the client has sent `at` bytes, and
+/// returns the PUT's answer.
+async fn put_killing_at(
+    c: &mut Cluster,
+    name: &str,
+    seed: u64,
+    len: u64,
+    at: u64,
+    chunked: bool,
+) -> (StatusCode, Value) {
+    let (body, pause) = data::paused_body(seed, len, at);
+    let mut request = c.http.put(file_url(&c.balancer_url(), name)).body(body);
+    if !chunked {
+        request = request.header("content-length", len);
+    }
+    let sent = tokio::spawn(async move {
+        let resp = request.send().await.expect("the PUT gets an answer");
+        let status = resp.status();
+        (status, resp.json::<Value>().await.unwrap_or(Value::Null))
+    });
+    pause.reached.await.expect("the body reaches the fault");
+    // Let the bytes before the pause reach the node and its database.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let victim = writing(c).await;
+    c.kill_node(victim);
+    let _ = pause.go.send(());
+    let answer = sent.await.unwrap();
+    c.restart_node(victim).await;
+    let id = c.node_id(victim).to_owned();
+    wait_state(c, &id, "up").await;
+    answer
+}
+
+#[tokio::test]
+async fn a_put_whose_node_is_killed_mid_body_ends_in_201_with_the_whole_file() {
+    let mut c = Cluster::builder().nodes(3).balancer(true).start().await;
+    let len = 64 * MIB;
+    // Where the client is when the node dies: before the node's first durable offset,
+    // the middle, the last block; with Content-Length and chunked.
+    let cases = [
+        (MIB / 2, false),
+        (len / 2, false),
+        (len - MIB / 2, false),
+        (len / 3, true),
+    ];
+    for (n, (at, chunked)) in cases.into_iter().enumerate() {
+        let name = format!("put-{n}.bin");
+        let seed = 40 + n as u64;
+        let continued = cluster_status(&c).await["uploads"]["continued"]
+            .as_u64()
+            .unwrap();
+        let (status, file) = put_killing_at(&mut c, &name, seed, len, at, chunked).await;
+        let case = format!("killed at {at} (chunked: {chunked})");
+        assert_eq!(status, StatusCode::CREATED, "{case}: {file}");
+        assert_eq!(file["length"], len, "{case}");
+        assert_eq!(file["sha256"], data::sha256(seed, len), "{case}");
+        let got = fetch(&c, &c.balancer_url(), &name).await;
+        assert_eq!(
+            (got.len, got.sha256.as_str()),
+            (len, data::sha256(seed, len).as_str()),
+            "{case}: stored byte-identical"
+        );
+        let uploads = &cluster_status(&c).await["uploads"];
+        assert_eq!(
+            uploads["continued"].as_u64().unwrap(),
+            continued + 1,
+            "{case}: the balancer had to continue it, or this case tested nothing: {uploads}"
+        );
+        assert_eq!(uploads["cut"], 0, "{case}");
+    }
+    // Nothing of the continued uploads is left in progress.
+    let leftover = count(&c, "fs.tus", doc! {"done": false}).await;
+    assert_eq!(leftover, 0, "unfinished upload state left behind");
+    assert_eq!(
+        cluster_status(&c).await["uploads"]["window_bytes_reserved"],
+        0,
+        "every window's budget was given back"
+    );
+}
+
+/// A PUT as the balancer tags it, sent straight to node `i`.
+fn tagged(c: &Cluster, i: usize, name: &str, id: &str, from: u64) -> reqwest::RequestBuilder {
+    c.http
+        .put(file_url(&c.node_url(i), name))
+        .header("speedbox-upload", id)
+        .header("speedbox-upload-offset", from)
+}
+
+#[tokio::test]
+async fn a_continuation_waits_for_a_live_writer_then_fences_it_and_a_replay_gets_the_same_file() {
+    let mut c = Cluster::builder().nodes(2).start().await;
+    let (name, id, seed, len) = ("raced.bin", "00112233445566778899aabbccddeeff", 7, 24 * MIB);
+    let want = data::sha256(seed, len);
+
+    // Node 0 takes the upload and stalls half-way, holding its lease.
+    let (body, pause) = data::paused_body(seed, len, len / 2);
+    let first = tagged(&c, 0, name, id, 0)
+        .header("content-length", len)
+        .body(body);
+    let first = tokio::spawn(async move { first.send().await.map(|r| r.status()) });
+    pause.reached.await.unwrap();
+    let tus = c.db().await.collection::<bson::Document>("fs.tus");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tus
+        .find_one(doc! {"_id": id, "offset": {"$gt": 0}})
+        .await
+        .unwrap()
+        .is_none()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "node 0 never made any byte durable"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A continuation while node 0 lives: 423, and nothing changes.
+    let before = tus.find_one(doc! {"_id": id}).await.unwrap().unwrap();
+    let early = tagged(&c, 1, name, id, 0)
+        .header("content-length", len)
+        .body(data::body(seed, len))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(early.status(), StatusCode::LOCKED);
+    let after = tus.find_one(doc! {"_id": id}).await.unwrap().unwrap();
+    assert_eq!(before.get_i64("offset"), after.get_i64("offset"));
+
+    // Node 0 hangs: once its lease runs out, node 1 takes over and finishes.
+    c.signal_node(0, libc::SIGSTOP);
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let taken = tagged(&c, 1, name, id, 0)
+        .header("content-length", len)
+        .body(data::body(seed, len))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(taken.status(), StatusCode::CREATED);
+    let file: Value = taken.json().await.unwrap();
+    assert_eq!(file["sha256"], want);
+
+    // Node 0 wakes up and sends the rest of its body: fenced, it publishes nothing.
+    c.signal_node(0, libc::SIGCONT);
+    let _ = pause.go.send(());
+    let late = first.await.unwrap();
+    assert!(
+        late.as_ref().map_or(true, |s| *s != StatusCode::CREATED),
+        "the fenced writer must not succeed: {late:?}"
+    );
+    let got = fetch(&c, &c.node_url(0), name).await;
+    assert_eq!((got.len, got.sha256.as_str()), (len, want.as_str()));
+    let file_id = bson::oid::ObjectId::parse_str(file["id"].as_str().unwrap()).unwrap();
+    let chunks = count(&c, "fs.chunks", doc! {"files_id": file_id}).await;
+    assert_eq!(
+        chunks,
+        len.div_ceil(255 * 1024),
+        "one chunk per n, none extra"
+    );
+
+    // The client's retry after a lost 201 (the balancer's too): the same file, unchanged.
+    let again = tagged(&c, 0, name, id, 0)
+        .header("content-length", len)
+        .body(data::body(seed, len))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::CREATED);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(
+        (&again["sha256"], &again["id"]),
+        (&file["sha256"], &file["id"])
+    );
+}
+
+#[tokio::test]
+async fn a_protected_put_keeps_a_puts_checks() {
+    let c = Cluster::builder().nodes(1).start().await;
+    let id = "ffeeddccbbaa99887766554433221100";
+    // A wrong digest: 400, nothing stored, no upload state left.
+    let bad = tagged(&c, 0, "checked.bin", id, 0)
+        .header("content-md5", "AAAAAAAAAAAAAAAAAAAAAA==")
+        .body(vec![1u8; 300 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(count(&c, "fs.names", doc! {"_id": "checked.bin"}).await, 0);
+    assert_eq!(count(&c, "fs.tus", doc! {"_id": id}).await, 0);
+    // A failed precondition at the end: 412, and the bytes are gone too.
+    let id = "ffeeddccbbaa99887766554433221101";
+    let stored = tagged(&c, 0, "checked.bin", id, 0)
+        .header("if-none-match", "*")
+        .body(vec![2u8; 300 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stored.status(), StatusCode::CREATED);
+    let id = "ffeeddccbbaa99887766554433221102";
+    let again = tagged(&c, 0, "checked.bin", id, 0)
+        .header("if-none-match", "*")
+        .body(vec![3u8; 300 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), StatusCode::PRECONDITION_FAILED);
+    // A continuation whose body starts past what the node has: 409.
+    let id = "ffeeddccbbaa99887766554433221103";
+    let gap = tagged(&c, 0, "gap.bin", id, 5)
+        .body(vec![4u8; 10])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gap.status(), StatusCode::NOT_FOUND, "no upload to continue");
+    // An id that is not 32 hex digits: 400.
+    let bad_id = tagged(&c, 0, "x.bin", "../etc", 0)
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad_id.status(), StatusCode::BAD_REQUEST);
+}
