@@ -13,6 +13,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::sync::oneshot;
 
 use crate::error::BodyError;
+use crate::sent::BodySent;
 use crate::window::Window;
 
 /// The client's body as the attempts read it (an [`crate::up_body::UpBody`]; boxed so
@@ -80,7 +81,7 @@ pub struct Attempt {
     epoch: u64,
     replay: VecDeque<Bytes>,
     opened: Option<Arc<Opened>>,
-    done: Option<oneshot::Sender<()>>,
+    done: BodySent,
     /// `None`: the client's own size hint (the first attempt).
     size: Option<Option<u64>>,
 }
@@ -93,23 +94,17 @@ impl Attempt {
         opened: Option<Arc<Opened>>,
         size: Option<u64>,
     ) -> (Self, oneshot::Receiver<()>) {
-        let (tx, rx) = oneshot::channel();
+        let (done, rx) = BodySent::new();
         let first = opened.is_none();
         let attempt = Self {
             source: Arc::clone(source),
             epoch,
             replay,
             opened,
-            done: Some(tx),
+            done,
             size: (!first).then_some(size),
         };
         (attempt, rx)
-    }
-
-    fn finish(&mut self) {
-        if let Some(done) = self.done.take() {
-            let _ = done.send(());
-        }
     }
 }
 
@@ -134,7 +129,7 @@ impl Body for Attempt {
         }
         if source.ended {
             drop(source);
-            this.finish();
+            this.done.fire();
             return Poll::Ready(None);
         }
         let polled = source.client.as_mut().poll_frame(cx);
@@ -153,7 +148,7 @@ impl Body for Attempt {
         let ended = source.ended;
         drop(source);
         if ended {
-            this.finish();
+            this.done.fire();
         }
         polled
     }

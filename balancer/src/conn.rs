@@ -18,7 +18,7 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use speedbox_common::config::BalancerConfig;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::oneshot;
 
 use crate::error::{caused_by_dead_peer, ConnectError};
@@ -217,11 +217,23 @@ async fn open(addr: SocketAddr, cfg: &BalancerConfig) -> Result<Sender, ConnectE
     Ok(sender)
 }
 
+/// The send buffer of connections to nodes (Linux doubles it). Linux grows it up to 4 MiB
+/// on its own, and every byte in it is one the node has not yet made durable, which an
+/// upload's window must hold (see [`crate::protect`]); loopback and LAN round trips are
+/// short enough that this much keeps a node's upload at full speed.
+const UPSTREAM_SEND_BUFFER: u32 = 256 * 1024;
+
 /// A TCP connection with Nagle off (request heads and small bodies go out at once).
 pub async fn connect(addr: SocketAddr, timeout: Duration) -> Result<TcpStream, ConnectError> {
-    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_send_buffer_size(UPSTREAM_SEND_BUFFER)?;
+    socket.set_nodelay(true)?;
+    let stream = tokio::time::timeout(timeout, socket.connect(addr))
         .await
         .map_err(|_| ConnectError::Timeout(timeout))??;
-    stream.set_nodelay(true)?;
     Ok(stream)
 }

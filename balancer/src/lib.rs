@@ -40,6 +40,7 @@ mod reload;
 mod resume;
 mod rewrite;
 mod select;
+mod sent;
 mod status;
 mod up_body;
 mod window;

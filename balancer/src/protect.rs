@@ -5,9 +5,9 @@
 //! every couple of MiB (speedbox-node's `put_resume`). The body's frames pass through a
 //! [`Window`] that keeps the last `upload_window_bytes` forwarded. When the node dies
 //! mid-request, [`Protection::continue_upload`] sends the same PUT to another node, with
-//! `Expect: 100-continue` and the body from the window's first byte: the node answers 100
-//! once it holds the upload's lease (423 while the dead node's runs out, then we ask
-//! again), skips what it already has, and the client's remaining bytes follow. The client
+//! `Expect: 100-continue` and the body from the window's first byte: the node takes the
+//! upload's lease over from the dead node (`Speedbox-Upload-Takeover`), answers 100,
+//! skips what it already has, and the client's remaining bytes follow. The client
 //! sees one PUT and one answer. Each attempt's body is a [`crate::attempt::Attempt`].
 
 use std::collections::VecDeque;
@@ -20,7 +20,7 @@ use http::{Method, Request, Response, StatusCode, Uri};
 use http_body::Body;
 use hyper::body::Incoming;
 use speedbox_common::config::BalancerConfig;
-use speedbox_common::headers::{SPEEDBOX_UPLOAD, SPEEDBOX_UPLOAD_OFFSET};
+use speedbox_common::headers::{SPEEDBOX_UPLOAD, SPEEDBOX_UPLOAD_OFFSET, SPEEDBOX_UPLOAD_TAKEOVER};
 use tokio::sync::oneshot;
 
 use crate::attempt::{lock, Attempt, Opened, Source};
@@ -32,8 +32,7 @@ use crate::node::InFlight;
 use crate::up_body::UpBody;
 use crate::window::{Reservation, Window};
 
-/// How long a continuation may take to find a node that takes the upload: the dead
-/// node's lease runs out within 3 s (speedbox-node's `LEASE_TTL`).
+/// How long a continuation may take to find a node that takes the upload.
 const CONTINUE_WITHIN: Duration = Duration::from_secs(10);
 /// Between two asks while the upload is locked, or no node is up.
 const ASK_AGAIN: Duration = Duration::from_millis(200);
@@ -139,8 +138,14 @@ impl Protection {
             let in_flight = node.state.begin();
             match conn::send(node, request, &mut Some(done), cfg).await {
                 Ok((response, _)) if response.status() == StatusCode::LOCKED => {
-                    // The dead node's lease has not run out yet.
-                    last = format!("{} holds the upload's lease", node.id);
+                    // Another continuation holds the lease (a node's own 423).
+                    last = format!("{} found the upload locked", node.id);
+                    tokio::time::sleep(ASK_AGAIN).await;
+                }
+                Ok((response, _)) if response.status().is_server_error() => {
+                    // e.g. a chunk the dead node still had in flight landed where this
+                    // attempt wrote: the next attempt's lease clears it first.
+                    last = format!("{} answered {}", node.id, response.status());
                     tokio::time::sleep(ASK_AGAIN).await;
                 }
                 Ok((response, _)) if response.status() == StatusCode::CONFLICT => {
@@ -197,6 +202,9 @@ impl Protection {
         let headers = request.headers_mut();
         *headers = self.headers.clone();
         headers.insert(SPEEDBOX_UPLOAD_OFFSET, HeaderValue::from(start));
+        // Every earlier attempt's connection is gone: its node's request can no longer end
+        // in an answer, so its lease may be taken at once (fenced by the node's token).
+        headers.insert(SPEEDBOX_UPLOAD_TAKEOVER, HeaderValue::from_static("1"));
         headers.insert(header::EXPECT, HeaderValue::from_static("100-continue"));
         headers.remove(header::CONTENT_LENGTH);
         if let Some(total) = total {

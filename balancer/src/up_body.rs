@@ -19,6 +19,7 @@ use crate::attempt::Attempt;
 use crate::error::BodyError;
 use crate::expect::Gate;
 use crate::idle::{poll_idle, IdleTimer};
+use crate::sent::BodySent;
 
 /// The request body sent to a node.
 #[derive(Debug)]
@@ -51,7 +52,7 @@ pub struct RequestStream {
     idle: IdleTimer,
     /// Fired once the last byte has been handed to the node's connection, which is when
     /// the response-header timer may start (an upload can legitimately take hours).
-    done: Option<oneshot::Sender<()>>,
+    done: BodySent,
 }
 
 impl RequestStream {
@@ -76,13 +77,13 @@ impl RequestStream {
         size: SizeHint,
         idle: IdleTimer,
     ) -> (Self, oneshot::Receiver<()>) {
-        let (tx, rx) = oneshot::channel();
+        let (done, rx) = BodySent::new();
         let stream = Self {
             inner,
             gate,
             size,
             idle,
-            done: Some(tx),
+            done,
         };
         (stream, rx)
     }
@@ -102,12 +103,6 @@ impl RequestStream {
             self.idle.progress();
         }
         Poll::Ready(Ok(()))
-    }
-
-    fn finish(&mut self) {
-        if let Some(done) = self.done.take() {
-            let _ = done.send(());
-        }
     }
 }
 
@@ -134,7 +129,7 @@ impl Body for UpBody {
         // hyper stops polling once a sized body reports its end, so the last frame may be
         // the last call we get
         if matches!(polled, Poll::Ready(None)) || inner.is_end_stream() {
-            stream.finish();
+            stream.done.fire();
         }
         polled
     }

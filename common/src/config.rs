@@ -119,10 +119,12 @@ pub struct BalancerConfig {
     /// ejects.
     pub eject_after: u32,
     /// Bytes of a plain `PUT /files/...` kept after they were forwarded, so that when the
-    /// node writing it dies another node can continue it from where it durably stands
-    /// (the node records that every 2 MiB; with the socket buffers and the chunk writes in
-    /// flight, 8 MiB covers what a node may hold unrecorded: see the README). 0 turns
-    /// the protection off.
+    /// node writing it dies another node can continue it from where it durably stands.
+    /// A node records its durable offset after every batch of chunks, and holds at most
+    /// about 6 MiB unrecorded (socket buffers 1 MiB, its read buffer 1 MiB, the batch
+    /// being cut 1 MiB, up to 3 being written); 3.9-4.5 MiB were measured at kills
+    /// (`scripts/bench-failover`). The default, 8 MiB, covers that bound. 0 turns the
+    /// protection off.
     pub upload_window_bytes: u64,
     /// All uploads' windows together may take at most this; an upload that finds it spent
     /// goes on unprotected, logged and counted in `/_cluster`.

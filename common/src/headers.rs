@@ -13,3 +13,6 @@ pub const SPEEDBOX_UPLOAD: &str = "speedbox-upload";
 /// With [`SPEEDBOX_UPLOAD`]: the offset in the file of the body's first byte (0 on the
 /// first attempt; on a continuation, at or before what the upload has durably stored).
 pub const SPEEDBOX_UPLOAD_OFFSET: &str = "speedbox-upload-offset";
+/// With [`SPEEDBOX_UPLOAD`] on a continuation: the balancer saw the connection of the
+/// previous attempt die, so its node's lease may be taken over at once (`1`).
+pub const SPEEDBOX_UPLOAD_TAKEOVER: &str = "speedbox-upload-takeover";

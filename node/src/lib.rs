@@ -51,6 +51,27 @@ const MAX_HEAD_BYTES: usize = 1024 * 1024;
 
 /// Serves `listener` until `shutdown` resolves, then drains in-flight requests for up to
 /// `config.drain_timeout_ms` (see [`speedbox_common::serve`]).
+/// The receive buffer of the node's connections (Linux doubles it). Linux grows it up to
+/// 6 MiB on its own; every byte in it is one an upload's balancer window must hold until
+/// the node makes it durable (see `put_resume`), and more buffering does not make a node
+/// that writes to its database any faster.
+const RECEIVE_BUFFER: u32 = 256 * 1024;
+
+/// Listens on `addr` with the node's socket settings (its connections inherit them).
+///
+/// Errors: the address cannot be bound (in use, not local, no permission).
+pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.set_recv_buffer_size(RECEIVE_BUFFER)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
 pub async fn run(
     listener: TcpListener,
     state: Arc<AppState>,

@@ -7,7 +7,6 @@ use anyhow::{anyhow, Context};
 use clap::Parser;
 use speedbox_common::config::ClusterConfig;
 use speedbox_node::AppState;
-use tokio::net::TcpListener;
 
 /// A speedbox storage node: streams files into MongoDB GridFS and back.
 #[derive(Parser)]
@@ -40,9 +39,8 @@ async fn main() -> anyhow::Result<()> {
     })?;
     let addr = args.listen.unwrap_or(node.listen);
     let state = AppState::start(&args.config, &config, &node.id).await?;
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
+    let listener =
+        speedbox_node::listen(addr).with_context(|| format!("cannot listen on {addr}"))?;
     tracing::info!(node = %node.id, "listening on {}", listener.local_addr()?);
     let shutdown = async {
         let signal = speedbox_common::shutdown::signal_received().await;

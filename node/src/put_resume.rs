@@ -6,8 +6,9 @@
 //! offset that moves with the whole-file digests' state, see [`crate::tus`]), and answers
 //! like any PUT. When the node dies mid-body, the balancer sends the same request to
 //! another node with the body from an offset at or before the durable one (from what its
-//! window still holds): that node takes the lease (423 until the dead node's has run out),
-//! drops the bytes it already has, and goes on. Nothing is published before the last
+//! window still holds): that node takes the lease over (the balancer saw the dead node's
+//! connection die, `Speedbox-Upload-Takeover: 1`; without it, 423 until that lease runs
+//! out), drops the bytes it already has, and goes on. Nothing is published before the last
 //! byte, the announced digests and the preconditions are checked, so the client sees one
 //! PUT, whole or failed.
 
@@ -19,7 +20,7 @@ use http::request::Parts;
 use http::{HeaderMap, Response};
 use hyper::body::Incoming;
 use speedbox_common::auth::{AuthError, Principal};
-use speedbox_common::headers::{SPEEDBOX_UPLOAD, SPEEDBOX_UPLOAD_OFFSET};
+use speedbox_common::headers::{SPEEDBOX_UPLOAD, SPEEDBOX_UPLOAD_OFFSET, SPEEDBOX_UPLOAD_TAKEOVER};
 
 use crate::conditional::Preconditions;
 use crate::digest::Expected;
@@ -66,7 +67,15 @@ pub async fn put(
         None => return Err(NodeError::NotFound(format!("upload {id}"))),
     };
     check_same(&upload, principal, &name, from, headers)?;
-    let (upload, token) = match store.tus_acquire(&id, LEASE_TTL).await? {
+    let acquired = if headers
+        .get(SPEEDBOX_UPLOAD_TAKEOVER)
+        .is_some_and(|v| v == "1")
+    {
+        store.tus_take_over(&id, LEASE_TTL).await?
+    } else {
+        store.tus_acquire(&id, LEASE_TTL).await?
+    };
+    let (upload, token) = match acquired {
         Acquired::Leased { upload, token } => (*upload, token),
         Acquired::Locked => return Err(NodeError::Locked(format!("upload {id}"))),
         Acquired::NotFound => return Err(NodeError::NotFound(format!("upload {id}"))),

@@ -182,6 +182,28 @@ pub async fn cluster_status(c: &Cluster) -> Value {
     resp.json().await.unwrap()
 }
 
+/// The index of the node the balancer counts a request in flight on (a test's one
+/// transfer), waiting up to 10 s for one.
+pub async fn busy_node(c: &Cluster) -> usize {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = cluster_status(c).await;
+        let busy = status["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .position(|n| n["in_flight"] != 0);
+        if let Some(i) = busy {
+            return i;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no node has a request in flight: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// `up`, `down`, `removed-draining`, or `absent` when the balancer does not list node `id`.
 pub async fn node_state(c: &Cluster, id: &str) -> String {
     let status = cluster_status(c).await;

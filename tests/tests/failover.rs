@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use reqwest::StatusCode;
 use sha2::{Digest, Sha256};
-use speedbox_tests::client::{cluster_status, file_url, get, put, wait_state};
+use speedbox_tests::client::{busy_node, cluster_status, file_url, get, put, wait_state};
 use speedbox_tests::{data, Cluster};
 
 const MIB: u64 = 1 << 20;
@@ -20,27 +20,6 @@ enum Fault {
     Kill,
     /// SIGSTOP: the connection stays open and silent.
     Hang,
-}
-
-/// Node index the balancer counts a request in flight on (the test's one download).
-async fn serving(c: &Cluster) -> usize {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let status = cluster_status(c).await;
-        let busy = status["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .position(|n| n["in_flight"] != 0);
-        if let Some(i) = busy {
-            return i;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no node serves the download: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// Downloads the balancer continued so far (`/_cluster`'s `bypassed.continued`, summed).
@@ -105,7 +84,7 @@ async fn a_download_goes_on_from_another_node_when_its_node_dies_or_hangs() {
             read += chunk.len() as u64;
             hash.update(&chunk);
             if victim.is_none() && read >= at {
-                let i = serving(&c).await;
+                let i = busy_node(&c).await;
                 fault(&mut c, i, how).await;
                 victim = Some(i);
             }
@@ -151,7 +130,7 @@ async fn curl_gets_a_whole_range_though_its_node_dies() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let before = continuations(&c).await;
-    let victim = serving(&c).await;
+    let victim = busy_node(&c).await;
     c.kill_node(victim);
     let done = curl.wait_with_output().unwrap();
     let summary = String::from_utf8_lossy(&done.stdout).to_string();
@@ -185,7 +164,7 @@ async fn a_file_replaced_mid_download_is_never_spliced() {
     while got.len() < MIB as usize {
         got.extend_from_slice(&body.next().await.unwrap().unwrap());
     }
-    let victim = serving(&c).await;
+    let victim = busy_node(&c).await;
     put(&c, &c.node_url(1 - victim), "v.bin", data::body(2, len)).await;
     c.kill_node(victim);
     let mut error = None;

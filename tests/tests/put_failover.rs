@@ -1,39 +1,19 @@
 //! A plain PUT survives the death of the node writing it (issue 14, part 3): the balancer
 //! continues it on another node from where the dead one durably stood, and the client
 //! gets one 201 with the whole file, byte-identical, digests right. At the node, a
-//! continuation waits for a live writer's lease, fences it once taken over, and a replay
-//! of a finished continuation is answered with the same file.
+//! continuation gets 423 from a live writer's lease unless told to take it over, the old
+//! writer is fenced once it is, and a replay of a finished continuation is answered with
+//! the same file.
 
 use std::time::{Duration, Instant};
 
 use bson::doc;
 use reqwest::StatusCode;
 use serde_json::Value;
-use speedbox_tests::client::{cluster_status, count, fetch, file_url, wait_state};
+use speedbox_tests::client::{busy_node, cluster_status, count, fetch, file_url, wait_state};
 use speedbox_tests::{data, Cluster};
 
 const MIB: u64 = 1 << 20;
-
-/// Node index the balancer counts a request in flight on (the test's one upload).
-async fn writing(c: &Cluster) -> usize {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let status = cluster_status(c).await;
-        let busy = status["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .position(|n| n["in_flight"] != 0);
-        if let Some(i) = busy {
-            return i;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no node takes the upload: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 /// PUTs `len` bytes of seed `seed` through the balancer (with Content-Length unless
 /// `chunked`), SIGKILLs the node writing it once the client has sent `at` bytes, and
@@ -59,7 +39,7 @@ async fn put_killing_at(
     pause.reached.await.expect("the body reaches the fault");
     // Let the bytes before the pause reach the node and its database.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let victim = writing(c).await;
+    let victim = busy_node(c).await;
     c.kill_node(victim);
     let _ = pause.go.send(());
     let answer = sent.await.unwrap();
@@ -125,7 +105,8 @@ fn tagged(c: &Cluster, i: usize, name: &str, id: &str, from: u64) -> reqwest::Re
 }
 
 #[tokio::test]
-async fn a_continuation_waits_for_a_live_writer_then_fences_it_and_a_replay_gets_the_same_file() {
+async fn a_continuation_takes_over_a_live_writer_only_when_told_fences_it_and_a_replay_gets_the_same_file(
+) {
     let mut c = Cluster::builder().nodes(2).start().await;
     let (name, id, seed, len) = ("raced.bin", "00112233445566778899aabbccddeeff", 7, 24 * MIB);
     let want = data::sha256(seed, len);
@@ -152,6 +133,24 @@ async fn a_continuation_waits_for_a_live_writer_then_fences_it_and_a_replay_gets
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    // Node 0 records what it has until its pipeline is empty: wait for a steady offset.
+    let offset = || async {
+        tus.find_one(doc! {"_id": id})
+            .await
+            .unwrap()
+            .unwrap()
+            .get_i64("offset")
+            .unwrap()
+    };
+    let mut last = offset().await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = offset().await;
+        if now == last {
+            break;
+        }
+        last = now;
+    }
     // A continuation while node 0 lives: 423, and nothing changes.
     let before = tus.find_one(doc! {"_id": id}).await.unwrap().unwrap();
     let early = tagged(&c, 1, name, id, 0)
@@ -164,10 +163,11 @@ async fn a_continuation_waits_for_a_live_writer_then_fences_it_and_a_replay_gets
     let after = tus.find_one(doc! {"_id": id}).await.unwrap().unwrap();
     assert_eq!(before.get_i64("offset"), after.get_i64("offset"));
 
-    // Node 0 hangs: once its lease runs out, node 1 takes over and finishes.
+    // Node 0 hangs with its lease live; the balancer's word that its request is over
+    // (its connection died) lets node 1 take the lease over at once and finish.
     c.signal_node(0, libc::SIGSTOP);
-    tokio::time::sleep(Duration::from_millis(3500)).await;
     let taken = tagged(&c, 1, name, id, 0)
+        .header("speedbox-upload-takeover", "1")
         .header("content-length", len)
         .body(data::body(seed, len))
         .send()

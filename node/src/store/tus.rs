@@ -202,8 +202,24 @@ impl Store {
     /// Takes the upload's lease for writing for `ttl`, unless a live one is held or the
     /// upload is complete or expired: all proven by the one compare-and-set that takes it.
     pub async fn tus_acquire(&self, id: &str, ttl: Duration) -> Result<Acquired> {
+        self.acquire(id, ttl, false).await
+    }
+
+    /// [`Store::tus_acquire`] even from a live holder, for a request that knows the holder's
+    /// request is over (a PUT's balancer saw its connection die): the fencing token makes
+    /// whatever that holder still does harmless (it can no longer move the offset, publish,
+    /// or keep a chunk past the offset against the next holder's clearing).
+    pub async fn tus_take_over(&self, id: &str, ttl: Duration) -> Result<Acquired> {
+        self.acquire(id, ttl, true).await
+    }
+
+    async fn acquire(&self, id: &str, ttl: Duration, take_over: bool) -> Result<Acquired> {
         let now = DateTime::now();
-        let mut filter = lease_free(now);
+        let mut filter = if take_over {
+            doc! {}
+        } else {
+            lease_free(now)
+        };
         filter.extend(doc! {
             "_id": id, "done": false, "complete": {"$ne": true}, "expires_at": {"$gt": now},
         });

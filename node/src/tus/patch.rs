@@ -3,9 +3,9 @@
 //!
 //! 1. [`Patch::receive`]: cut the bytes into whole chunks (the first one completing the
 //!    stored tail) and write a batch per round trip. Without `Upload-Checksum` the durable
-//!    offset moves over journaled batches now and then (every second for tus, every
-//!    [`PUT_ADVANCE_BYTES`] for a PUT), with the whole-file digests' state at exactly that
-//!    offset, so a broken PATCH keeps what arrived and another node can go on from it.
+//!    offset moves over journaled batches now and then (every second for tus, after every
+//!    batch for a PUT), with the whole-file digests' state at exactly that offset, so a
+//!    broken PATCH keeps what arrived and another node can go on from it.
 //! 2. verify: [`check`] the client's checksum; [`settle`] decides from how receiving
 //!    ended, what the checksum says and whether every write is in (the outcome matrix).
 //! 3. [`Patch::record`]: write what remains and record the new offset under the lease.
@@ -26,10 +26,6 @@ use crate::store::{ChunkWriter, Chunker, FileInfo, Guard, Store, TusUpload, LEAS
 /// Without a checksum, the durable offset of a tus PATCH moves at most this often: each
 /// move is a journaled write, and a crash costs the client at most this much re-sending.
 const ADVANCE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
-/// The durable offset of a PUT moves after about this many bytes: the balancer keeps
-/// what it forwarded since in its window (`upload_window_bytes`), so this, plus the
-/// batches in flight and the socket buffers, is what that window must hold.
-pub const PUT_ADVANCE_BYTES: i64 = 2 * 1024 * 1024;
 
 /// What a plain PUT asks of its upload besides its bytes (`None` for tus).
 pub struct PutTerms<'a> {
@@ -231,10 +227,9 @@ impl<'a> Patch<'a> {
                 let Some(durable) = self.durable() else {
                     continue;
                 };
-                let due = match self.put {
-                    Some(_) => durable - self.advanced >= PUT_ADVANCE_BYTES,
-                    None => last_advance.elapsed() >= ADVANCE_EVERY,
-                };
+                // A PUT's balancer holds every byte not yet recorded in its window
+                // (`upload_window_bytes`): record each batch as soon as it is in.
+                let due = self.put.is_some() || last_advance.elapsed() >= ADVANCE_EVERY;
                 if self.hasher.is_none()
                     && due
                     && (self.upload.length < 0 || durable < self.upload.length)
