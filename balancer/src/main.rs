@@ -9,6 +9,11 @@ use speedbox_common::config::ClusterConfig;
 use speedbox_common::{shutdown, telemetry};
 use tokio::net::TcpListener;
 
+/// jemalloc rather than the system allocator: see the workspace Cargo.toml.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// The single address clients use in front of the speedbox storage nodes.
 #[derive(Debug, Parser)]
 #[command(version)]
