@@ -135,10 +135,16 @@ pub fn is_dead_peer(kind: io::ErrorKind) -> bool {
     )
 }
 
-/// True when an I/O error somewhere under `err` says the peer is dead.
+/// True when an I/O error somewhere under `err` says the peer is dead. Below a
+/// [`BodyError`] (a body the balancer was sending failed: the client's upload broke off),
+/// a reset is the client's, never the node's: a client that aborts its upload must not
+/// take a healthy node down.
 pub fn caused_by_dead_peer(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut cause = Some(err);
     while let Some(e) = cause {
+        if e.downcast_ref::<BodyError>().is_some() {
+            return false;
+        }
         if let Some(io) = e.downcast_ref::<io::Error>() {
             if is_dead_peer(io.kind()) {
                 return true;

@@ -117,12 +117,16 @@ impl Protection {
         cfg: &BalancerConfig,
         why: &str,
     ) -> Result<(Response<Incoming>, InFlight, Lease, usize), ProxyError> {
+        if lock(&self.source).failed {
+            // The client's body broke off: nothing to continue, and no node to blame.
+            return Err(ProxyError::Upstream {
+                node: "-".into(),
+                reason: format!("the client's upload broke off: {why}"),
+            });
+        }
         let deadline = tokio::time::Instant::now() + CONTINUE_WITHIN;
         let mut last = why.to_string();
         while tokio::time::Instant::now() < deadline {
-            if lock(&self.source).failed {
-                break;
-            }
             let accept =
                 |i: usize, node: &crate::node::Node| node.state.is_up() && !failed.contains(&i);
             let Some(i) = snapshot.pick(cluster.next_cursor(), accept) else {

@@ -95,6 +95,27 @@ async fn a_get_is_replayed_when_the_node_dies_before_answering() {
 }
 
 #[tokio::test]
+async fn a_client_that_resets_its_upload_takes_no_node_down() {
+    use tokio::io::AsyncWriteExt;
+    let a = FakeNode::start("a").await;
+    let balancer = Balancer::start(&[&a], STEADY).await;
+    first_checks_done(&balancer).await;
+    for path in ["/files/x", "/upload"] {
+        let mut client = tokio::net::TcpStream::connect(balancer.addr).await.unwrap();
+        let head = format!("PUT {path} HTTP/1.1\r\nhost: x\r\ncontent-length: 10000000\r\n\r\n");
+        client.write_all(head.as_bytes()).await.unwrap();
+        client.write_all(&vec![7u8; 1 << 20]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // An abortive close: the balancer reads a reset from the client, not from the node.
+        client.set_zero_linger().unwrap();
+        drop(client);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let status = balancer.status().await;
+        assert_eq!(node_state(&status, "a"), "up", "{path}: {status:#}");
+    }
+}
+
+#[tokio::test]
 async fn no_healthy_node_answers_503_at_once() {
     let mut a = FakeNode::start("a").await;
     let balancer = Balancer::start(&[&a], STEADY).await;
