@@ -257,3 +257,43 @@ async fn a_protected_put_keeps_a_puts_checks() {
         .unwrap();
     assert_eq!(bad_id.status(), StatusCode::BAD_REQUEST);
 }
+
+#[tokio::test]
+async fn two_continuations_racing_publish_the_file_once_and_whole() {
+    let c = Cluster::builder().nodes(2).start().await;
+    let (name, id, seed, len) = ("twice.bin", "0f1e2d3c4b5a69788796a5b4c3d2e1f0", 9, 16 * MIB);
+    let want = data::sha256(seed, len);
+    // The same continuation to both nodes at once, each told to take the lease over.
+    let send = |i: usize| {
+        tagged(&c, i, name, id, 0)
+            .header("speedbox-upload-takeover", "1")
+            .header("content-length", len)
+            .body(data::body(seed, len))
+            .send()
+    };
+    let (a, b) = tokio::join!(send(0), send(1));
+    let answers = [a.unwrap(), b.unwrap()];
+    let statuses: Vec<StatusCode> = answers.iter().map(|r| r.status()).collect();
+    assert!(
+        statuses.contains(&StatusCode::CREATED),
+        "one of them finishes: {statuses:?}"
+    );
+    for (answer, status) in answers.into_iter().zip(&statuses) {
+        // The loser was fenced (423: its lease was taken) or found the upload done (201).
+        assert!(
+            [StatusCode::CREATED, StatusCode::LOCKED].contains(status),
+            "{status}"
+        );
+        if *status == StatusCode::CREATED {
+            let file: Value = answer.json().await.unwrap();
+            assert_eq!(file["sha256"], want);
+        }
+    }
+    let got = fetch(&c, &c.node_url(1), name).await;
+    assert_eq!((got.len, got.sha256.as_str()), (len, want.as_str()));
+    assert_eq!(
+        count(&c, "fs.files", doc! {"filename": name}).await,
+        1,
+        "published once"
+    );
+}

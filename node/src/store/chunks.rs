@@ -3,11 +3,11 @@
 
 use bson::oid::ObjectId;
 use bson::spec::BinarySubtype;
-use bson::{doc, rawdoc, RawBinaryRef};
+use bson::{doc, rawdoc, RawBinaryRef, RawDocumentBuf};
 use bytes::Bytes;
 use futures::TryStreamExt;
 
-use super::{ChunkLayout, Store};
+use super::{is_duplicate_key, ChunkLayout, Store};
 use crate::error::{NodeError, Result};
 
 impl Store {
@@ -52,6 +52,11 @@ impl Store {
 
     /// Appends chunks `first_n..` of a file in one journaled round trip, tagged with the
     /// tus lease token that wrote them, if any.
+    ///
+    /// A chunk already there under a lease no newer than ours is a leftover of a holder
+    /// fenced off since (its write landed after our lease cleared what lay past the durable
+    /// offset): it is removed, with ours of the batch, and the batch written again. One
+    /// under a newer lease means we are the fenced one: [`NodeError::Locked`].
     pub(super) async fn insert_chunks(
         &self,
         file_id: ObjectId,
@@ -62,28 +67,35 @@ impl Store {
         if chunks.is_empty() {
             return Ok(());
         }
-        let docs = chunks.iter().enumerate().map(|(i, data)| {
-            let mut doc = rawdoc! {
-                "_id": ObjectId::new(),
-                "files_id": file_id,
-                "n": (first_n + i as i64) as i32,
-            };
-            if let Some(token) = lease {
-                // Which tus lease wrote it: a later lease holder removes only chunks of
-                // earlier ones (see `tus_clear_stale`), never of a newer holder.
-                doc.append("lease", token);
-            }
-            doc.append_ref(
-                "data",
-                RawBinaryRef {
-                    subtype: BinarySubtype::Generic,
-                    bytes: data,
-                },
-            );
-            doc
-        });
-        self.chunks.insert_many(docs).await?;
-        Ok(())
+        let inserted = self
+            .chunks
+            .insert_many(chunk_docs(file_id, first_n, chunks, lease))
+            .await;
+        let (Err(e), Some(token)) = (&inserted, lease) else {
+            inserted?;
+            return Ok(());
+        };
+        if !is_duplicate_key(e) {
+            inserted?;
+        }
+        let end = first_n + chunks.len() as i64;
+        self.chunks
+            .delete_many(doc! {
+                "files_id": file_id, "n": {"$gte": first_n, "$lt": end},
+                "lease": {"$not": {"$gt": token}},
+            })
+            .await?;
+        match self
+            .chunks
+            .insert_many(chunk_docs(file_id, first_n, chunks, lease))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if is_duplicate_key(&e) => Err(NodeError::Locked(format!(
+                "chunks of {file_id}: a newer lease holder writes them"
+            ))),
+            Err(e) => Err(e.into()),
+        }
     }
 
     pub(super) async fn delete_content(&self, file_id: ObjectId) -> Result<()> {
@@ -92,4 +104,33 @@ impl Store {
         self.chunks.delete_many(doc! {"files_id": file_id}).await?;
         Ok(())
     }
+}
+
+/// The chunk documents of `chunks`, numbered from `first_n`, tagged with `lease`.
+fn chunk_docs<'a>(
+    file_id: ObjectId,
+    first_n: i64,
+    chunks: &'a [Bytes],
+    lease: Option<i64>,
+) -> impl Iterator<Item = RawDocumentBuf> + 'a {
+    chunks.iter().enumerate().map(move |(i, data)| {
+        let mut doc = rawdoc! {
+            "_id": ObjectId::new(),
+            "files_id": file_id,
+            "n": (first_n + i as i64) as i32,
+        };
+        if let Some(token) = lease {
+            // Which tus lease wrote it: a later lease holder removes only chunks of
+            // earlier ones (see `tus_clear_stale`), never of a newer holder.
+            doc.append("lease", token);
+        }
+        doc.append_ref(
+            "data",
+            RawBinaryRef {
+                subtype: BinarySubtype::Generic,
+                bytes: data,
+            },
+        );
+        doc
+    })
 }

@@ -206,6 +206,15 @@ pub fn guess_type(name: &str) -> String {
         .to_string()
 }
 
+/// A unique index refused a document (code 11000), from a single write or a batch.
 fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
-    matches!(&*e.kind, ErrorKind::Write(WriteFailure::WriteError(w)) if w.code == 11000)
+    const DUPLICATE_KEY: i32 = 11000;
+    match &*e.kind {
+        ErrorKind::Write(WriteFailure::WriteError(w)) => w.code == DUPLICATE_KEY,
+        ErrorKind::InsertMany(many) => many
+            .write_errors
+            .as_ref()
+            .is_some_and(|errors| errors.iter().any(|w| w.code == DUPLICATE_KEY)),
+        _ => false,
+    }
 }
