@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -32,6 +33,10 @@ pub(crate) struct Source {
     pub(crate) failed: bool,
     /// The body's length as the client declared it.
     pub(crate) total: Option<u64>,
+    /// When the current attempt last handed its node's connection a frame that the
+    /// connection has not asked past yet (`None` while it waits on the client): a node
+    /// that stops reading leaves this ageing (see [`crate::protect::Protection::stalled`]).
+    pub(crate) handed_at: Option<Instant>,
 }
 
 impl std::fmt::Debug for Source {
@@ -120,12 +125,15 @@ impl Body for Attempt {
         if let Some(opened) = &this.opened {
             std::task::ready!(opened.poll_open(cx));
         }
-        if let Some(frame) = this.replay.pop_front() {
-            return Poll::Ready(Some(Ok(Frame::data(frame))));
-        }
         let mut source = lock(&this.source);
         if source.epoch != this.epoch {
             return Poll::Ready(Some(Err(BodyError::Superseded)));
+        }
+        // Polled again: the node's connection took what it was handed.
+        source.handed_at = None;
+        if let Some(frame) = this.replay.pop_front() {
+            source.handed_at = Some(Instant::now());
+            return Poll::Ready(Some(Ok(Frame::data(frame))));
         }
         if source.ended {
             drop(source);
@@ -138,6 +146,7 @@ impl Body for Attempt {
                 if let Some(data) = frame.data_ref() {
                     source.window.push(data.clone());
                 }
+                source.handed_at = Some(Instant::now());
             }
             Poll::Ready(Some(Err(_))) => source.failed = true,
             Poll::Ready(None) => source.ended = true,
@@ -146,6 +155,10 @@ impl Body for Attempt {
         // hyper stops polling once a sized body reports its end
         source.ended |= source.client.is_end_stream();
         let ended = source.ended;
+        if ended {
+            // the node now owes an answer, not a read: response_timeout's to judge
+            source.handed_at = None;
+        }
         drop(source);
         if ended {
             this.done.fire();

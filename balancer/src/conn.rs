@@ -56,6 +56,9 @@ pub enum SendError {
     Sent(hyper::Error),
     /// No response head within `response_timeout` after the request was fully sent.
     Timeout(Duration),
+    /// The node stopped taking a protected upload's bytes for this long (see
+    /// [`crate::protect::STALL`]); the attempt was dropped, closing its connection.
+    Stalled(Duration),
 }
 
 impl SendError {
@@ -64,7 +67,7 @@ impl SendError {
         match self {
             SendError::Connect { error, .. } => error.marks_down(),
             SendError::Unsent { error, .. } | SendError::Sent(error) => caused_by_dead_peer(error),
-            SendError::Timeout(_) => false,
+            SendError::Timeout(_) | SendError::Stalled(_) => false,
         }
     }
 }
@@ -75,6 +78,7 @@ impl std::fmt::Display for SendError {
             SendError::Connect { error, .. } => write!(f, "{error}"),
             SendError::Unsent { error, .. } | SendError::Sent(error) => write!(f, "{error}"),
             SendError::Timeout(t) => write!(f, "no response headers within {t:?}"),
+            SendError::Stalled(t) => write!(f, "took none of the upload for {t:?}"),
         }
     }
 }

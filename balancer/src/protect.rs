@@ -25,7 +25,7 @@ use tokio::sync::oneshot;
 
 use crate::attempt::{lock, Attempt, Opened, Source};
 use crate::cluster::{Cluster, Snapshot};
-use crate::conn::{self, Lease};
+use crate::conn::{self, Lease, SendError};
 use crate::error::ProxyError;
 use crate::expect::Gate;
 use crate::node::InFlight;
@@ -36,6 +36,12 @@ use crate::window::{Reservation, Window};
 const CONTINUE_WITHIN: Duration = Duration::from_secs(10);
 /// Between two asks while the upload is locked, or no node is up.
 const ASK_AGAIN: Duration = Duration::from_millis(200);
+/// A node that takes none of an upload's bytes for this long while the balancer has some
+/// for it is taken for hung (SIGSTOPped, or its process wedged), and the upload goes on on
+/// another node, which takes the lease over. A node waiting on its database pauses for
+/// milliseconds (a journaled batch); a second is far beyond that, and still no stall a
+/// client notices. A false alarm costs a continuation, never data.
+pub const STALL: Duration = Duration::from_secs(2);
 
 /// Whether `request` is an upload the balancer protects: a `PUT` of a file with a body.
 pub fn applies(method: &Method, uri: &Uri, body: &UpBody) -> bool {
@@ -92,6 +98,7 @@ impl Protection {
             ended: false,
             failed: false,
             total,
+            handed_at: None,
         }));
         let (first, done) = Attempt::new(&source, 0, VecDeque::new(), None, None);
         let protection = Self {
@@ -140,7 +147,12 @@ impl Protection {
             tracing::info!(upload = %self.id, node = %node.id, from = start, forwarded = end,
                 "continuing an upload on another node: {last}");
             let in_flight = node.state.begin();
-            match conn::send(node, request, &mut Some(done), cfg).await {
+            let mut done = Some(done);
+            let sent = tokio::select! {
+                sent = conn::send(node, request, &mut done, cfg) => sent,
+                () = self.stalled() => Err(SendError::Stalled(STALL)),
+            };
+            match sent {
                 Ok((response, _)) if response.status() == StatusCode::LOCKED => {
                     // Another continuation holds the lease (a node's own 423).
                     last = format!("{} found the upload locked", node.id);
@@ -180,6 +192,18 @@ impl Protection {
             node: "-".into(),
             reason: format!("the upload could not be continued: {last}"),
         })
+    }
+
+    /// Resolves once the current attempt's node has taken none of the bytes it was handed
+    /// for [`STALL`]; never while the balancer waits on the client.
+    pub async fn stalled(&self) {
+        loop {
+            tokio::time::sleep(STALL / 4).await;
+            let handed = lock(&self.source).handed_at;
+            if handed.is_some_and(|at| at.elapsed() >= STALL) {
+                return;
+            }
+        }
     }
 
     /// The request for the next attempt, which supersedes every earlier one: the PUT with

@@ -134,7 +134,15 @@ async fn forward(
             _ => {
                 let node = &snapshot.nodes[picked];
                 let in_flight = node.state.begin();
-                let result = conn::send(node, request, &mut body_done, cfg).await;
+                let send = conn::send(node, request, &mut body_done, cfg);
+                let result = match &protection {
+                    // A hung node would hold a protected upload until idle_timeout.
+                    Some(protection) => tokio::select! {
+                        result = send => result,
+                        () = protection.stalled() => Err(SendError::Stalled(protect::STALL)),
+                    },
+                    None => send.await,
+                };
                 hedge::Outcome {
                     index: picked,
                     in_flight,
@@ -182,6 +190,7 @@ async fn forward(
                 (Some(request), error_chain(&error), dead)
             }
             Err(SendError::Sent(error)) => (None, error_chain(&error), caused_by_dead_peer(&error)),
+            Err(stalled @ SendError::Stalled(_)) => (None, stalled.to_string(), false),
         };
         if let Some(hedge) = outcome.also_failed {
             failed.push(hedge);

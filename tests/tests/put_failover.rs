@@ -17,14 +17,15 @@ const MIB: u64 = 1 << 20;
 
 /// PUTs `len` bytes of seed `seed` through the balancer (with Content-Length unless
 /// `chunked`), SIGKILLs the node writing it once the client has sent `at` bytes, and
-/// returns the PUT's answer.
-async fn put_killing_at(
+/// returns the PUT's answer; with `hang`, SIGSTOPs it instead (SIGCONT after the answer).
+async fn put_faulting_at(
     c: &mut Cluster,
     name: &str,
     seed: u64,
     len: u64,
     at: u64,
     chunked: bool,
+    hang: bool,
 ) -> (StatusCode, Value) {
     let (body, pause) = data::paused_body(seed, len, at);
     let mut request = c.http.put(file_url(&c.balancer_url(), name)).body(body);
@@ -40,10 +41,18 @@ async fn put_killing_at(
     // Let the bytes before the pause reach the node and its database.
     tokio::time::sleep(Duration::from_millis(300)).await;
     let victim = busy_node(c).await;
-    c.kill_node(victim);
+    if hang {
+        c.signal_node(victim, libc::SIGSTOP);
+    } else {
+        c.kill_node(victim);
+    }
     let _ = pause.go.send(());
     let answer = sent.await.unwrap();
-    c.restart_node(victim).await;
+    if hang {
+        c.signal_node(victim, libc::SIGCONT);
+    } else {
+        c.restart_node(victim).await;
+    }
     let id = c.node_id(victim).to_owned();
     wait_state(c, &id, "up").await;
     answer
@@ -67,7 +76,7 @@ async fn a_put_whose_node_is_killed_mid_body_ends_in_201_with_the_whole_file() {
         let continued = cluster_status(&c).await["uploads"]["continued"]
             .as_u64()
             .unwrap();
-        let (status, file) = put_killing_at(&mut c, &name, seed, len, at, chunked).await;
+        let (status, file) = put_faulting_at(&mut c, &name, seed, len, at, chunked, false).await;
         let case = format!("killed at {at} (chunked: {chunked})");
         assert_eq!(status, StatusCode::CREATED, "{case}: {file}");
         assert_eq!(file["length"], len, "{case}");
@@ -94,6 +103,26 @@ async fn a_put_whose_node_is_killed_mid_body_ends_in_201_with_the_whole_file() {
         0,
         "every window's budget was given back"
     );
+}
+
+#[tokio::test]
+async fn a_put_whose_node_hangs_mid_body_goes_on_from_another_node() {
+    let mut c = Cluster::builder().nodes(3).balancer(true).start().await;
+    let (name, seed, len) = ("hung.bin", 60, 48 * MIB);
+    let (status, file) = put_faulting_at(&mut c, name, seed, len, len / 2, false, true).await;
+    assert_eq!(status, StatusCode::CREATED, "{file}");
+    assert_eq!(file["sha256"], data::sha256(seed, len));
+    let got = fetch(&c, &c.balancer_url(), name).await;
+    assert_eq!(
+        (got.len, got.sha256.as_str()),
+        (len, data::sha256(seed, len).as_str())
+    );
+    let uploads = &cluster_status(&c).await["uploads"];
+    assert_eq!(uploads["continued"], 1, "{uploads}");
+    // Continued because the node stopped reading (the stall limit, 2 s), not because
+    // idle_timeout (60 s) cut its connection at last.
+    let log = c.log("balancer");
+    assert!(log.contains("took none of the upload"), "{log}");
 }
 
 /// A PUT as the balancer tags it, sent straight to node `i`.
