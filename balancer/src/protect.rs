@@ -212,6 +212,8 @@ impl Protection {
         let opened = Arc::new(Opened::default());
         let mut source = lock(&self.source);
         source.epoch += 1;
+        // The stall clock is the new attempt's: the old node's stopped one is not.
+        source.handed_at = None;
         let (start, end) = (source.window.start(), source.window.end());
         let replay = source.window.replay();
         let total = source.total.map(|t| t - start);
@@ -254,4 +256,50 @@ impl Protection {
 
 fn header_value(id: &str) -> HeaderValue {
     HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use bytes::Bytes;
+    use http_body_util::BodyExt;
+
+    use super::*;
+    use crate::window::UploadStats;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_attempt_starts_its_own_stall_clock() {
+        let stats = Arc::new(UploadStats::default());
+        let client = http_body_util::Empty::<Bytes>::new().map_err(|never| match never {});
+        let source = Arc::new(Mutex::new(Source {
+            client: Box::pin(client),
+            window: Window::new(16),
+            epoch: 0,
+            ended: false,
+            failed: false,
+            total: None,
+            // The node of the attempt under way took nothing for twice the limit.
+            handed_at: Instant::now().checked_sub(STALL * 2),
+        }));
+        let protection = Protection {
+            id: "00".into(),
+            source,
+            gate: None,
+            method: Method::PUT,
+            uri: Uri::from_static("/files/x"),
+            headers: HeaderMap::new(),
+            _reservation: stats.reserve(1, 1).expect("room"),
+        };
+        tokio::time::timeout(STALL, protection.stalled())
+            .await
+            .expect("the stalled attempt is seen as such");
+        let _next = protection.next_attempt();
+        assert!(
+            tokio::time::timeout(STALL * 3, protection.stalled())
+                .await
+                .is_err(),
+            "an attempt not yet handed a frame is no stall, whatever its predecessor did"
+        );
+    }
 }
