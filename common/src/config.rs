@@ -122,7 +122,7 @@ pub struct BalancerConfig {
     /// node writing it dies another node can continue it from where it durably stands.
     /// A node records its durable offset after every batch of chunks, and holds at most
     /// about 6 MiB unrecorded (socket buffers 1 MiB, its read buffer 1 MiB, the batch
-    /// being cut 1 MiB, up to 3 being written); 3.9-4.5 MiB were measured at kills
+    /// being cut 1 MiB, up to 3 being written); 3.9-5.5 MiB were measured at kills
     /// (`scripts/bench-failover`). The default, 8 MiB, covers that bound. 0 turns the
     /// protection off.
     pub upload_window_bytes: u64,
