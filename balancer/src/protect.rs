@@ -29,7 +29,8 @@ use crate::conn::{self, Lease, SendError};
 use crate::error::ProxyError;
 use crate::expect::Gate;
 use crate::node::InFlight;
-use crate::up_body::UpBody;
+use crate::node::Node;
+use crate::up_body::{empty_request, UpBody};
 use crate::window::{Reservation, Window};
 
 /// How long a continuation may take to find a node that takes the upload.
@@ -147,12 +148,7 @@ impl Protection {
             tracing::info!(upload = %self.id, node = %node.id, from = start, forwarded = end,
                 "continuing an upload on another node: {last}");
             let in_flight = node.state.begin();
-            let mut done = Some(done);
-            let sent = tokio::select! {
-                sent = conn::send(node, request, &mut done, cfg) => sent,
-                () = self.stalled() => Err(SendError::Stalled(STALL)),
-            };
-            match sent {
+            match self.send(node, request, &mut Some(done), cfg).await {
                 Ok((response, _)) if response.status() == StatusCode::LOCKED => {
                     // Another continuation holds the lease (a node's own 423).
                     last = format!("{} found the upload locked", node.id);
@@ -194,9 +190,25 @@ impl Protection {
         })
     }
 
+    /// [`conn::send`] of an attempt of this upload, given up as [`SendError::Stalled`] once
+    /// its node has taken none of the bytes it was handed for [`STALL`] (a hung node would
+    /// otherwise hold the upload until `idle_timeout`).
+    pub async fn send(
+        &self,
+        node: &Node,
+        request: Request<UpBody>,
+        body_done: &mut Option<oneshot::Receiver<()>>,
+        cfg: &BalancerConfig,
+    ) -> Result<(Response<Incoming>, Lease), SendError> {
+        tokio::select! {
+            sent = conn::send(node, request, body_done, cfg) => sent,
+            () = self.stalled() => Err(SendError::Stalled(STALL)),
+        }
+    }
+
     /// Resolves once the current attempt's node has taken none of the bytes it was handed
     /// for [`STALL`]; never while the balancer waits on the client.
-    pub async fn stalled(&self) {
+    async fn stalled(&self) {
         loop {
             tokio::time::sleep(STALL / 4).await;
             let handed = lock(&self.source).handed_at;
@@ -226,11 +238,9 @@ impl Protection {
             Some(Arc::clone(&opened)),
             total,
         );
-        let mut request = Request::new(UpBody::Protected(attempt));
-        *request.method_mut() = self.method.clone();
-        *request.uri_mut() = self.uri.clone();
+        let mut request = empty_request(&self.method, &self.uri, &self.headers)
+            .map(|_| UpBody::Protected(attempt));
         let headers = request.headers_mut();
-        *headers = self.headers.clone();
         headers.insert(SPEEDBOX_UPLOAD_OFFSET, HeaderValue::from(start));
         // Every earlier attempt's connection is gone: its node's request can no longer end
         // in an answer, so its lease may be taken at once (fenced by the node's token).

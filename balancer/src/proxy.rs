@@ -134,14 +134,9 @@ async fn forward(
             _ => {
                 let node = &snapshot.nodes[picked];
                 let in_flight = node.state.begin();
-                let send = conn::send(node, request, &mut body_done, cfg);
                 let result = match &protection {
-                    // A hung node would hold a protected upload until idle_timeout.
-                    Some(protection) => tokio::select! {
-                        result = send => result,
-                        () = protection.stalled() => Err(SendError::Stalled(protect::STALL)),
-                    },
-                    None => send.await,
+                    Some(protection) => protection.send(node, request, &mut body_done, cfg).await,
+                    None => conn::send(node, request, &mut body_done, cfg).await,
                 };
                 hedge::Outcome {
                     index: picked,

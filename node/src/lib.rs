@@ -49,8 +49,6 @@ pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 /// Largest request head (line and headers) read, in bytes.
 const MAX_HEAD_BYTES: usize = 1024 * 1024;
 
-/// Serves `listener` until `shutdown` resolves, then drains in-flight requests for up to
-/// `config.drain_timeout_ms` (see [`speedbox_common::serve`]).
 /// The receive buffer of the node's connections (Linux doubles it). Linux grows it up to
 /// 6 MiB on its own; every byte in it is one an upload's balancer window must hold until
 /// the node makes it durable (see `put_resume`), and more buffering does not make a node
@@ -72,6 +70,8 @@ pub fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(1024)
 }
 
+/// Serves `listener` until `shutdown` resolves, then drains in-flight requests for up to
+/// `config.drain_timeout_ms` (see [`speedbox_common::serve`]).
 pub async fn run(
     listener: TcpListener,
     state: Arc<AppState>,

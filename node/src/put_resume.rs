@@ -19,23 +19,23 @@ use futures::{Stream, StreamExt};
 use http::request::Parts;
 use http::{HeaderMap, Response};
 use hyper::body::Incoming;
-use speedbox_common::auth::{AuthError, Principal};
+use speedbox_common::auth::Principal;
 use speedbox_common::headers::{SPEEDBOX_UPLOAD, SPEEDBOX_UPLOAD_OFFSET, SPEEDBOX_UPLOAD_TAKEOVER};
 
 use crate::conditional::Preconditions;
 use crate::digest::Expected;
 use crate::error::{NodeError, Result};
 use crate::server::AppState;
-use crate::store::{Acquired, Guard, NewUpload, Store, TusUpload, LEASE_TTL};
-use crate::tus::{data_stream, write_patch, LeaseGuard, PutTerms, Tus, TusLimits};
+use crate::store::{Acquired, Guard, NewUpload, Recoverer, Store, TusUpload, LEASE_TTL};
+use crate::tus::{
+    check_owned, data_stream, ensure_published, write_patch, LeaseGuard, PutTerms, Tus, TusLimits,
+};
 use crate::upload::{self, Limits};
 use crate::{files, Body};
 
 /// An abandoned PUT (its balancer died too) is swept this long after its last byte or
 /// lease renewal; a live request renews every second, a continuation comes within seconds.
 const ABANDONED_AFTER: Duration = Duration::from_secs(120);
-/// How long a continuation waits for a live finisher to publish a complete upload.
-const PUBLISH_WAIT: Duration = Duration::from_secs(10);
 
 /// Whether this PUT is one the balancer may continue.
 pub fn is_resumable(headers: &HeaderMap) -> bool {
@@ -80,8 +80,16 @@ pub async fn put(
         Acquired::Locked => return Err(NodeError::Locked(format!("upload {id}"))),
         Acquired::NotFound => return Err(NodeError::NotFound(format!("upload {id}"))),
         Acquired::Expired => return Err(NodeError::Gone(format!("upload {id} expired"))),
-        Acquired::Complete(upload) => {
-            let info = published(store, &upload, guard).await?;
+        Acquired::Complete(_) => {
+            // Published by now, or by us under this request's preconditions if its
+            // finisher died after the last byte.
+            let done = ensure_published(store, &id, Recoverer::Put(guard)).await?;
+            if !done.done {
+                return Err(NodeError::Locked(format!("upload {id}")));
+            }
+            let info = store.revision(&done.name, done.file_id).await?;
+            let info =
+                info.ok_or_else(|| NodeError::Gone(format!("upload {id}: its file was removed")))?;
             return Ok(files::created(&info));
         }
     };
@@ -143,7 +151,7 @@ async fn create(
             return Err(NodeError::PreconditionFailed(name.to_string()));
         }
     }
-    let length = content_length(headers).map_or(-1, |l| l as i64);
+    let length = upload::declared_length(headers).map_or(-1, |l| l as i64);
     store
         .tus_create(NewUpload {
             id: id.to_string(),
@@ -173,14 +181,8 @@ fn check_same(
             upload.id
         )));
     }
-    if upload.owner != principal.sub && !principal.is_admin() {
-        return Err(AuthError::Forbidden(format!(
-            "upload {} belongs to another principal",
-            upload.id
-        ))
-        .into());
-    }
-    match content_length(headers) {
+    check_owned(upload, principal)?;
+    match upload::declared_length(headers) {
         Some(rest) if upload.length >= 0 && from + rest as i64 != upload.length => {
             Err(NodeError::BadRequest(format!(
                 "{from} + Content-Length {rest} is not the upload's length {}",
@@ -188,35 +190,6 @@ fn check_same(
             )))
         }
         _ => Ok(()),
-    }
-}
-
-/// The file a complete upload became: published now if its finisher died after the last
-/// byte, under this request's preconditions; waits for a live finisher.
-async fn published(
-    store: &Store,
-    upload: &TusUpload,
-    guard: Option<&dyn Guard>,
-) -> Result<crate::store::FileInfo> {
-    let deadline = tokio::time::Instant::now() + PUBLISH_WAIT;
-    let id = &upload.id;
-    loop {
-        let current = store
-            .tus_get(id)
-            .await?
-            .ok_or_else(|| NodeError::NotFound(format!("upload {id}")))?;
-        if current.done {
-            return store
-                .revision(&current.name, current.file_id)
-                .await?
-                .ok_or_else(|| NodeError::Gone(format!("upload {id}: its file was removed")));
-        }
-        if !store.put_recover(id, guard).await? {
-            if tokio::time::Instant::now() >= deadline {
-                return Err(NodeError::Locked(format!("upload {id}")));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
     }
 }
 
@@ -238,13 +211,6 @@ fn offset(headers: &HeaderMap) -> Result<i64> {
         .ok_or_else(|| {
             NodeError::BadRequest("Speedbox-Upload-Offset must be a non-negative integer".into())
         })
-}
-
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
 }
 
 /// `body` without its first `bytes` bytes (the ones the upload already has).

@@ -98,13 +98,17 @@ pub fn content_type(headers: &HeaderMap) -> Option<&str> {
         .filter(|v| !v.is_empty())
 }
 
-/// A Content-Length larger than the limit is refused before a byte is read.
-pub fn check_declared_length(headers: &HeaderMap, limits: &Limits) -> Result<()> {
-    let declared = headers
+/// The body's length as its `Content-Length` says, if it says one (bytes).
+pub fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    match declared {
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+/// A Content-Length larger than the limit is refused before a byte is read.
+pub fn check_declared_length(headers: &HeaderMap, limits: &Limits) -> Result<()> {
+    match declared_length(headers) {
         Some(len) if len > limits.max_size => Err(NodeError::TooLarge {
             limit: limits.max_size,
         }),

@@ -44,7 +44,7 @@ mod writer;
 pub use chunker::Chunker;
 pub use names::{Guard, ListQuery};
 pub use tus::{Acquired, NewUpload, TusUpload, LEASE_TTL};
-pub use tus_finish::Terminated;
+pub use tus_finish::{Recoverer, Terminated};
 pub use writer::ChunkWriter;
 
 /// What a name points at: the current revision of a file and its metadata.

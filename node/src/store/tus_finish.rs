@@ -17,6 +17,16 @@ use super::{ChunkLayout, FileInfo, Finished, Guard, Store};
 use crate::digest::{Digests, Hasher};
 use crate::error::{NodeError, Result};
 
+/// Who publishes a complete upload whose finisher died ([`Store::tus_recover`]).
+#[derive(Clone, Copy)]
+pub enum Recoverer<'a> {
+    /// The sweep, or any tus request: every upload but a PUT with preconditions, which
+    /// they cannot know.
+    Anyone,
+    /// A PUT's continuation, which brings the PUT's preconditions.
+    Put(Option<&'a dyn Guard>),
+}
+
 /// What [`Store::tus_terminate`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Terminated {
@@ -112,17 +122,16 @@ impl Store {
     }
 
     /// Publishes a complete upload whose finisher died (its lease ran out). Ok(false) when
-    /// it is not complete-and-unpublished, a live finisher holds it, or it is a PUT with
-    /// preconditions (only [`Store::put_recover`], given them, publishes that).
-    pub async fn tus_recover(&self, id: &str) -> Result<bool> {
-        self.recover(id, doc! {"guarded": {"$ne": true}}, None)
-            .await
-    }
-
-    /// [`Store::tus_recover`] for a PUT's continuation, which brings the PUT's
-    /// preconditions (`guard`) along.
-    pub async fn put_recover(&self, id: &str, guard: Option<&dyn Guard>) -> Result<bool> {
-        self.recover(id, doc! {"put": true}, guard).await
+    /// it is not complete-and-unpublished, a live finisher holds it, or `by` may not
+    /// publish it (see [`Recoverer`]).
+    pub async fn tus_recover(&self, id: &str, by: Recoverer<'_>) -> Result<bool> {
+        match by {
+            Recoverer::Anyone => {
+                self.recover(id, doc! {"guarded": {"$ne": true}}, None)
+                    .await
+            }
+            Recoverer::Put(guard) => self.recover(id, doc! {"put": true}, guard).await,
+        }
     }
 
     async fn recover(
@@ -154,7 +163,7 @@ impl Store {
                 return Ok(Terminated::NotFound);
             };
             if upload.complete && !upload.done {
-                if !self.tus_recover(id).await? {
+                if !self.tus_recover(id, Recoverer::Anyone).await? {
                     return Ok(Terminated::Publishing);
                 }
                 continue;
@@ -192,7 +201,7 @@ impl Store {
             .try_collect()
             .await?;
         for upload in stranded {
-            self.tus_recover(&upload.id).await?;
+            self.tus_recover(&upload.id, Recoverer::Anyone).await?;
         }
         let expired: Vec<TusUpload> = self
             .tus

@@ -9,7 +9,7 @@ use hyper::body::Incoming;
 use super::{expires_header, response};
 use crate::error::{NodeError, Result};
 use crate::respond;
-use crate::store::{Store, TusUpload};
+use crate::store::{Recoverer, Store, TusUpload};
 use crate::Body;
 use http::{Response, StatusCode};
 
@@ -33,7 +33,7 @@ pub(super) async fn patch_complete(
             got: offset,
         });
     }
-    let upload = ensure_published(store, &upload.id).await?;
+    let upload = ensure_published(store, &upload.id, Recoverer::Anyone).await?;
     respond::empty(
         response(StatusCode::NO_CONTENT)
             .header("upload-offset", upload.length)
@@ -41,9 +41,13 @@ pub(super) async fn patch_complete(
     )
 }
 
-/// Waits until a complete upload is published, publishing it ourselves if its finisher
-/// died (its lease ran out); the state as it then is.
-pub(crate) async fn ensure_published(store: &Store, id: &str) -> Result<TusUpload> {
+/// Waits until a complete upload is published, publishing it ourselves (as `by` may) if
+/// its finisher died (its lease ran out); the state as it then is.
+pub(crate) async fn ensure_published(
+    store: &Store,
+    id: &str,
+    by: Recoverer<'_>,
+) -> Result<TusUpload> {
     let deadline = tokio::time::Instant::now() + PUBLISH_WAIT;
     loop {
         let upload = store
@@ -53,7 +57,7 @@ pub(crate) async fn ensure_published(store: &Store, id: &str) -> Result<TusUploa
         if upload.done || !upload.complete {
             return Ok(upload);
         }
-        if !store.tus_recover(id).await? {
+        if !store.tus_recover(id, by).await? {
             if tokio::time::Instant::now() >= deadline {
                 return Err(NodeError::Locked(format!("upload {id}")));
             }

@@ -20,7 +20,7 @@ use crate::routes::TusRoute;
 use speedbox_common::auth::{AuthError, Principal, Scope};
 
 use crate::access::upload_limit;
-use crate::store::{Acquired, NewUpload, Store, Terminated, TusUpload, LEASE_TTL};
+use crate::store::{Acquired, NewUpload, Recoverer, Store, Terminated, TusUpload, LEASE_TTL};
 use crate::Body;
 
 mod checksum;
@@ -140,9 +140,15 @@ async fn check_owner(store: &Store, principal: &Principal, id: &str) -> Result<(
         .tus_get(id)
         .await?
         .ok_or_else(|| NodeError::NotFound(format!("upload {id}")))?;
-    if upload.owner == principal.sub {
+    check_owned(&upload, principal)
+}
+
+/// 403 unless `principal` created `upload` or is an admin.
+pub(crate) fn check_owned(upload: &TusUpload, principal: &Principal) -> Result<()> {
+    if principal.is_admin() || upload.owner == principal.sub {
         Ok(())
     } else {
+        let id = &upload.id;
         Err(AuthError::Forbidden(format!("upload {id} belongs to another principal")).into())
     }
 }
@@ -201,7 +207,7 @@ async fn create(
     let with_data = header_str(headers, header::CONTENT_TYPE.as_str()) == Some(OFFSET_OCTET_STREAM);
     let offset = if length == 0 {
         // Complete from birth: published like any complete upload.
-        ensure_published(store, &upload.id).await?;
+        ensure_published(store, &upload.id, Recoverer::Anyone).await?;
         0
     } else if with_data {
         match store.tus_acquire(&upload.id, LEASE_TTL).await? {
@@ -231,7 +237,7 @@ async fn head(store: &Store, id: &str) -> Result<Response<Body>> {
     let mut upload = live(store, id).await?;
     if upload.complete && !upload.done {
         // The client stops once HEAD reports every byte: the file must be there by then.
-        upload = ensure_published(store, id).await?;
+        upload = ensure_published(store, id, Recoverer::Anyone).await?;
     }
     let mut builder = response(StatusCode::OK)
         .header("upload-offset", upload.offset)
@@ -253,7 +259,7 @@ async fn terminate(store: &Store, id: &str) -> Result<Response<Body>> {
     // A complete upload is published before its state goes, or its bytes would be lost.
     let mut outcome = store.tus_terminate(id).await?;
     while outcome == Terminated::Publishing {
-        ensure_published(store, id).await?;
+        ensure_published(store, id, Recoverer::Anyone).await?;
         outcome = store.tus_terminate(id).await?;
     }
     match outcome {
