@@ -26,7 +26,7 @@ use crate::conditional::Preconditions;
 use crate::digest::Expected;
 use crate::error::{NodeError, Result};
 use crate::server::AppState;
-use crate::store::{Acquired, Guard, NewUpload, Recoverer, Store, TusUpload, LEASE_TTL};
+use crate::store::{Acquired, Created, Guard, NewUpload, Recoverer, Store, TusUpload, LEASE_TTL};
 use crate::tus::{
     check_owned, data_stream, ensure_published, write_patch, LeaseGuard, PutTerms, Tus, TusLimits,
 };
@@ -61,19 +61,25 @@ pub async fn put(
     let store = &state.store;
     let preconditions = Preconditions::from_headers(headers);
     let guard = preconditions.write_guard();
-    let upload = match store.tus_get(&id).await? {
-        Some(upload) => upload,
-        None if from == 0 => create(store, principal, &name, headers, &id, guard).await?,
-        None => return Err(NodeError::NotFound(format!("upload {id}"))),
-    };
-    check_same(&upload, principal, &name, from, headers)?;
-    let acquired = if headers
-        .get(SPEEDBOX_UPLOAD_TAKEOVER)
-        .is_some_and(|v| v == "1")
-    {
-        store.tus_take_over(&id, LEASE_TTL).await?
-    } else {
-        store.tus_acquire(&id, LEASE_TTL).await?
+    let opened = open(store, principal, &name, headers, &id, from, guard).await?;
+    // Created by this request, leased to it: the request's own state, no chunk yet.
+    let fresh = opened.token.is_some();
+    let acquired = match opened.token {
+        Some(token) => Acquired::Leased {
+            upload: Box::new(opened.upload),
+            token,
+        },
+        None => {
+            check_same(&opened.upload, principal, &name, from, headers)?;
+            if headers
+                .get(SPEEDBOX_UPLOAD_TAKEOVER)
+                .is_some_and(|v| v == "1")
+            {
+                store.tus_take_over(&id, LEASE_TTL).await?
+            } else {
+                store.tus_acquire(&id, LEASE_TTL).await?
+            }
+        }
     };
     let (upload, token) = match acquired {
         Acquired::Leased { upload, token } => (*upload, token),
@@ -115,7 +121,9 @@ pub async fn put(
             // it logged: the difference to `durable` is what the window had to hold.
             tracing::info!(upload = %id, durable = upload.offset, from, "continuing an upload");
         }
-        store.tus_clear_stale(&upload, token).await?;
+        if !fresh {
+            store.tus_clear_stale(&upload, token).await?;
+        }
         let data = skip(data_stream(body), upload.offset - from);
         let terms = PutTerms {
             expected: &expected,
@@ -125,7 +133,7 @@ pub async fn put(
         write_patch(store, upload, token, None, data, &tus, Some(&terms)).await
     }
     .await;
-    lease.release().await;
+    lease.end(matches!(written, Ok((_, Some(_))))).await;
     match written? {
         (_, Some(info)) => {
             tracing::info!(file = %info.name, length = info.length, upload = %id, "stored");
@@ -137,6 +145,32 @@ pub async fn put(
     }
 }
 
+/// The upload's state: created by a first attempt (`from` 0), leased to it, unless a
+/// racing or earlier attempt already did; otherwise as found.
+async fn open(
+    store: &Store,
+    principal: &Principal,
+    name: &str,
+    headers: &HeaderMap,
+    id: &str,
+    from: i64,
+    guard: Option<&dyn Guard>,
+) -> Result<Created> {
+    // A guarded PUT reads first: its preconditions are checked before creating, and must
+    // not be checked against its own published file when this is a replay.
+    if from == 0 && guard.is_none() {
+        return create(store, principal, name, headers, id, None).await;
+    }
+    match store.tus_get(id).await? {
+        Some(upload) => Ok(Created {
+            upload,
+            token: None,
+        }),
+        None if from == 0 => create(store, principal, name, headers, id, guard).await,
+        None => Err(NodeError::NotFound(format!("upload {id}"))),
+    }
+}
+
 /// The first attempt: the upload's state, created unless a racing attempt already did.
 async fn create(
     store: &Store,
@@ -145,7 +179,7 @@ async fn create(
     headers: &HeaderMap,
     id: &str,
     guard: Option<&dyn Guard>,
-) -> Result<TusUpload> {
+) -> Result<Created> {
     if let Some(guard) = guard {
         if !guard.allows(store.lookup(name).await?.as_ref()) {
             return Err(NodeError::PreconditionFailed(name.to_string()));
@@ -162,6 +196,7 @@ async fn create(
             expires_in: ABANDONED_AFTER,
             owner: principal.sub.clone(),
             put: Some(guard.is_some()),
+            leased: true,
         })
         .await
 }

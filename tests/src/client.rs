@@ -6,6 +6,7 @@
 
 use std::time::Duration;
 
+use bson::doc;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use reqwest::{Body, Response, StatusCode};
 use serde_json::Value;
@@ -233,4 +234,30 @@ pub async fn count(c: &Cluster, collection: &str, filter: bson::Document) -> u64
         .count_documents(filter)
         .await
         .unwrap()
+}
+
+/// Puts the database into the state a finisher's crash right after an upload's last offset
+/// leaves: upload `id` complete, unpublished (no files document, no name `name`), lease
+/// released. The upload must have been published first.
+pub async fn strand(c: &Cluster, id: &str, name: &str) {
+    let db = c.db().await;
+    let file_id = db
+        .collection::<bson::Document>("fs.names")
+        .find_one_and_delete(doc! {"_id": name})
+        .await
+        .unwrap()
+        .unwrap()
+        .get_object_id("file_id")
+        .unwrap();
+    db.collection::<bson::Document>("fs.files")
+        .delete_one(doc! {"_id": file_id})
+        .await
+        .unwrap();
+    db.collection::<bson::Document>("fs.tus")
+        .update_one(
+            doc! {"_id": id},
+            doc! {"$set": {"done": false, "lease_until": null}},
+        )
+        .await
+        .unwrap();
 }

@@ -10,8 +10,10 @@ use std::time::{Duration, Instant};
 use bson::doc;
 use reqwest::StatusCode;
 use serde_json::Value;
-use speedbox_tests::client::{busy_node, cluster_status, count, fetch, file_url, wait_state};
-use speedbox_tests::{data, Cluster};
+use speedbox_tests::client::{
+    busy_node, cluster_status, count, fetch, file_url, get, strand, wait_state,
+};
+use speedbox_tests::{data, eventually, Cluster};
 
 const MIB: u64 = 1 << 20;
 
@@ -325,4 +327,58 @@ async fn two_continuations_racing_publish_the_file_once_and_whole() {
         1,
         "published once"
     );
+}
+
+/// A PUT whose finisher died after its last byte: the sweep publishes it, unless it had
+/// preconditions, which only its continuation brings (and then publishes it under them).
+#[tokio::test]
+async fn the_sweep_publishes_a_stranded_put_unless_it_has_preconditions() {
+    let c = Cluster::builder()
+        .nodes(1)
+        .storage_toml("sweep_interval_secs = 1\n")
+        .start()
+        .await;
+    let len = STRANDED_LEN;
+    let (plain, guarded) = ("plain.bin", "guarded.bin");
+    let guarded_id = "a0a1a2a3a4a5a6a7a8a9aaabacadaeaf";
+    put_stranded(&c, plain, "b0b1b2b3b4b5b6b7b8b9babbbcbdbebf", false).await;
+    put_stranded(&c, guarded, guarded_id, true).await;
+    let node = c.node_url(0);
+    eventually(
+        Duration::from_secs(15),
+        "the sweep publishes the plain PUT",
+        || async { get(&c, &node, plain).await.status() == StatusCode::OK },
+    )
+    .await;
+    // Two more sweeps: the guarded one stays unpublished.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        get(&c, &node, guarded).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    // Its continuation, with its precondition, publishes it.
+    let resumed = tagged(&c, 0, guarded, guarded_id, 0)
+        .header("speedbox-upload-takeover", "1")
+        .header("if-none-match", "*")
+        .body(data::bytes(11, len))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resumed.status(), StatusCode::CREATED);
+    let got = fetch(&c, &node, guarded).await;
+    assert_eq!((got.len, got.sha256), (len, data::sha256(11, len)));
+}
+
+const STRANDED_LEN: u64 = 300 * 1024;
+
+/// Stores `name` by a tagged PUT (with `If-None-Match: *` if `guarded`), then strands it as
+/// a finisher's death after the last byte would.
+async fn put_stranded(c: &Cluster, name: &str, id: &str, guarded: bool) {
+    let mut put = tagged(c, 0, name, id, 0).body(data::bytes(11, STRANDED_LEN));
+    if guarded {
+        put = put.header("if-none-match", "*");
+    }
+    let answer = put.send().await.unwrap();
+    assert_eq!(answer.status(), StatusCode::CREATED, "{name}");
+    strand(c, id, name).await;
 }

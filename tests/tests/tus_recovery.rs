@@ -9,36 +9,15 @@ use std::time::Duration;
 
 use bson::doc;
 use reqwest::StatusCode;
-use speedbox_tests::client::{assert_intact, count, get};
+use speedbox_tests::client::{assert_intact, count, get, strand};
 use speedbox_tests::tus::{offset_of, TusClient};
 use speedbox_tests::{data, eventually, Cluster};
 
 const CHUNK: u64 = 1024;
 
-/// Puts the database into the state a finisher's crash right after the last offset
-/// leaves: complete, unpublished (no files document, no name), lease released.
-async fn strand(c: &Cluster, url: &str, name: &str) {
-    let id = url.rsplit('/').next().unwrap().to_string();
-    let db = c.db().await;
-    let file_id = db
-        .collection::<bson::Document>("fs.names")
-        .find_one_and_delete(doc! {"_id": name})
-        .await
-        .unwrap()
-        .unwrap()
-        .get_object_id("file_id")
-        .unwrap();
-    db.collection::<bson::Document>("fs.files")
-        .delete_one(doc! {"_id": file_id})
-        .await
-        .unwrap();
-    db.collection::<bson::Document>("fs.tus")
-        .update_one(
-            doc! {"_id": &id},
-            doc! {"$set": {"done": false, "lease_until": null}},
-        )
-        .await
-        .unwrap();
+/// The upload id at the end of a tus upload URL.
+fn url_id(url: &str) -> &str {
+    url.rsplit('/').next().unwrap()
 }
 
 /// A finisher that died between completing an upload and publishing it: the next HEAD
@@ -62,7 +41,7 @@ async fn a_complete_upload_whose_finisher_died_is_published_by_the_next_request(
         t.patch(&url, 0, content.clone()).await.status(),
         StatusCode::NO_CONTENT
     );
-    strand(&c, &url, "stranded.bin").await;
+    strand(&c, url_id(&url), "stranded.bin").await;
     let missing = get(&c, &c.balancer_url(), "stranded.bin").await;
     assert_eq!(missing.status(), StatusCode::NOT_FOUND);
     let resp = t.head(&url).await;
@@ -94,7 +73,7 @@ async fn the_sweep_publishes_a_stranded_upload() {
         t.patch(&url, 0, content.clone()).await.status(),
         StatusCode::NO_CONTENT
     );
-    strand(&c, &url, "swept-in.bin").await;
+    strand(&c, url_id(&url), "swept-in.bin").await;
     let node = c.node_url(0);
     eventually(
         Duration::from_secs(15),

@@ -43,7 +43,7 @@ mod writer;
 
 pub use chunker::Chunker;
 pub use names::{Guard, ListQuery};
-pub use tus::{Acquired, NewUpload, TusUpload, LEASE_TTL};
+pub use tus::{Acquired, Created, NewUpload, TusUpload, LEASE_TTL};
 pub use tus_finish::{Recoverer, Terminated};
 pub use writer::ChunkWriter;
 

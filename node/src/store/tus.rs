@@ -110,6 +110,19 @@ pub struct NewUpload {
     pub owner: Option<String>,
     /// `Some(guarded)` for a plain PUT; see [`TusUpload::put`].
     pub put: Option<bool>,
+    /// Create it with its lease taken by the caller (for [`LEASE_TTL`]), which then writes
+    /// at once: the insert proves that nobody else can hold it, saving the compare-and-set
+    /// of [`Store::tus_acquire`] and its read.
+    pub leased: bool,
+}
+
+/// What [`Store::tus_create`] did.
+pub struct Created {
+    pub upload: TusUpload,
+    /// The fencing token of our lease: `Some` when this call inserted the upload with
+    /// [`NewUpload::leased`]; `None` when it was created without a lease, or existed
+    /// already (its state is then as found, lease and all).
+    pub token: Option<i64>,
 }
 
 /// A lease outlives its node by at most this: then any node may continue the upload.
@@ -146,7 +159,7 @@ pub(super) fn after(d: Duration) -> DateTime {
 impl Store {
     /// Creates the state of a new upload of `length` bytes; if `id` is taken already (a
     /// racing first attempt of the same PUT), that upload's state.
-    pub async fn tus_create(&self, new: NewUpload) -> Result<TusUpload> {
+    pub async fn tus_create(&self, new: NewUpload) -> Result<Created> {
         let NewUpload {
             id,
             name,
@@ -156,7 +169,10 @@ impl Store {
             expires_in,
             owner,
             put,
+            leased,
         } = new;
+        // An empty upload has every byte from the start: nobody writes it.
+        let leased = leased && length != 0;
         let upload = TusUpload {
             id,
             file_id: ObjectId::new(),
@@ -172,13 +188,12 @@ impl Store {
             chunk_size: self.chunk_size as i32,
             created_at: DateTime::now(),
             expires_at: after(expires_in),
-            lease_token: 0,
-            lease_until: None,
-            lease_node: None,
-            // An empty upload has every byte from the start.
+            lease_token: i64::from(leased),
+            lease_until: leased.then(|| after(LEASE_TTL)),
+            lease_node: leased.then(|| self.node_id.clone()),
             complete: length == 0,
             done: false,
-            lease_holder: None,
+            lease_holder: leased.then(ObjectId::new),
             owner,
             hash_state: None,
             hash_at: None,
@@ -186,9 +201,15 @@ impl Store {
             guarded: put == Some(true),
         };
         match self.tus.insert_one(&upload).await {
-            Ok(_) => Ok(upload),
+            Ok(_) => Ok(Created {
+                token: leased.then_some(upload.lease_token),
+                upload,
+            }),
             Err(e) if super::is_duplicate_key(&e) => match self.tus_get(&upload.id).await? {
-                Some(existing) => Ok(existing),
+                Some(upload) => Ok(Created {
+                    upload,
+                    token: None,
+                }),
                 None => Err(e.into()),
             },
             Err(e) => Err(e.into()),

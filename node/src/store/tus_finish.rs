@@ -6,16 +6,21 @@
 //! idempotent, so an upload is published exactly once in effect however often finishing
 //! is attempted or interrupted.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bson::spec::BinarySubtype;
 use bson::{doc, Binary, DateTime};
 use futures::TryStreamExt;
 
-use super::tus::{lease_free, Taken, TusUpload, LEASE_TTL};
+use super::tus::{after, lease_free, Taken, TusUpload, LEASE_TTL};
 use super::{ChunkLayout, FileInfo, Finished, Guard, Store};
 use crate::digest::{Digests, Hasher};
 use crate::error::{NodeError, Result};
+
+/// How long a published PUT's state stays to answer a replayed continuation (its 201 was
+/// lost with its node) with the same file: the balancer sends one within seconds, and every
+/// state kept is a document the sweep reads.
+const PUT_DONE_KEPT: Duration = Duration::from_secs(60);
 
 /// Who publishes a complete upload whose finisher died ([`Store::tus_recover`]).
 #[derive(Clone, Copy)]
@@ -109,13 +114,17 @@ impl Store {
             subtype: BinarySubtype::Generic,
             bytes: Vec::new(),
         };
+        let mut set = doc! {
+            "done": true, "offset": upload.length, "tail": empty,
+            "lease_until": null, "lease_node": null,
+        };
+        if upload.put {
+            set.insert("expires_at", after(PUT_DONE_KEPT));
+        }
         self.tus
             .update_one(
                 doc! {"_id": &upload.id, "complete": true},
-                doc! {"$set": {
-                    "done": true, "offset": upload.length, "tail": empty,
-                    "lease_until": null, "lease_node": null,
-                }},
+                doc! {"$set": set},
             )
             .await?;
         Ok(info)
@@ -190,17 +199,20 @@ impl Store {
     /// finished ones, and publishes complete uploads whose finisher died.
     pub(super) async fn sweep_tus(&self) -> Result<u64> {
         let now = DateTime::now();
-        // A finisher that failed released its lease (null); one that died let it run out.
-        let mut stranded = lease_free(now);
-        stranded.extend(doc! {"complete": true, "done": false, "guarded": {"$ne": true}});
+        // Only the `{complete, done}` index's two fields: with the lease and `guarded`
+        // conditions in the filter as well, the embedded database scans every upload
+        // (731 ms at 10,000 finished ones, against 1 ms). Those are checked here instead,
+        // and again by the compare-and-set that takes the lease.
         let stranded: Vec<TusUpload> = self
             .tus
-            .find(stranded)
+            .find(doc! {"complete": true, "done": false})
             .limit(100)
             .await?
             .try_collect()
             .await?;
-        for upload in stranded {
+        // A finisher that failed released its lease (null); one that died let it run out.
+        let unleased = |u: &&TusUpload| u.lease_until.is_none_or(|until| until < now);
+        for upload in stranded.iter().filter(|u| !u.guarded).filter(unleased) {
             self.tus_recover(&upload.id, Recoverer::Anyone).await?;
         }
         let expired: Vec<TusUpload> = self

@@ -29,6 +29,19 @@ impl LeaseGuard {
     }
 }
 
+impl LeaseGuard {
+    /// Ends the request's hold after [`crate::tus::write_patch`]: released (see
+    /// [`LeaseGuard::release`]), unless `published`, when the step that published the
+    /// upload (its `done` update) already cleared it: no round trip.
+    pub(crate) async fn end(mut self, published: bool) {
+        if published {
+            self.id.clear();
+        } else {
+            self.release().await;
+        }
+    }
+}
+
 impl Drop for LeaseGuard {
     fn drop(&mut self) {
         if self.id.is_empty() {

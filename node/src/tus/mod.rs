@@ -20,7 +20,9 @@ use crate::routes::TusRoute;
 use speedbox_common::auth::{AuthError, Principal, Scope};
 
 use crate::access::upload_limit;
-use crate::store::{Acquired, NewUpload, Recoverer, Store, Terminated, TusUpload, LEASE_TTL};
+use crate::store::{
+    Acquired, Created, NewUpload, Recoverer, Store, Terminated, TusUpload, LEASE_TTL,
+};
 use crate::Body;
 
 mod checksum;
@@ -191,7 +193,8 @@ async fn create(
     };
     principal.may(Scope::Write, Some(&name))?;
     let content_type = text("filetype")?.filter(|t| !t.is_empty());
-    let upload = store
+    let with_data = header_str(headers, header::CONTENT_TYPE.as_str()) == Some(OFFSET_OCTET_STREAM);
+    let Created { upload, token } = store
         .tus_create(NewUpload {
             id,
             name,
@@ -201,27 +204,25 @@ async fn create(
             expires_in: limits.expires_after,
             owner: principal.sub.clone(),
             put: None,
+            leased: with_data,
         })
         .await?;
     tracing::info!(upload = %upload.id, file = %upload.name, length, "tus upload created");
-    let with_data = header_str(headers, header::CONTENT_TYPE.as_str()) == Some(OFFSET_OCTET_STREAM);
-    let offset = if length == 0 {
-        // Complete from birth: published like any complete upload.
-        ensure_published(store, &upload.id, Recoverer::Anyone).await?;
-        0
-    } else if with_data {
-        match store.tus_acquire(&upload.id, LEASE_TTL).await? {
-            Acquired::Leased { upload, token } => {
-                let lease = LeaseGuard::new(store, &upload.id, token);
-                let data = data_stream(body);
-                let (offset, _) = write_patch(store, *upload, token, None, data, tus, None).await?;
-                lease.release().await;
-                offset
-            }
-            _ => 0,
+    let offset = match token {
+        // Created leased to us, with the body's first bytes to write.
+        Some(token) => {
+            let lease = LeaseGuard::new(store, &upload.id, token);
+            let data = data_stream(body);
+            let written = write_patch(store, upload.clone(), token, None, data, tus, None).await;
+            lease.end(matches!(written, Ok((_, Some(_))))).await;
+            written?.0
         }
-    } else {
-        0
+        // Complete from birth: published like any complete upload.
+        None if length == 0 => {
+            ensure_published(store, &upload.id, Recoverer::Anyone).await?;
+            0
+        }
+        None => 0,
     };
     let current = store.tus_get(&upload.id).await?.unwrap_or(upload);
     respond::empty(
@@ -323,14 +324,13 @@ async fn patch(
         }
         store.tus_clear_stale(&upload, token).await?;
         let data = data_stream(body);
-        let (offset, _) = write_patch(store, upload, token, checksum, data, tus, None).await?;
-        Ok(offset)
+        write_patch(store, upload, token, checksum, data, tus, None).await
     }
     .await;
     // Released before any answer goes out, a refusal's too: the client's next PATCH, sent
     // the moment it reads this one's answer, must find the lease free, not get 423.
-    lease.release().await;
-    let new_offset = written?;
+    lease.end(matches!(written, Ok((_, Some(_))))).await;
+    let (new_offset, _) = written?;
     let current = store.tus_get(id).await?;
     let mut builder = response(StatusCode::NO_CONTENT).header("upload-offset", new_offset);
     if let Some(current) = current {
