@@ -14,6 +14,16 @@ use tokio::net::TcpListener;
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's options (`_RJEM_MALLOC_CONF` in the environment overrides them). One arena
+/// instead of 4 per CPU: each arena keeps the pages its threads freed, and the balancer's
+/// large buffers move between threads. Measured on 5 concurrent 1 GiB uploads through
+/// the balancer into sinks: peak RSS 34.4 → 25.2 MiB unprotected, 82 → 66 MiB with 8 MiB
+/// windows, throughput unchanged within run-to-run noise.
+#[cfg(not(target_env = "msvc"))]
+#[allow(non_upper_case_globals)]
+#[export_name = "_rjem_malloc_conf"]
+pub static malloc_conf: &[u8] = b"narenas:1\0";
+
 /// The single address clients use in front of the speedbox storage nodes.
 #[derive(Debug, Parser)]
 #[command(version)]

@@ -19,7 +19,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body::Body;
 use hyper::body::Incoming;
-use speedbox_common::config::BalancerConfig;
+use speedbox_common::config::{BalancerConfig, ClusterConfig};
 use speedbox_common::headers::{SPEEDBOX_UPLOAD, SPEEDBOX_UPLOAD_OFFSET, SPEEDBOX_UPLOAD_TAKEOVER};
 use tokio::sync::oneshot;
 
@@ -67,21 +67,22 @@ impl Protection {
     /// body is sent. `Err(body)` gives the body back unprotected (logged, counted).
     pub fn start(
         cluster: &Cluster,
-        cfg: &BalancerConfig,
+        config: &ClusterConfig,
         parts: &mut http::request::Parts,
         body: UpBody,
         gate: Option<Arc<Gate>>,
     ) -> Result<(Self, UpBody, oneshot::Receiver<()>), UpBody> {
-        if cfg.upload_window_bytes == 0 {
+        let (window, budget) = (
+            config.upload_window_bytes(),
+            config.balancer.upload_window_budget_bytes,
+        );
+        if window == 0 {
             return Err(body);
         }
-        let Some(reservation) = cluster
-            .uploads
-            .reserve(cfg.upload_window_bytes, cfg.upload_window_budget_bytes)
-        else {
+        let Some(reservation) = cluster.uploads.reserve(window, budget) else {
             tracing::warn!(
                 path = parts.uri.path(),
-                budget = cfg.upload_window_budget_bytes,
+                budget,
                 "upload unprotected: the window budget is spent"
             );
             return Err(body);
@@ -94,7 +95,7 @@ impl Protection {
             .insert(SPEEDBOX_UPLOAD_OFFSET, HeaderValue::from(0u64));
         let source = Arc::new(Mutex::new(Source {
             client: Box::pin(body),
-            window: Window::new(cfg.upload_window_bytes),
+            window: Window::new(window),
             epoch: 0,
             ended: false,
             failed: false,

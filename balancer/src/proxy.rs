@@ -89,7 +89,7 @@ async fn forward(
     };
     let mut protection = None;
     if protect::applies(&parts.method, &parts.uri, &body) {
-        body = match Protection::start(cluster, cfg, &mut parts, body, gate.clone()) {
+        body = match Protection::start(cluster, &snapshot.config, &mut parts, body, gate.clone()) {
             Ok((protected, first, done)) => {
                 protection = Some(protected);
                 body_done = Some(done);

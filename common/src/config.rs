@@ -120,12 +120,12 @@ pub struct BalancerConfig {
     pub eject_after: u32,
     /// Bytes of a plain `PUT /files/...` kept after they were forwarded, so that when the
     /// node writing it dies another node can continue it from where it durably stands.
-    /// A node records its durable offset after every batch of chunks, and holds at most
-    /// about 6 MiB unrecorded (socket buffers 1 MiB, its read buffer 1 MiB, the batch
-    /// being cut 1 MiB, up to 3 being written); 3.9-5.5 MiB were measured at kills
-    /// (`scripts/bench-failover`). The default, 8 MiB, covers that bound. 0 turns the
-    /// protection off.
-    pub upload_window_bytes: u64,
+    /// Unset (the default): what a node may hold unrecorded with this file's `[storage]`,
+    /// [`StorageConfig::unrecorded_max_bytes`] (6.1 MiB with its defaults), so that a
+    /// change of `chunks_per_write` cannot leave the window short. Smaller values save
+    /// memory and risk a continuation that cannot start (`uploads.cut` in `/_cluster`).
+    /// 0 turns the protection off. See [`ClusterConfig::upload_window_bytes`].
+    pub upload_window_bytes: Option<u64>,
     /// All uploads' windows together may take at most this; an upload that finds it spent
     /// goes on unprotected, logged and counted in `/_cluster`.
     pub upload_window_budget_bytes: u64,
@@ -152,7 +152,7 @@ impl Default for BalancerConfig {
             idle_timeout_ms: 60_000,
             first_byte_timeout_ms: 500,
             eject_after: 3,
-            upload_window_bytes: 8 * 1024 * 1024,
+            upload_window_bytes: None,
             upload_window_budget_bytes: 128 * 1024 * 1024,
             header_timeout_ms: 10_000,
             drain_timeout_ms: 30_000,
@@ -213,6 +213,28 @@ pub struct StorageConfig {
     pub max_file_size: u64,
     /// An unfinished resumable upload expires this long after its last byte.
     pub tus_expiry_secs: u64,
+}
+
+/// Chunk writes one upload keeps under way at a node while it reads on, each a batch of
+/// `chunks_per_write` chunks. Measured (`scripts/bench --only storage --size-mib 256 --reps
+/// 2`, secantusd-rs): 0 (write, then read on) 64 MB/s, 1 97, 2 120, 3 117; the plain
+/// driver 131-147.
+pub const UPLOAD_WRITES_IN_FLIGHT: usize = 2;
+
+/// Bytes in transit between a balancer and a node at most: both sockets' buffers (256 KiB
+/// each, doubled by Linux) and hyper's write queue at the balancer (1 MiB).
+const IN_TRANSIT_BYTES: u64 = 2 * 1024 * 1024;
+
+impl StorageConfig {
+    /// The most bytes of an upload a node may have been sent but not yet recorded as
+    /// durable: the batch being cut, the [`UPLOAD_WRITES_IN_FLIGHT`] batches being written
+    /// and the one waiting for its turn, and what is in transit to the node. What a
+    /// protected PUT's window must hold (6.1 MiB with the defaults; `scripts/bench-failover`
+    /// measured 3.2-5.5 MiB at kills).
+    pub fn unrecorded_max_bytes(&self) -> u64 {
+        let batch = u64::from(self.chunk_size) * u64::from(self.chunks_per_write);
+        (UPLOAD_WRITES_IN_FLIGHT as u64 + 2) * batch + IN_TRANSIT_BYTES
+    }
 }
 
 impl Default for StorageConfig {
@@ -354,6 +376,14 @@ impl ClusterConfig {
     }
 
     /// Every problem in the configuration, each naming its key; empty means usable.
+    /// The window each protected PUT keeps at the balancer, in bytes: `[balancer]
+    /// upload_window_bytes` if set, else [`StorageConfig::unrecorded_max_bytes`].
+    pub fn upload_window_bytes(&self) -> u64 {
+        self.balancer
+            .upload_window_bytes
+            .unwrap_or_else(|| self.storage.unrecorded_max_bytes())
+    }
+
     pub fn validate(&self) -> Result<(), Vec<String>> {
         let mut problems = Vec::new();
         let mut ids: HashMap<&str, usize> = HashMap::new();
@@ -397,10 +427,10 @@ impl ClusterConfig {
         if b.rise == 0 {
             problems.push("balancer.rise must be at least 1".into());
         }
-        if b.upload_window_bytes > b.upload_window_budget_bytes {
+        if self.upload_window_bytes() > b.upload_window_budget_bytes {
             problems.push(format!(
                 "balancer.upload_window_bytes = {} is more than balancer.upload_window_budget_bytes = {}: no upload could be protected",
-                b.upload_window_bytes, b.upload_window_budget_bytes
+                self.upload_window_bytes(), b.upload_window_budget_bytes
             ));
         }
         for (key, value) in [
@@ -596,6 +626,35 @@ weight = 3
         assert_eq!(cfg.storage.chunk_size, DEFAULT_CHUNK_SIZE);
         assert_eq!(cfg.mongodb.embedded_port(), Some(27017));
         assert_eq!(cfg.node("node-2").unwrap().listen.port(), 8002);
+    }
+
+    #[test]
+    fn the_upload_window_covers_what_a_node_may_hold_unrecorded_unless_set() {
+        let with = |balancer: &str, storage: &str| {
+            let text = GOOD.replace(
+                "listen = \"127.0.0.1:3000\"\n",
+                &format!("listen = \"127.0.0.1:3000\"\n{balancer}\n[storage]\n{storage}\n"),
+            );
+            ClusterConfig::from_toml(&text)
+        };
+        let batch = u64::from(DEFAULT_CHUNK_SIZE) * 4;
+        let default = with("", "").unwrap();
+        assert_eq!(default.upload_window_bytes(), 4 * batch + IN_TRANSIT_BYTES);
+        // Bigger batches at the node: a bigger window, without touching [balancer].
+        let big = with("", "chunks_per_write = 16").unwrap();
+        assert_eq!(big.upload_window_bytes(), 4 * 4 * batch + IN_TRANSIT_BYTES);
+        let set = with("upload_window_bytes = 1048576", "chunks_per_write = 16").unwrap();
+        assert_eq!(set.upload_window_bytes(), 1 << 20);
+        let off = with("upload_window_bytes = 0", "").unwrap();
+        assert_eq!(off.upload_window_bytes(), 0);
+        // A derived window larger than the budget is refused like a set one.
+        let err = with("upload_window_budget_bytes = 4194304", "")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("is more than balancer.upload_window_budget_bytes = 4194304"),
+            "{err}"
+        );
     }
 
     #[test]

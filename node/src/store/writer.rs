@@ -17,9 +17,8 @@ use super::Store;
 use crate::error::{NodeError, Result};
 
 /// Batches being inserted while the request reads on; each costs a batch of memory per
-/// upload. Measured (`scripts/bench --only storage --size-mib 256 --reps 2`, secantusd-rs):
-/// 0 (write, then read on) 64 MB/s, 1 97, 2 120, 3 117; the plain driver 131-147.
-const WRITES_IN_FLIGHT: usize = 2;
+/// upload, and bounds what a protected PUT's balancer must keep (see the constant).
+const WRITES_IN_FLIGHT: usize = speedbox_common::config::UPLOAD_WRITES_IN_FLIGHT;
 /// Batches in flight on the whole node. Many uploads at once already keep the database
 /// busy, and each batch in flight holds a few MiB (chunks, their BSON, the wire message):
 /// 5 concurrent uploads with 2 each measured ~100 MiB node RSS against ~55 writing inline.
