@@ -178,6 +178,29 @@ pub struct MongoConfig {
     /// quickly during an outage instead of hanging.
     #[serde(default = "default_server_selection_timeout_ms")]
     pub server_selection_timeout_ms: u64,
+    /// How many members must have a write before it counts: `"majority"` or a number
+    /// (MongoDB's `w`, <https://www.mongodb.com/docs/manual/reference/write-concern/>).
+    /// Unset: the URI's `w=`, else `"majority"` when the URI names a replica set
+    /// (`replicaSet=`; a `w: 1` write can be rolled back by a failover), else 1. Every
+    /// write is journaled (`j: true`) whatever this says. With `"majority"`, reads use
+    /// read concern `majority` too, so that no node serves a write that may roll back.
+    #[serde(default)]
+    pub write_concern: Option<WriteAck>,
+    /// How often the driver checks each server, in ms (at least 500, the driver's floor):
+    /// after a primary steps down, writes wait about this long for the new one. The
+    /// driver's default, 10 s, outlasts `server_selection_timeout_ms`, so every write would
+    /// fail until then.
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u64,
+}
+
+/// `[mongodb] write_concern`: `"majority"` or a number of members.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum WriteAck {
+    Nodes(u32),
+    /// Only `"majority"` is accepted (checked by [`ClusterConfig::validate`]).
+    Majority(String),
 }
 
 fn default_database() -> String {
@@ -188,6 +211,9 @@ fn default_data_dir() -> String {
 }
 fn default_server_selection_timeout_ms() -> u64 {
     2000
+}
+fn default_heartbeat_ms() -> u64 {
+    500
 }
 
 /// `[storage]`: how nodes lay files out in GridFS. Every node must agree.
@@ -419,6 +445,16 @@ impl ClusterConfig {
             if !(1..=1000).contains(&node.weight) {
                 problems.push(format!("{key}.weight = {}: use 1 to 1000", node.weight));
             }
+        }
+        let m = &self.mongodb;
+        if matches!(&m.write_concern, Some(WriteAck::Majority(w)) if w != "majority") {
+            problems.push("mongodb.write_concern: use \"majority\" or a number of members".into());
+        }
+        if m.heartbeat_ms < 500 {
+            problems.push(format!(
+                "mongodb.heartbeat_ms = {}: use 500 or more (the driver's floor)",
+                m.heartbeat_ms
+            ));
         }
         let b = &self.balancer;
         if b.fall == 0 {
@@ -655,6 +691,31 @@ weight = 3
             err.contains("is more than balancer.upload_window_budget_bytes = 4194304"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn write_concern_and_heartbeat_are_checked() {
+        let with = |lines: &str| {
+            ClusterConfig::from_toml(
+                &GOOD.replace("embedded = true", &format!("embedded = true\n{lines}")),
+            )
+        };
+        let default = with("").unwrap();
+        assert_eq!(
+            (default.mongodb.write_concern, default.mongodb.heartbeat_ms),
+            (None, 500)
+        );
+        let majority = with("write_concern = \"majority\"").unwrap();
+        assert_eq!(
+            majority.mongodb.write_concern,
+            Some(WriteAck::Majority("majority".into()))
+        );
+        let two = with("write_concern = 2").unwrap();
+        assert_eq!(two.mongodb.write_concern, Some(WriteAck::Nodes(2)));
+        let err = with("write_concern = \"all\"").unwrap_err().to_string();
+        assert!(err.contains("mongodb.write_concern"), "{err}");
+        let err = with("heartbeat_ms = 100").unwrap_err().to_string();
+        assert!(err.contains("mongodb.heartbeat_ms = 100"), "{err}");
     }
 
     #[test]

@@ -166,7 +166,8 @@ impl Cluster {
         // scripts/secantusdb: the database's one command line (it writes the empty
         // secantusd.toml and execs the server, so the PID is the server's own).
         let mut cmd = Command::new(workspace_root().join("scripts/secantusdb"));
-        cmd.args(["--port", &self.db_port.to_string()])
+        // Test commands on: the replica-set tests arm `failCommand` (harmless otherwise).
+        cmd.args(["--port", &self.db_port.to_string(), "--test-commands"])
             .arg("--dir")
             .arg(self.dir())
             .current_dir(self.dir());

@@ -23,10 +23,10 @@ use std::time::Duration;
 use bson::oid::ObjectId;
 use bson::{doc, DateTime, Document, RawDocumentBuf};
 use mongodb::error::{ErrorKind, WriteFailure};
-use mongodb::options::{Acknowledgment, ClientOptions, IndexOptions, WriteConcern};
+use mongodb::options::{Acknowledgment, ClientOptions, IndexOptions, ReadConcern, WriteConcern};
 use mongodb::{Client, Collection, IndexModel};
 use serde::{Deserialize, Serialize};
-use speedbox_common::config::{MongoConfig, StorageConfig};
+use speedbox_common::config::{MongoConfig, StorageConfig, WriteAck};
 use tokio::sync::Semaphore;
 
 use crate::error::Result;
@@ -123,15 +123,24 @@ impl Store {
         let mut opts = ClientOptions::parse(&cfg.uri).await?;
         opts.server_selection_timeout =
             Some(Duration::from_millis(cfg.server_selection_timeout_ms));
+        opts.heartbeat_freq = Some(Duration::from_millis(cfg.heartbeat_ms));
         opts.app_name = Some(format!("speedbox-node/{node_id}"));
-        let mut wc = opts
-            .write_concern
-            .take()
-            .unwrap_or_else(|| WriteConcern::builder().w(Acknowledgment::Nodes(1)).build());
-        if wc.journal.is_none() {
-            wc.journal = Some(true);
+        // A write that failed over is retried once by the driver (the server's writes are
+        // idempotent by our unique indexes and compare-and-sets); so is a read.
+        opts.retry_writes = Some(true);
+        opts.retry_reads = Some(true);
+        let uri_w = opts.write_concern.take().and_then(|wc| wc.w);
+        let w = match (&cfg.write_concern, uri_w) {
+            (Some(WriteAck::Nodes(n)), _) => Acknowledgment::Nodes(*n),
+            (Some(WriteAck::Majority(_)), _) => Acknowledgment::Majority,
+            (None, Some(w)) => w,
+            (None, None) if opts.repl_set_name.is_some() => Acknowledgment::Majority,
+            (None, None) => Acknowledgment::Nodes(1),
+        };
+        if w == Acknowledgment::Majority {
+            opts.read_concern = Some(ReadConcern::majority());
         }
-        opts.write_concern = Some(wc);
+        opts.write_concern = Some(WriteConcern::builder().w(w).journal(true).build());
         let db = Client::with_options(opts)?.database(&cfg.database);
         let bucket = &storage.bucket;
         Ok(Self {
