@@ -18,7 +18,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
 use http::{Request, StatusCode};
-use hyper::body::Incoming;
+
+use crate::ClientBody;
 
 /// Holds a client's request body until the node asks for it.
 #[derive(Debug)]
@@ -30,7 +31,7 @@ pub struct Gate {
 enum State {
     /// The node has not asked for the body yet (`open` once its 100 arrived).
     Held {
-        body: Incoming,
+        body: ClientBody,
         open: bool,
         waker: Option<Waker>,
     },
@@ -42,7 +43,7 @@ enum State {
 }
 
 impl Gate {
-    pub fn new(body: Incoming) -> Arc<Self> {
+    pub fn new(body: ClientBody) -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(State::Held {
                 body,
@@ -79,7 +80,7 @@ impl Gate {
 
     /// The body once the node has asked for it; `Ready(None)` once it was withdrawn and
     /// the node's connection should end.
-    pub fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Option<Incoming>> {
+    pub fn poll_take(&self, cx: &mut Context<'_>) -> Poll<Option<ClientBody>> {
         let mut state = self.lock();
         match std::mem::replace(&mut *state, State::Flowing) {
             State::Held {
@@ -110,7 +111,7 @@ impl Gate {
     }
 
     /// Takes the body back if the node never asked for it (`None` if it is flowing).
-    pub fn withdraw(&self) -> Option<Incoming> {
+    pub fn withdraw(&self) -> Option<ClientBody> {
         let mut state = self.lock();
         match std::mem::replace(&mut *state, State::Flowing) {
             State::Held { body, waker, .. } => {

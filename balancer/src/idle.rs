@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body::{Body, Frame};
-use hyper::body::Incoming;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
@@ -63,11 +62,14 @@ impl IdleTimer {
 
 /// The next frame of a body (either side's), or an error once it has stalled for the idle
 /// timeout.
-pub fn poll_idle(
-    inner: &mut Incoming,
+pub fn poll_idle<B>(
+    inner: &mut B,
     idle: &mut IdleTimer,
     cx: &mut Context<'_>,
-) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+) -> Poll<Option<Result<Frame<Bytes>, BodyError>>>
+where
+    B: Body<Data = Bytes, Error = hyper::Error> + Unpin,
+{
     match Pin::new(inner).poll_frame(cx) {
         Poll::Ready(Some(Ok(frame))) => {
             idle.progress();

@@ -54,10 +54,14 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use speedbox_common::auth::LiveAuth;
 use speedbox_common::config::ClusterConfig;
+use speedbox_common::linger;
 use tokio::net::TcpListener;
 
 use crate::cluster::Cluster;
 use crate::idle::IdleIo;
+
+/// A client's request body: hyper's, held by the service too ([`linger`]).
+pub(crate) type ClientBody = linger::Held<hyper::body::Incoming>;
 
 /// hyper's buffer limit on client connections: an upload arrives in frames of up to this,
 /// which its window holds while protected (downstream frames come at the upstream
@@ -95,7 +99,16 @@ pub async fn run(
             let io = TokioIo::new(IdleIo::new(stream, cfg.idle_timeout()));
             let (cluster, auth) = (Arc::clone(&cluster), Arc::clone(&auth));
             let service = service_fn(move |request| {
-                proxy::handle(Arc::clone(&cluster), Arc::clone(&auth), client, request)
+                // An answer given before the body's end must still reach a client that
+                // sends on (a lingering close).
+                let (request, linger) = linger::hold(request);
+                let answer =
+                    proxy::handle(Arc::clone(&cluster), Arc::clone(&auth), client, request);
+                async move {
+                    let mut response = answer.await?;
+                    linger.after(&mut response);
+                    Ok::<_, std::convert::Infallible>(response)
+                }
             });
             http1::Builder::new()
                 .timer(TokioTimer::new())

@@ -35,6 +35,7 @@ use crate::protect::{self, Protection};
 use crate::resume::{self, Resume};
 use crate::rewrite::{prepare_request, strip_hop_by_hop};
 use crate::up_body::{empty_request, RequestStream, UpBody};
+use crate::ClientBody;
 use crate::{page, status};
 
 /// Nodes one request may be offered to before the client gets an error.
@@ -45,7 +46,7 @@ pub async fn handle(
     cluster: Arc<Cluster>,
     auth: Arc<LiveAuth>,
     client: SocketAddr,
-    request: Request<Incoming>,
+    request: Request<ClientBody>,
 ) -> Result<Response<DownBody>, Infallible> {
     let request_id = request_id(request.headers());
     let mut response = if request.uri().path() == status::PATH {
@@ -68,7 +69,7 @@ pub async fn handle(
 async fn forward(
     cluster: &Arc<Cluster>,
     client: SocketAddr,
-    request: Request<Incoming>,
+    request: Request<ClientBody>,
     request_id: &HeaderValue,
 ) -> Result<Response<DownBody>, ProxyError> {
     let snapshot = cluster.snapshot();
@@ -269,7 +270,7 @@ fn is_idempotent(method: &Method) -> bool {
 
 /// A client body behind an `Expect: 100-continue` gate.
 fn gated(
-    body: Incoming,
+    body: ClientBody,
     cfg: &BalancerConfig,
 ) -> (UpBody, tokio::sync::oneshot::Receiver<()>, Arc<Gate>) {
     let size = body.size_hint();

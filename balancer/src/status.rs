@@ -7,7 +7,6 @@ use std::sync::atomic::Ordering;
 use std::time::UNIX_EPOCH;
 
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use serde::Serialize;
 use speedbox_common::auth::{bearer, Authenticator, Scope};
 use speedbox_common::config::Algorithm;
@@ -17,6 +16,7 @@ use crate::cluster::Cluster;
 use crate::down_body::DownBody;
 use crate::error::ProxyError;
 use crate::node::Node;
+use crate::ClientBody;
 
 pub const PATH: &str = "/_cluster";
 
@@ -73,7 +73,7 @@ pub struct BypassedStatus {
 pub fn respond(
     cluster: &Cluster,
     auth: &Authenticator,
-    request: &Request<Incoming>,
+    request: &Request<ClientBody>,
 ) -> Response<DownBody> {
     let method = request.method();
     if method != Method::GET && method != Method::HEAD {

@@ -12,7 +12,6 @@ use std::task::{ready, Context, Poll};
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Uri};
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::sync::oneshot;
 
 use crate::attempt::Attempt;
@@ -20,6 +19,7 @@ use crate::error::BodyError;
 use crate::expect::Gate;
 use crate::idle::{poll_idle, IdleTimer};
 use crate::sent::BodySent;
+use crate::ClientBody;
 
 /// The request body sent to a node.
 #[derive(Debug)]
@@ -45,7 +45,7 @@ pub fn empty_request(method: &Method, uri: &Uri, headers: &HeaderMap) -> Request
 #[derive(Debug)]
 pub struct RequestStream {
     /// `None` while an `Expect: 100-continue` [`Gate`] still holds the body.
-    inner: Option<Incoming>,
+    inner: Option<ClientBody>,
     gate: Option<Arc<Gate>>,
     /// The body's length as the client declared it, for hyper to frame the request.
     size: SizeHint,
@@ -57,7 +57,7 @@ pub struct RequestStream {
 
 impl RequestStream {
     /// Wraps `inner`; the receiver resolves when the body has been fully read (or dropped).
-    pub fn new(inner: Incoming, idle: IdleTimer) -> (Self, oneshot::Receiver<()>) {
+    pub fn new(inner: ClientBody, idle: IdleTimer) -> (Self, oneshot::Receiver<()>) {
         let size = inner.size_hint();
         Self::with(Some(inner), None, size, idle)
     }
@@ -72,7 +72,7 @@ impl RequestStream {
     }
 
     fn with(
-        inner: Option<Incoming>,
+        inner: Option<ClientBody>,
         gate: Option<Arc<Gate>>,
         size: SizeHint,
         idle: IdleTimer,

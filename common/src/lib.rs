@@ -4,7 +4,8 @@
 //! binaries load and validate it through [`config::ClusterConfig::load`]. The rest is small:
 //! header names ([`headers`]), the `X-Request-Id` rule ([`request_id`]), trusted proxies and
 //! RFC 7239 `Forwarded` ([`forwarded`]), JSON responses ([`respond`]), the accept-and-drain
-//! loop ([`serve`]), the shutdown signal ([`shutdown`]), logging ([`telemetry`]) and access
+//! loop ([`serve`]), the lingering close of an answer given before the request body's end
+//! ([`linger`]), the shutdown signal ([`shutdown`]), logging ([`telemetry`]) and access
 //! control ([`auth`]: tokens, scopes, keys).
 #![forbid(unsafe_code)]
 
@@ -12,6 +13,7 @@ pub mod auth;
 pub mod config;
 pub mod forwarded;
 pub mod headers;
+pub mod linger;
 pub mod request_id;
 pub mod respond;
 pub mod serve;

@@ -4,7 +4,6 @@
 
 use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
 use speedbox_common::auth::link::{self, LinkRequest};
@@ -14,7 +13,7 @@ use crate::error::{NodeError, Result};
 use crate::name::check_name;
 use crate::respond;
 use crate::server::AppState;
-use crate::Body;
+use crate::{Body, ReqBody};
 
 /// Largest JSON body an admin request may send, in bytes.
 const MAX_BODY: usize = 64 * 1024;
@@ -35,7 +34,7 @@ struct RevokeRequest {
 pub async fn revoke(
     state: &AppState,
     principal: &Principal,
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
 ) -> Result<Response<Body>> {
     let wanted: RevokeRequest = json_body(req, r#"{"jti": ID} or {"sub": NAME}"#).await?;
     let nonempty = |v: Option<String>| v.filter(|s| !s.is_empty());
@@ -88,7 +87,7 @@ pub const MAX_TTL_SECS: u64 = 30 * 86_400;
 ///
 /// Errors: 400 for a body that is not such JSON, an unknown scope, an empty scope or sub,
 /// or a ttl of 0 or over [`MAX_TTL_SECS`].
-pub async fn mint(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>> {
+pub async fn mint(state: &AppState, req: Request<ReqBody>) -> Result<Response<Body>> {
     let shape = r#"{"sub": NAME, "scope": "read write", "prefix"?, "max_bytes"?, "ttl_secs"?}"#;
     let wanted: MintRequest = json_body(req, shape).await?;
     let scopes = Scopes::parse(&wanted.scope).map_err(NodeError::BadRequest)?;
@@ -123,7 +122,7 @@ pub async fn mint(state: &AppState, req: Request<Incoming>) -> Result<Response<B
 
 /// A JSON request body of at most [`MAX_BODY`] bytes; a 400 naming `shape` otherwise.
 async fn json_body<T: serde::de::DeserializeOwned>(
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
     shape: &str,
 ) -> Result<T> {
     let bytes = Limited::new(req.into_body(), MAX_BODY)
@@ -160,7 +159,7 @@ struct SignRequest {
 pub async fn sign(
     state: &AppState,
     principal: &Principal,
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
 ) -> Result<Response<Body>> {
     let shape = r#"{"name": NAME, "method": "GET"|"PUT", "ttl_secs"?, "max_bytes"?, "sha256"?}"#;
     let wanted: SignRequest = json_body(req, shape).await?;

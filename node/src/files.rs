@@ -6,9 +6,7 @@
 use futures::TryStreamExt;
 use http::{header, HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyDataStream;
-use hyper::body::Incoming;
 use serde_json::json;
-
 use speedbox_common::auth::Principal;
 
 use crate::access;
@@ -23,14 +21,14 @@ use crate::routes::ListQuery;
 use crate::server::AppState;
 use crate::store::FileInfo;
 use crate::upload::{self, Limits};
-use crate::Body;
+use crate::{Body, ReqBody};
 
 /// `GET`/`HEAD /files/NAME`: the file, whole or a range; 404 if the name is not current.
 pub async fn get(
     state: &AppState,
     name: String,
     head: bool,
-    req: &Request<Incoming>,
+    req: &Request<ReqBody>,
 ) -> Result<Response<Body>> {
     let file = state
         .store
@@ -52,7 +50,7 @@ pub async fn put(
     state: &AppState,
     principal: &Principal,
     name: String,
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
 ) -> Result<Response<Body>> {
     let (parts, body) = req.into_parts();
     let limits = limits_for(state, principal);
@@ -98,7 +96,7 @@ pub fn created(info: &FileInfo) -> Response<Body> {
 pub async fn delete(
     state: &AppState,
     name: String,
-    req: &Request<Incoming>,
+    req: &Request<ReqBody>,
 ) -> Result<Response<Body>> {
     let preconditions = Preconditions::from_headers(req.headers());
     if state
@@ -138,7 +136,7 @@ pub async fn list(
 pub async fn post_form(
     state: &AppState,
     principal: &Principal,
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
 ) -> Result<Response<Body>> {
     let (parts, body) = req.into_parts();
     let limits = limits_for(state, principal);

@@ -46,6 +46,10 @@ pub use server::AppState;
 /// Every response body the node sends.
 pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 
+/// A request body as handlers read it: hyper's, held by the server too so that an answer
+/// given before its end is followed by a lingering close ([`speedbox_common::linger`]).
+pub(crate) type ReqBody = speedbox_common::linger::Held<hyper::body::Incoming>;
+
 /// Largest request head (line and headers) read, in bytes.
 const MAX_HEAD_BYTES: usize = 1024 * 1024;
 

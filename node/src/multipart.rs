@@ -10,7 +10,6 @@
 use futures::TryStreamExt;
 use http::HeaderMap;
 use http_body_util::BodyDataStream;
-use hyper::body::Incoming;
 use serde::Serialize;
 use speedbox_common::auth::{Principal, Scope};
 
@@ -21,6 +20,7 @@ use crate::error::{NodeError, Result};
 use crate::name::check_name;
 use crate::store::{FileInfo, Store};
 use crate::upload::{store_stream, Limits};
+use crate::ReqBody;
 
 /// What a form upload did: the files stored, and the file parts passed over.
 #[derive(Debug, Default)]
@@ -47,7 +47,7 @@ pub async fn store_form(
     store: &Store,
     principal: &Principal,
     headers: &HeaderMap,
-    body: Incoming,
+    body: ReqBody,
     limits: Limits,
 ) -> Result<FormOutcome> {
     let content_type = headers

@@ -18,7 +18,6 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use http::request::Parts;
 use http::{HeaderMap, Response};
-use hyper::body::Incoming;
 use speedbox_common::auth::Principal;
 use speedbox_common::headers::{SPEEDBOX_UPLOAD, SPEEDBOX_UPLOAD_OFFSET, SPEEDBOX_UPLOAD_TAKEOVER};
 
@@ -31,7 +30,7 @@ use crate::tus::{
     check_owned, data_stream, ensure_published, write_patch, LeaseGuard, PutTerms, Tus, TusLimits,
 };
 use crate::upload::{self, Limits};
-use crate::{files, Body};
+use crate::{files, Body, ReqBody};
 
 /// An abandoned PUT (its balancer died too) is swept this long after its last byte or
 /// lease renewal; a live request renews every second, a continuation comes within seconds.
@@ -51,7 +50,7 @@ pub async fn put(
     principal: &Principal,
     name: String,
     parts: Parts,
-    body: Incoming,
+    body: ReqBody,
     limits: Limits,
     expected: Expected,
 ) -> Result<Response<Body>> {

@@ -13,6 +13,7 @@ use serde_json::json;
 use speedbox_common::auth::{link, LiveAuth};
 use speedbox_common::config::ClusterConfig;
 use speedbox_common::headers::{X_REQUEST_ID, X_SPEEDBOX_NODE};
+use speedbox_common::linger;
 use speedbox_common::request_id::request_id;
 use tracing::Instrument;
 
@@ -21,7 +22,7 @@ use crate::error::Result;
 use crate::routes::{self, Route};
 use crate::store::Store;
 use crate::upload::Limits;
-use crate::{access, admin, cors, files, maintenance, respond, tus, Body};
+use crate::{access, admin, cors, files, maintenance, respond, tus, Body, ReqBody};
 
 /// What every request handler shares.
 pub struct AppState {
@@ -93,6 +94,8 @@ pub async fn handle(
     state: Arc<AppState>,
     req: Request<Incoming>,
 ) -> std::result::Result<Response<Body>, Infallible> {
+    // An answer given before the body's end must still reach a client that sends on.
+    let (req, linger) = linger::hold(req);
     let request_id = request_id(req.headers());
     let span = tracing::info_span!(
         "request",
@@ -126,6 +129,7 @@ pub async fn handle(
             tus::add_headers(status, headers);
         }
         cors::add_cors(origin.as_ref(), headers);
+        linger.after(&mut response);
         Ok(response)
     }
     .instrument(span)
@@ -142,7 +146,7 @@ pub enum StartError {
 }
 
 /// Access control, then one handler per route.
-async fn dispatch(state: &AppState, req: Request<Incoming>) -> Result<Response<Body>> {
+async fn dispatch(state: &AppState, req: Request<ReqBody>) -> Result<Response<Body>> {
     let (headers, query) = (req.headers(), req.uri().query());
     // A signed link's path form, `/s/<sig>/files/…`, is the file API under a signature.
     let (path_link, path) = link::split_path(req.uri().path());

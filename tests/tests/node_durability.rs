@@ -8,6 +8,8 @@ use bson::doc;
 use reqwest::StatusCode;
 use speedbox_tests::client::{count, error_of, fetch_bytes, file_url, get, list, put};
 use speedbox_tests::{data, eventually, Cluster};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 const MIB: u64 = 1 << 20;
 
@@ -225,4 +227,83 @@ async fn database_outage_gives_503_and_the_node_recovers() {
         get(&c, &node, "during-outage").await.status(),
         StatusCode::NOT_FOUND
     );
+}
+
+/// Sends a `len`-byte PUT of `big.bin` to `addr` on a raw connection, the whole body
+/// (with `Expect: 100-continue`, none: the client waits for the answer), and returns
+/// everything it reads back until the server closes, lowercased. Panics if the server
+/// resets the connection instead.
+async fn put_raw(addr: &str, len: u64, expect: bool) -> String {
+    let expect = if expect {
+        "Expect: 100-continue\r\n"
+    } else {
+        ""
+    };
+    let head =
+        format!("PUT /files/big.bin HTTP/1.1\r\nHost: n\r\nContent-Length: {len}\r\n{expect}\r\n");
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    conn.write_all(head.as_bytes()).await.unwrap();
+    if expect.is_empty() {
+        let block = vec![7u8; MIB as usize];
+        for _ in 0..len / MIB {
+            conn.write_all(&block)
+                .await
+                .expect("the server takes the whole body");
+        }
+    }
+    let mut answer = Vec::new();
+    conn.read_to_end(&mut answer)
+        .await
+        .expect("the answer, then a clean close");
+    String::from_utf8_lossy(&answer).to_ascii_lowercase()
+}
+
+/// An answer given before the body is read reaches a client that sends its whole body
+/// anyway (curl without `Expect`, most HTTP libraries): the server reads the rest and
+/// throws it away, then closes (a lingering close, RFC 9112 §9.6). Closing on the unread
+/// body reset the connection, and the client saw a broken pipe instead of the answer. A
+/// client that asked `Expect: 100-continue` gets the answer without a 100 and sends no
+/// body. The node's own answer (413 from Content-Length), the same relayed by the
+/// balancer, and the balancer's own (503, no node up).
+#[tokio::test]
+async fn an_early_refusal_reaches_a_client_that_sends_its_body_anyway() {
+    let mut c = Cluster::builder()
+        .nodes(1)
+        .balancer(true)
+        .storage_toml("max_file_size = 1048576\n")
+        .start()
+        .await;
+    let node = c.node_url(0).trim_start_matches("http://").to_string();
+    for addr in [node.clone(), c.balancer_addr()] {
+        let answer = put_raw(&addr, 32 * MIB, false).await;
+        assert!(answer.starts_with("http/1.1 413"), "{addr}: {answer}");
+        // The balancer relays the node's answer, and the body on to the node, which
+        // reads it off: the connection to the client stays whole either way.
+        if addr == node {
+            assert!(answer.contains("connection: close"), "{answer}");
+        }
+        let answer = put_raw(&addr, 32 * MIB, true).await;
+        assert!(
+            answer.starts_with("http/1.1 413"),
+            "{addr}: no 100 first: {answer}"
+        );
+    }
+    assert_eq!(
+        get(&c, &c.node_url(0), "big.bin").await.status(),
+        StatusCode::NOT_FOUND
+    );
+    c.kill_node(0);
+    let balancer = c.balancer_addr();
+    eventually(
+        Duration::from_secs(10),
+        "the balancer sees its node down",
+        || async {
+            put_raw(&balancer, 0, false)
+                .await
+                .starts_with("http/1.1 503")
+        },
+    )
+    .await;
+    let answer = put_raw(&balancer, 32 * MIB, false).await;
+    assert!(answer.starts_with("http/1.1 503"), "{answer}");
 }

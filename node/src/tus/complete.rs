@@ -4,14 +4,13 @@
 
 use std::time::Duration;
 
-use hyper::body::Incoming;
+use http::{Response, StatusCode};
 
 use super::{expires_header, response};
 use crate::error::{NodeError, Result};
 use crate::respond;
 use crate::store::{Recoverer, Store, TusUpload};
-use crate::Body;
-use http::{Response, StatusCode};
+use crate::{Body, ReqBody};
 
 /// How long a request waits for a live finisher to publish a complete upload (a
 /// multi-GB read-back takes longer; then the client gets 423 and asks again).
@@ -24,7 +23,7 @@ pub(super) async fn patch_complete(
     store: &Store,
     upload: &TusUpload,
     offset: i64,
-    body: &Incoming,
+    body: &ReqBody,
 ) -> Result<Response<Body>> {
     use hyper::body::Body as _;
     if offset != upload.length || !body.is_end_stream() {

@@ -11,19 +11,17 @@
 use std::time::{Duration, SystemTime};
 
 use http::{header, HeaderMap, Request, Response, StatusCode};
-use hyper::body::Incoming;
+use speedbox_common::auth::{AuthError, Principal, Scope};
 
+use crate::access::upload_limit;
 use crate::error::{NodeError, Result};
 use crate::name::check_name;
 use crate::respond;
 use crate::routes::TusRoute;
-use speedbox_common::auth::{AuthError, Principal, Scope};
-
-use crate::access::upload_limit;
 use crate::store::{
     Acquired, Created, NewUpload, Recoverer, Store, Terminated, TusUpload, LEASE_TTL,
 };
-use crate::Body;
+use crate::{Body, ReqBody};
 
 mod checksum;
 mod complete;
@@ -95,7 +93,7 @@ pub async fn handle(
     tus: &Tus,
     principal: &Principal,
     route: TusRoute,
-    req: Request<Incoming>,
+    req: Request<ReqBody>,
 ) -> Result<Response<Body>> {
     if route != TusRoute::Options {
         check_version(req.headers())?;
@@ -114,7 +112,7 @@ pub async fn handle(
 }
 
 /// A request body as the stream of its data frames.
-pub(crate) fn data_stream(body: Incoming) -> impl futures::Stream<Item = Result<bytes::Bytes>> {
+pub(crate) fn data_stream(body: ReqBody) -> impl futures::Stream<Item = Result<bytes::Bytes>> {
     use futures::TryStreamExt;
     http_body_util::BodyDataStream::new(body).map_err(|e| NodeError::Body(e.to_string()))
 }
@@ -159,7 +157,7 @@ async fn create(
     store: &Store,
     principal: &Principal,
     headers: &HeaderMap,
-    body: Incoming,
+    body: ReqBody,
     tus: &Tus,
 ) -> Result<Response<Body>> {
     let limits = &tus.limits;
@@ -293,7 +291,7 @@ async fn patch(
     store: &Store,
     id: &str,
     headers: &HeaderMap,
-    body: Incoming,
+    body: ReqBody,
     tus: &Tus,
 ) -> Result<Response<Body>> {
     if header_str(headers, header::CONTENT_TYPE.as_str()) != Some(OFFSET_OCTET_STREAM) {
