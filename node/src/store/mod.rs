@@ -207,6 +207,18 @@ impl Store {
     }
 }
 
+/// A new file id: an ObjectId of 12 random bytes rather than a time-ordered one, so that
+/// on a sharded `fs.chunks` (shard key `{files_id: 1, n: 1}`, see the README) new uploads
+/// spread over the key's range, hence over the shards, instead of all landing on its last
+/// range. Nothing reads a time out of a file id (`uploadDate` says when).
+pub(crate) fn new_file_id() -> ObjectId {
+    let mut bytes = [0u8; 12];
+    match getrandom::fill(&mut bytes) {
+        Ok(()) => ObjectId::from_bytes(bytes),
+        Err(_) => ObjectId::new(),
+    }
+}
+
 /// The Content-Type for a name without one: by extension, else octet-stream.
 pub fn guess_type(name: &str) -> String {
     mime_guess::from_path(name)
@@ -225,5 +237,21 @@ fn is_duplicate_key(e: &mongodb::error::Error) -> bool {
             .as_ref()
             .is_some_and(|errors| errors.iter().any(|w| w.code == DUPLICATE_KEY)),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn file_ids_are_not_in_creation_order() {
+        let ids: Vec<_> = (0..64).map(|_| super::new_file_id()).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_ne!(
+            ids, sorted,
+            "64 ids in creation order: time-ordered, not random"
+        );
+        sorted.dedup();
+        assert_eq!(sorted.len(), 64);
     }
 }

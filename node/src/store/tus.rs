@@ -175,7 +175,7 @@ impl Store {
         let leased = leased && length != 0;
         let upload = TusUpload {
             id,
-            file_id: ObjectId::new(),
+            file_id: super::new_file_id(),
             name,
             content_type,
             metadata,

@@ -26,7 +26,7 @@ pub struct Upload {
 impl Store {
     /// Registers a new upload under a fresh file id, with a heartbeat the sweep watches.
     pub async fn begin_upload(&self, name: &str) -> Result<Upload> {
-        let file_id = ObjectId::new();
+        let file_id = super::new_file_id();
         let now = DateTime::now();
         self.uploads
             .insert_one(doc! {
