@@ -215,20 +215,16 @@ impl Store {
         for upload in stranded.iter().filter(|u| !u.guarded).filter(unleased) {
             self.tus_recover(&upload.id, Recoverer::Anyone).await?;
         }
+        self.sweep_finished(now).await?;
         let expired: Vec<TusUpload> = self
             .tus
-            .find(doc! {"expires_at": {"$lt": now}})
+            .find(doc! {"expires_at": {"$lt": now}, "done": false})
             .limit(100)
             .await?
             .try_collect()
             .await?;
         let mut removed = 0;
         for upload in expired {
-            if upload.done {
-                let filter = doc! {"_id": &upload.id, "done": true, "expires_at": {"$lt": now}};
-                self.tus.delete_one(filter).await?;
-                continue;
-            }
             // Unfinished, expired and nobody writing, proven by the delete itself: a PATCH
             // that slid the expiry or holds a live lease keeps the upload. A complete PUT
             // with preconditions is never published without them (see `guarded`): once
@@ -249,5 +245,19 @@ impl Store {
             }
         }
         Ok(removed)
+    }
+
+    /// Removes the states of published uploads past their expiry (their files stay) in
+    /// one delete that proves each is done and expired. One delete per state, by every
+    /// node at once, was what made small PUTs collapse as the store grew: 2,000 PUTs'
+    /// states expiring together cost 3,433 deletes of 21 ms each on the embedded
+    /// database (0.5 PUT/s meanwhile), against 1.4 s for 3,000 in one delete. (Batches
+    /// by `_id: {$in: [...]}` took 6 s per 500 there, and finding a batch's bound by
+    /// expiry cost as much as the delete it bounded.)
+    async fn sweep_finished(&self, now: DateTime) -> Result<()> {
+        self.tus
+            .delete_many(doc! {"done": true, "expires_at": {"$lt": now}})
+            .await?;
+        Ok(())
     }
 }
