@@ -89,7 +89,14 @@ pub async fn send(
         tokio::select! {
             result = &mut a, if a_failed.is_none() => match result {
                 Ok(_) => return outcome(first, a_flight, result),
-                Err(e) => a_failed = Some(e),
+                Err(e) => {
+                    // Marked here, not by the caller, which hears of it only if the
+                    // hedge fails too.
+                    if e.dead_peer() {
+                        a_node.force_down(e.to_string());
+                    }
+                    a_failed = Some(e);
+                }
             },
             result = &mut b, if b_failed.is_none() => match result {
                 Ok(_) => return outcome(second, b_flight, result),

@@ -94,6 +94,27 @@ async fn a_get_is_replayed_when_the_node_dies_before_answering() {
     );
 }
 
+/// A hung node gets a hedge; when it then dies (a reset) before the hedge answers, it is
+/// marked down at once, as it would be without the hedge, not left up until its health
+/// checks fail.
+#[tokio::test]
+async fn a_node_that_dies_while_its_hedge_runs_is_marked_down() {
+    let (a, b) = (FakeNode::start("a").await, FakeNode::start("b").await);
+    let balancer =
+        Balancer::start(&[&a, &b], &format!("{STEADY}first_byte_timeout_ms = 200\n")).await;
+    first_checks_done(&balancer).await;
+    a.behaviour.reset_after_ms.store(600, Ordering::SeqCst);
+    b.behaviour.head_delay_ms.store(1500, Ordering::SeqCst);
+    let response = client()
+        .request(request("GET", &balancer.url("/echo"), empty()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["x-speedbox-node"], "b");
+    let status = balancer.status().await;
+    assert_eq!(node_state(&status, "a"), "down", "{status:#}");
+}
+
 #[tokio::test]
 async fn a_client_that_resets_its_upload_takes_no_node_down() {
     use tokio::io::AsyncWriteExt;

@@ -109,6 +109,9 @@ pub struct Behaviour {
     pub connections: AtomicUsize,
     /// Uploads whose body ended in an error.
     pub broken_uploads: AtomicUsize,
+    /// New connections: a request (other than a health check) is answered by a reset
+    /// (RST) after this many ms, as a node that dies with it does. 0: off.
+    pub reset_after_ms: AtomicU64,
 }
 
 pub struct FakeNode {
@@ -132,6 +135,11 @@ impl FakeNode {
                     _ = &mut stopped => return,
                 };
                 b.connections.fetch_add(1, Ordering::SeqCst);
+                let reset_after = b.reset_after_ms.load(Ordering::SeqCst);
+                if reset_after > 0 {
+                    tokio::spawn(reset_after_head(stream, reset_after));
+                    continue;
+                }
                 let (b, node_id) = (Arc::clone(&b), node_id.clone());
                 let service = service_fn(move |req| serve(Arc::clone(&b), node_id.clone(), req));
                 tokio::spawn(
@@ -154,6 +162,27 @@ impl FakeNode {
             let _ = stop.send(());
         }
     }
+}
+
+/// Reads a request head; answers a health check, or resets the connection after `ms`.
+async fn reset_after_head(mut stream: tokio::net::TcpStream, ms: u64) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    if head.starts_with(b"GET /healthz ") {
+        let ok = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n";
+        let _ = stream.write_all(ok).await;
+        return;
+    }
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+    // A zero linger makes the close a reset, as a dying node's kernel may send.
+    let _ = stream.set_zero_linger();
 }
 
 async fn serve(
