@@ -74,6 +74,30 @@ pub fn respond(
     )
 }
 
+/// How often a window whose read failed on the database is tried again mid-download,
+/// after pauses doubling from [`FIRST_PAUSE`] (1.5 s in all): a failover or a dropped
+/// connection costs the download a pause, not its end. (The driver retries a read once
+/// by itself; `scripts/drill-failpoints` cut a direct GET with that alone.)
+const READ_RETRIES: u32 = 4;
+const FIRST_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Chunks `from..to` of `file`, retried on database errors (see [`READ_RETRIES`]); a
+/// damaged file is not retried.
+async fn read_window(store: &Store, file: &FileInfo, from: u64, to: u64) -> Result<Vec<Bytes>> {
+    let mut pause = FIRST_PAUSE;
+    for _ in 0..READ_RETRIES {
+        match store.read_chunks(file.layout(), from, to).await {
+            Err(NodeError::Database(e)) => {
+                tracing::warn!(file = %file.name, chunk = from, error = %e, "chunk read failed; retrying");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+            }
+            read => return read,
+        }
+    }
+    store.read_chunks(file.layout(), from, to).await
+}
+
 fn stream_chunks(store: Store, file: FileInfo, start: u64, count: u64, window: u64) -> Body {
     let (tx, rx) = mpsc::channel::<std::io::Result<Frame<Bytes>>>(window as usize);
     tokio::spawn(async move {
@@ -83,7 +107,7 @@ fn stream_chunks(store: Store, file: FileInfo, start: u64, count: u64, window: u
         let mut n = first;
         while n <= last {
             let to = (n + window).min(last + 1);
-            let chunks = match store.read_chunks(file.layout(), n, to).await {
+            let chunks = match read_window(&store, &file, n, to).await {
                 Ok(chunks) => chunks,
                 Err(e) => {
                     tracing::error!(file = %file.name, chunk = n, error = %e, "download cut short");

@@ -132,3 +132,20 @@ async fn a_dropped_database_connection_is_retried_or_refused_cleanly() {
     let dropped = doc! {"closeConnection": true};
     uploads_under(&c, 3, &["insert", "find", "update"], dropped).await;
 }
+
+/// A download whose chunk reads fail mid-body (connections dropped, more often than the
+/// driver's one retry covers): the node pauses and reads the window again, and the
+/// client gets the whole file, straight from the node (no balancer to continue it).
+#[tokio::test]
+async fn a_download_rides_out_dropped_database_connections() {
+    let c = cluster().start().await;
+    let len = 16 * 1024 * 1024;
+    let content = data::bytes(77, len);
+    put(&c, &c.node_url(0), "long.bin", content.clone()).await;
+    let resp = get(&c, &c.node_url(0), "long.bin").await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    // The head is out; the node reads the next windows as the client reads.
+    arm(&c, 3, &["find"], doc! {"closeConnection": true}).await;
+    let body = resp.bytes().await.expect("the whole body");
+    assert!(body[..] == content[..], "the bytes of the file");
+}
