@@ -76,8 +76,8 @@ pub struct TusUpload {
     /// not a tus upload: its `length` is -1 until a body of unknown length ends.
     #[serde(default)]
     pub put: bool,
-    /// A PUT with preconditions: only a request that carries them may publish it, so the
-    /// sweep discards it once abandoned instead of publishing it.
+    /// A PUT with preconditions (recorded for inspection: no PUT is published but by its
+    /// request or its continuation, see `Recoverer::Anyone`).
     #[serde(default)]
     pub guarded: bool,
 }

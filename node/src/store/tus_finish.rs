@@ -25,8 +25,11 @@ const PUT_DONE_KEPT: Duration = Duration::from_secs(60);
 /// Who publishes a complete upload whose finisher died ([`Store::tus_recover`]).
 #[derive(Clone, Copy)]
 pub enum Recoverer<'a> {
-    /// The sweep, or any tus request: every upload but a PUT with preconditions, which
-    /// they cannot know.
+    /// The sweep, or any tus request: every upload but a PUT. A PUT is published only by
+    /// its own request or the balancer's continuation of it, which alone bring its
+    /// preconditions and know that its client still waits: published by the sweep after
+    /// its request failed, it would appear after its client got an error, and could lay
+    /// an older body over the one the client sent since.
     Anyone,
     /// A PUT's continuation, which brings the PUT's preconditions.
     Put(Option<&'a dyn Guard>),
@@ -135,10 +138,7 @@ impl Store {
     /// publish it (see [`Recoverer`]).
     pub async fn tus_recover(&self, id: &str, by: Recoverer<'_>) -> Result<bool> {
         match by {
-            Recoverer::Anyone => {
-                self.recover(id, doc! {"guarded": {"$ne": true}}, None)
-                    .await
-            }
+            Recoverer::Anyone => self.recover(id, doc! {"put": {"$ne": true}}, None).await,
             Recoverer::Put(guard) => self.recover(id, doc! {"put": true}, guard).await,
         }
     }
@@ -199,7 +199,7 @@ impl Store {
     /// finished ones, and publishes complete uploads whose finisher died.
     pub(super) async fn sweep_tus(&self) -> Result<u64> {
         let now = DateTime::now();
-        // Only the `{complete, done}` index's two fields: with the lease and `guarded`
+        // Only the `{complete, done}` index's two fields: with the lease and `put`
         // conditions in the filter as well, the embedded database scans every upload
         // (731 ms at 10,000 finished ones, against 1 ms). Those are checked here instead,
         // and again by the compare-and-set that takes the lease.
@@ -212,7 +212,7 @@ impl Store {
             .await?;
         // A finisher that failed released its lease (null); one that died let it run out.
         let unleased = |u: &&TusUpload| u.lease_until.is_none_or(|until| until < now);
-        for upload in stranded.iter().filter(|u| !u.guarded).filter(unleased) {
+        for upload in stranded.iter().filter(|u| !u.put).filter(unleased) {
             self.tus_recover(&upload.id, Recoverer::Anyone).await?;
         }
         self.sweep_finished(now).await?;
@@ -227,12 +227,12 @@ impl Store {
         for upload in expired {
             // Unfinished, expired and nobody writing, proven by the delete itself: a PATCH
             // that slid the expiry or holds a live lease keeps the upload. A complete PUT
-            // with preconditions is never published without them (see `guarded`): once
-            // abandoned, it goes too, unless a publication got as far as its name.
+            // is never published by the sweep (see `Recoverer::Anyone`): once abandoned,
+            // it goes too, unless a publication got as far as its name.
             let mut filter = lease_free(now);
             filter.extend(doc! {"_id": &upload.id, "done": false, "expires_at": {"$lt": now}});
-            if upload.guarded {
-                filter.insert("guarded", true);
+            if upload.put {
+                filter.insert("put", true);
             } else {
                 filter.insert("complete", doc! {"$ne": true});
             }
