@@ -16,7 +16,7 @@ use speedbox_common::config::BalancerConfig;
 
 use crate::cluster::{Cluster, Snapshot};
 use crate::conn::{self, Lease, SendError};
-use crate::node::{Bypassed, InFlight};
+use crate::node::{Bypassed, InFlight, Node};
 use crate::up_body::{empty_request, UpBody};
 
 /// What one (possibly hedged) attempt came to.
@@ -89,23 +89,11 @@ pub async fn send(
         tokio::select! {
             result = &mut a, if a_failed.is_none() => match result {
                 Ok(_) => return outcome(first, a_flight, result),
-                Err(e) => {
-                    // Marked here, not by the caller, which hears of it only if the
-                    // hedge fails too.
-                    if e.dead_peer() {
-                        a_node.force_down(e.to_string());
-                    }
-                    a_failed = Some(e);
-                }
+                Err(e) => a_failed = Some(marked(a_node, e)),
             },
             result = &mut b, if b_failed.is_none() => match result {
                 Ok(_) => return outcome(second, b_flight, result),
-                Err(e) => {
-                    if e.dead_peer() {
-                        b_node.force_down(e.to_string());
-                    }
-                    b_failed = Some(e);
-                }
+                Err(e) => b_failed = Some(marked(b_node, e)),
             },
         }
         if let (Some(_), Some(_)) = (&a_failed, &b_failed) {
@@ -118,4 +106,13 @@ pub async fn send(
         result: Err(a_failed.unwrap_or(SendError::Timeout(timeout))),
         also_failed: Some(second),
     }
+}
+
+/// `error`, after marking `node` down if it says the node is dead. Marked here for both
+/// attempts: the caller hears of the first one's error only if the hedge fails too.
+fn marked(node: &Node, error: SendError) -> SendError {
+    if error.dead_peer() {
+        node.force_down(error.to_string());
+    }
+    error
 }

@@ -401,7 +401,6 @@ impl ClusterConfig {
         Ok(cfg)
     }
 
-    /// Every problem in the configuration, each naming its key; empty means usable.
     /// The window each protected PUT keeps at the balancer, in bytes: `[balancer]
     /// upload_window_bytes` if set, else [`StorageConfig::unrecorded_max_bytes`].
     pub fn upload_window_bytes(&self) -> u64 {
@@ -410,6 +409,7 @@ impl ClusterConfig {
             .unwrap_or_else(|| self.storage.unrecorded_max_bytes())
     }
 
+    /// Every problem in the configuration, each naming its key; empty means usable.
     pub fn validate(&self) -> Result<(), Vec<String>> {
         let mut problems = Vec::new();
         let mut ids: HashMap<&str, usize> = HashMap::new();

@@ -132,7 +132,7 @@ pub async fn put(
         write_patch(store, upload, token, None, data, &tus, Some(&terms)).await
     }
     .await;
-    lease.end(matches!(written, Ok((_, Some(_))))).await;
+    lease.end(&written).await;
     match written? {
         (_, Some(info)) => {
             tracing::info!(file = %info.name, length = info.length, upload = %id, "stored");
@@ -194,7 +194,7 @@ async fn create(
             length,
             expires_in: ABANDONED_AFTER,
             owner: principal.sub.clone(),
-            put: Some(guard.is_some()),
+            put: true,
             leased: true,
         })
         .await

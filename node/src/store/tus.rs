@@ -76,10 +76,6 @@ pub struct TusUpload {
     /// not a tus upload: its `length` is -1 until a body of unknown length ends.
     #[serde(default)]
     pub put: bool,
-    /// A PUT with preconditions (recorded for inspection: no PUT is published but by its
-    /// request or its continuation, see `Recoverer::Anyone`).
-    #[serde(default)]
-    pub guarded: bool,
 }
 
 impl TusUpload {
@@ -108,8 +104,8 @@ pub struct NewUpload {
     pub length: i64,
     pub expires_in: Duration,
     pub owner: Option<String>,
-    /// `Some(guarded)` for a plain PUT; see [`TusUpload::put`].
-    pub put: Option<bool>,
+    /// A plain PUT; see [`TusUpload::put`].
+    pub put: bool,
     /// Create it with its lease taken by the caller (for [`LEASE_TTL`]), which then writes
     /// at once: the insert proves that nobody else can hold it, saving the compare-and-set
     /// of [`Store::tus_acquire`] and its read.
@@ -197,8 +193,7 @@ impl Store {
             owner,
             hash_state: None,
             hash_at: None,
-            put: put.is_some(),
-            guarded: put == Some(true),
+            put,
         };
         match self.tus.insert_one(&upload).await {
             Ok(_) => Ok(Created {

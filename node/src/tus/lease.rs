@@ -1,7 +1,8 @@
 //! The write lease one PATCH holds on an upload, released when the request ends however it
 //! ends (the lease itself, with its fencing token, lives in [`crate::store`]).
 
-use crate::store::Store;
+use crate::error::Result;
+use crate::store::{FileInfo, Store};
 
 /// Releases the lease when the request ends, however it ends.
 pub(crate) struct LeaseGuard {
@@ -19,25 +20,17 @@ impl LeaseGuard {
         }
     }
 
-    /// Releases the lease before the answer goes out, so the client's next PATCH (sent the
-    /// moment it reads our 204) finds it free instead of getting 423.
-    pub(crate) async fn release(mut self) {
+    /// Ends the request's hold once [`crate::tus::write_patch`] returned `written`: the
+    /// lease is released before the answer goes out, so the client's next PATCH (sent the
+    /// moment it reads our 204) finds it free instead of getting 423; unless the upload
+    /// was published, whose `done` update already cleared it (no round trip).
+    pub(crate) async fn end(mut self, written: &Result<(i64, Option<FileInfo>)>) {
         let id = std::mem::take(&mut self.id);
+        if matches!(written, Ok((_, Some(_)))) {
+            return;
+        }
         if let Err(e) = self.store.tus_release(&id, self.token).await {
             tracing::debug!(upload = %id, error = %e, "lease left to expire");
-        }
-    }
-}
-
-impl LeaseGuard {
-    /// Ends the request's hold after [`crate::tus::write_patch`]: released (see
-    /// [`LeaseGuard::release`]), unless `published`, when the step that published the
-    /// upload (its `done` update) already cleared it: no round trip.
-    pub(crate) async fn end(mut self, published: bool) {
-        if published {
-            self.id.clear();
-        } else {
-            self.release().await;
         }
     }
 }

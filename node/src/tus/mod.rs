@@ -201,7 +201,7 @@ async fn create(
             length: length as i64,
             expires_in: limits.expires_after,
             owner: principal.sub.clone(),
-            put: None,
+            put: false,
             leased: with_data,
         })
         .await?;
@@ -212,7 +212,7 @@ async fn create(
             let lease = LeaseGuard::new(store, &upload.id, token);
             let data = data_stream(body);
             let written = write_patch(store, upload.clone(), token, None, data, tus, None).await;
-            lease.end(matches!(written, Ok((_, Some(_))))).await;
+            lease.end(&written).await;
             written?.0
         }
         // Complete from birth: published like any complete upload.
@@ -327,7 +327,7 @@ async fn patch(
     .await;
     // Released before any answer goes out, a refusal's too: the client's next PATCH, sent
     // the moment it reads this one's answer, must find the lease free, not get 423.
-    lease.end(matches!(written, Ok((_, Some(_))))).await;
+    lease.end(&written).await;
     let (new_offset, _) = written?;
     let current = store.tus_get(id).await?;
     let mut builder = response(StatusCode::NO_CONTENT).header("upload-offset", new_offset);
