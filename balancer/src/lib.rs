@@ -14,7 +14,8 @@
 //! - [`resume`] (downloads) and [`protect`] with [`window`] and [`attempt`] (uploads): a transfer whose
 //!   node dies goes on on another; [`hedge`]: a hung node's request sent elsewhere too;
 //! - [`health`] (pure rise/fall) and [`probe`] (the active check loop);
-//! - [`reload`]: live `cluster.toml` changes; [`status`]: `GET /_cluster`;
+//! - [`reload`]: live `cluster.toml` changes; [`status`]: `GET /_cluster`; [`metrics`]:
+//!   `GET /metrics` (the access log and request counts: [`speedbox_common::observe`]);
 //! - [`page`]: the browser upload page at `/`;
 //! - [`error`]: every failure mapped to an HTTP answer in one place.
 //!
@@ -31,6 +32,7 @@ mod health;
 mod hedge;
 mod idle;
 mod keepalive;
+mod metrics;
 mod node;
 mod page;
 mod probe;
@@ -49,19 +51,21 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use http::Request;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use speedbox_common::auth::LiveAuth;
 use speedbox_common::config::ClusterConfig;
 use speedbox_common::linger;
+use speedbox_common::observe::{self, Metered, Observer};
 use tokio::net::TcpListener;
 
 use crate::cluster::Cluster;
 use crate::idle::IdleIo;
 
 /// A client's request body: hyper's, held by the service too ([`linger`]).
-pub(crate) type ClientBody = linger::Held<hyper::body::Incoming>;
+pub(crate) type ClientBody = linger::Held<Metered<hyper::body::Incoming>>;
 
 /// hyper's buffer limit on client connections: an upload arrives in frames of up to this,
 /// which its window holds while protected (downstream frames come at the upstream
@@ -91,6 +95,8 @@ pub async fn run(
     let cluster = Arc::new(Cluster::new(config_path, config));
     let probe = tokio::spawn(probe::run(Arc::clone(&cluster)));
     let reload = tokio::spawn(reload::run(Arc::clone(&cluster)));
+    let metrics = Arc::new(metrics::Metrics::new(Arc::clone(&cluster)));
+    let observer = Observer::new(Arc::clone(&metrics.http));
     let connection = {
         let cluster = Arc::clone(&cluster);
         move |stream, client| {
@@ -98,16 +104,23 @@ pub async fn run(
             let cfg = cluster.snapshot().config.balancer.clone();
             let io = TokioIo::new(IdleIo::new(stream, cfg.idle_timeout()));
             let (cluster, auth) = (Arc::clone(&cluster), Arc::clone(&auth));
+            let (metrics, observer) = (Arc::clone(&metrics), observer.clone());
             let service = service_fn(move |request| {
+                let (request, exchange) = observer.begin(request, client);
+                note_principal(&auth, &request);
                 // An answer given before the body's end must still reach a client that
                 // sends on (a lingering close).
                 let (request, linger) = linger::hold(request);
-                let answer =
-                    proxy::handle(Arc::clone(&cluster), Arc::clone(&auth), client, request);
+                let shared = (
+                    Arc::clone(&cluster),
+                    Arc::clone(&auth),
+                    Arc::clone(&metrics),
+                );
+                let answer = proxy::handle(shared, client, request);
                 async move {
                     let mut response = answer.await?;
                     linger.after(&mut response);
-                    Ok::<_, std::convert::Infallible>(response)
+                    Ok::<_, std::convert::Infallible>(exchange.respond(response))
                 }
             });
             http1::Builder::new()
@@ -124,4 +137,17 @@ pub async fn run(
     reload.abort();
     watch.abort();
     Ok(())
+}
+
+/// Puts the `sub` of the request's token, if valid, on its access-log line (the node
+/// checks the token again, and refuses what this lets through).
+fn note_principal<B>(auth: &LiveAuth, request: &Request<B>) {
+    let auth = auth.current();
+    if !auth.enabled() {
+        return;
+    }
+    let token = speedbox_common::auth::bearer(request.headers(), request.uri().query());
+    if let Ok(Some(sub)) = token.and_then(|t| auth.authenticate(t)).map(|p| p.sub) {
+        observe::note_principal(request.extensions(), &sub);
+    }
 }

@@ -31,6 +31,10 @@ pub struct NodeState {
     late: AtomicU32,
     /// How often clients were spared this node's failures, since the balancer started.
     pub bypassed: Bypassed,
+    /// How often it went down, by reason, since the balancer started.
+    pub downs: Downs,
+    /// Durations of its passed health checks.
+    pub checks: CheckSeconds,
     health: Mutex<Health>,
     pub idle: IdleConns,
 }
@@ -78,6 +82,32 @@ pub struct Bypassed {
     pub continued: AtomicU64,
     /// Times it was ejected for `eject_after` late answers in a row.
     pub ejected: AtomicU64,
+    /// Requests it failed that were sent to another node (never sent, or replayed).
+    pub retried: AtomicU64,
+}
+
+/// Why a node went from up to down, counted (ejections are [`Bypassed::ejected`]).
+#[derive(Debug, Default)]
+pub struct Downs {
+    /// `fall` failed health checks in a row.
+    pub checks: AtomicU64,
+    /// A refused or reset connection (passive health).
+    pub connection: AtomicU64,
+}
+
+/// Health-check durations in seconds: a histogram from 0.5 ms to 2.5 s.
+#[derive(Debug, Clone)]
+pub struct CheckSeconds(pub prometheus_client::metrics::histogram::Histogram);
+
+impl Default for CheckSeconds {
+    fn default() -> Self {
+        let buckets = [
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        ];
+        CheckSeconds(prometheus_client::metrics::histogram::Histogram::new(
+            buckets,
+        ))
+    }
 }
 
 impl Bypassed {
@@ -123,6 +153,7 @@ impl Node {
         let flip = health.rise_fall.observe(result.is_ok(), rise, fall);
         match result {
             Ok(latency) => {
+                self.state.checks.0.observe(latency.as_secs_f64());
                 health.last_check_latency_ms = Some(latency.as_millis() as u64);
                 health.last_error = None;
             }
@@ -133,6 +164,10 @@ impl Node {
             .store(health.rise_fall.is_up(), Ordering::Relaxed);
         let error = health.last_error.clone();
         drop(health);
+        match flip {
+            Some(Flip::Down) => Bypassed::count(&self.state.downs.checks),
+            Some(Flip::Up) | None => {}
+        }
         match flip {
             Some(Flip::Down) => tracing::warn!(node = %self.id, addr = %self.addr,
                 error = error.as_deref().unwrap_or(""), "node down: failed {fall} health checks"),
@@ -151,7 +186,7 @@ impl Node {
         if eject_after > 0 && late >= eject_after {
             self.state.late.store(0, Ordering::Relaxed);
             Bypassed::count(&self.state.bypassed.ejected);
-            self.force_down(format!(
+            self.down(format!(
                 "ejected: {late} requests in a row got no first byte within first_byte_timeout"
             ));
         }
@@ -166,6 +201,14 @@ impl Node {
 
     /// Passive health: a refused or reset connection takes the node down at once.
     pub fn force_down(&self, error: String) -> Option<Flip> {
+        let flip = self.down(error);
+        if flip.is_some() {
+            Bypassed::count(&self.state.downs.connection);
+        }
+        flip
+    }
+
+    fn down(&self, error: String) -> Option<Flip> {
         let mut health = self.state.lock_health();
         let flip = health.rise_fall.force_down();
         self.state.up.store(false, Ordering::Relaxed);

@@ -30,7 +30,8 @@ use crate::error::{caused_by_dead_peer, ProxyError};
 use crate::expect::{AnsweredFirst, Gate};
 use crate::hedge;
 use crate::idle::IdleTimer;
-use crate::node::{InFlight, Node};
+use crate::metrics::{self, Metrics};
+use crate::node::{Bypassed, InFlight, Node};
 use crate::protect::{self, Protection};
 use crate::resume::{self, Resume};
 use crate::rewrite::{prepare_request, strip_hop_by_hop};
@@ -43,14 +44,15 @@ const MAX_ATTEMPTS: usize = 4;
 
 /// The hyper service: every request of every client connection comes through here.
 pub async fn handle(
-    cluster: Arc<Cluster>,
-    auth: Arc<LiveAuth>,
+    (cluster, auth, metrics): (Arc<Cluster>, Arc<LiveAuth>, Arc<Metrics>),
     client: SocketAddr,
     request: Request<ClientBody>,
 ) -> Result<Response<DownBody>, Infallible> {
     let request_id = request_id(request.headers());
     let mut response = if request.uri().path() == status::PATH {
         status::respond(&cluster, &auth.current(), &request)
+    } else if request.uri().path() == speedbox_common::metrics::PATH {
+        metrics::respond(&metrics, &auth.current(), &request)
     } else if request.uri().path() == page::PATH {
         page::respond(request.method())
     } else {
@@ -236,6 +238,7 @@ async fn forward(
             "trying another node: {reason}"
         );
         reasons.push(format!("{}: {reason}", node.id));
+        Bypassed::count(&node.state.bypassed.retried);
         failed.push(i);
     }
     Err(match sent_error {

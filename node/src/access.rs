@@ -44,7 +44,9 @@ pub fn rule(route: &Route) -> Rule<'_> {
         Route::Delete(name) => Rule::Need(Scope::Delete, Some(name)),
         Route::List(_) => Rule::Need(Scope::Read, None),
         Route::Multipart | Route::Tus(_) => Rule::Need(Scope::Write, None),
-        Route::Revoke | Route::Revoked | Route::MintToken => Rule::Need(Scope::Admin, None),
+        Route::Revoke | Route::Revoked | Route::MintToken | Route::Metrics => {
+            Rule::Need(Scope::Admin, None)
+        }
         Route::Sign => Rule::Token,
     }
 }

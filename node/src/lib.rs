@@ -6,7 +6,7 @@
 //! and [`conditional`]) or resumable uploads ([`tus`]). Answers are built by [`respond`];
 //! every failure is a [`error::NodeError`] mapped to HTTP in one place. [`store`] is the only
 //! module that talks to MongoDB; [`maintenance`] creates indexes and sweeps garbage in the
-//! background.
+//! background; [`metrics`] answers `GET /metrics`.
 #![forbid(unsafe_code)]
 
 mod access;
@@ -19,6 +19,7 @@ mod download;
 mod error;
 mod files;
 mod maintenance;
+mod metrics;
 mod multipart;
 mod name;
 mod percent;
@@ -42,13 +43,15 @@ use speedbox_common::config::NodeServerConfig;
 use tokio::net::TcpListener;
 
 pub use server::AppState;
+use speedbox_common::observe::Observer;
 
 /// Every response body the node sends.
 pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 
 /// A request body as handlers read it: hyper's, held by the server too so that an answer
 /// given before its end is followed by a lingering close ([`speedbox_common::linger`]).
-pub(crate) type ReqBody = speedbox_common::linger::Held<hyper::body::Incoming>;
+pub(crate) type ReqBody =
+    speedbox_common::linger::Held<speedbox_common::observe::Metered<hyper::body::Incoming>>;
 
 /// Largest request head (line and headers) read, in bytes.
 const MAX_HEAD_BYTES: usize = 1024 * 1024;
@@ -86,9 +89,11 @@ pub async fn run(
     http.timer(TokioTimer::new())
         .header_read_timeout(config.header_timeout())
         .max_buf_size(MAX_HEAD_BYTES);
-    let connection = move |stream, _peer| {
-        let state = state.clone();
-        let service = service_fn(move |req| server::handle(state.clone(), req));
+    let observer = Observer::new(Arc::clone(&state.metrics.http));
+    let connection = move |stream, peer| {
+        let (state, observer) = (state.clone(), observer.clone());
+        let service =
+            service_fn(move |req| server::handle(state.clone(), observer.clone(), peer, req));
         http.serve_connection(TokioIo::new(stream), service)
     };
     speedbox_common::serve::serve(listener, connection, shutdown, || config.drain_timeout()).await;

@@ -49,7 +49,8 @@ pub fn error(e: NodeError) -> Response<Body> {
     full(e.into_response())
 }
 
-fn full(response: Response<Full<Bytes>>) -> Response<Body> {
+/// `response` with its body boxed as the node's [`Body`].
+pub fn full(response: Response<Full<Bytes>>) -> Response<Body> {
     response.map(|b| b.map_err(|never| match never {}).boxed_unsync())
 }
 

@@ -22,6 +22,8 @@ pub enum Route {
     /// `OPTIONS` with `Access-Control-Request-Method`, on any path: a CORS preflight.
     Preflight,
     Health,
+    /// `GET /metrics`: Prometheus metrics.
+    Metrics,
     /// GET or HEAD of a file (`head` says which), at `/files/NAME` or `/download?filename=`.
     Get {
         name: String,
@@ -158,6 +160,10 @@ pub fn parse(
         },
         "/healthz" => match *method {
             Method::GET | Method::HEAD => Ok(Route::Health),
+            _ => not_allowed(method, "GET, HEAD"),
+        },
+        speedbox_common::metrics::PATH => match *method {
+            Method::GET | Method::HEAD => Ok(Route::Metrics),
             _ => not_allowed(method, "GET, HEAD"),
         },
         _ => Err(NodeError::NoRoute(path.to_string())),

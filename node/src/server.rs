@@ -3,6 +3,7 @@
 //! response in one place.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,11 +15,13 @@ use speedbox_common::auth::{link, LiveAuth};
 use speedbox_common::config::ClusterConfig;
 use speedbox_common::headers::{X_REQUEST_ID, X_SPEEDBOX_NODE};
 use speedbox_common::linger;
+use speedbox_common::observe::{self, Observed, Observer};
 use speedbox_common::request_id::request_id;
 use tracing::Instrument;
 
 use crate::access::RevokedSet;
 use crate::error::Result;
+use crate::metrics::NodeMetrics;
 use crate::routes::{self, Route};
 use crate::store::Store;
 use crate::upload::Limits;
@@ -35,6 +38,7 @@ pub struct AppState {
     pub auth: Arc<LiveAuth>,
     /// The revoked tokens and principals.
     pub revoked: Arc<RevokedSet>,
+    pub metrics: Arc<NodeMetrics>,
 }
 
 impl AppState {
@@ -65,6 +69,7 @@ impl AppState {
         let idle = Duration::from_secs(storage.body_idle_timeout_secs);
         let chunks_per_write = storage.chunks_per_write as usize;
         let chunks_per_read = u64::from(storage.chunks_per_read);
+        let metrics = Arc::new(NodeMetrics::new(store.metrics()));
         Ok(Arc::new(AppState {
             store,
             node_id: node_id.to_string(),
@@ -85,15 +90,20 @@ impl AppState {
             },
             auth,
             revoked,
+            metrics,
         }))
     }
 }
 
-/// hyper's service function: never fails, errors become responses.
+/// hyper's service function: never fails, errors become responses. Each request is
+/// counted and logged by `observer` (see [`speedbox_common::observe`]).
 pub async fn handle(
     state: Arc<AppState>,
+    observer: Observer,
+    client: SocketAddr,
     req: Request<Incoming>,
-) -> std::result::Result<Response<Body>, Infallible> {
+) -> std::result::Result<Response<Observed<Body>>, Infallible> {
+    let (req, exchange) = observer.begin(req, client);
     // An answer given before the body's end must still reach a client that sends on.
     let (req, linger) = linger::hold(req);
     let request_id = request_id(req.headers());
@@ -130,7 +140,7 @@ pub async fn handle(
         }
         cors::add_cors(origin.as_ref(), headers);
         linger.after(&mut response);
-        Ok(response)
+        Ok(exchange.respond(response))
     }
     .instrument(span)
     .await
@@ -158,9 +168,14 @@ async fn dispatch(state: &AppState, req: Request<ReqBody>) -> Result<Response<Bo
         link: path_link.or_else(|| link::from_query(query)),
     };
     let principal = &access::check(&auth, &revoked, &route, proof)?;
+    if let Some(sub) = &principal.sub {
+        observe::note_principal(req.extensions(), sub);
+    }
+    let _uploading = state.metrics.uploading(&route);
     match route {
         Route::Preflight => cors::preflight(),
         Route::Health => health(&state.store, &state.node_id).await,
+        Route::Metrics => Ok(state.metrics.respond()),
         Route::Get { name, head } => files::get(state, name, head, &req).await,
         Route::Put(name) => files::put(state, principal, name, req).await,
         Route::Delete(name) => files::delete(state, name, &req).await,

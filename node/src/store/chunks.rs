@@ -13,6 +13,7 @@ use crate::error::{NodeError, Result};
 impl Store {
     /// Chunks `from..to` of a file, in order, each checked for its number and size.
     pub async fn read_chunks(&self, file: ChunkLayout, from: u64, to: u64) -> Result<Vec<Bytes>> {
+        let _timer = self.metrics.time("read_chunks");
         let filter = doc! {"files_id": file.file_id, "n": {"$gte": from as i64, "$lt": to as i64}};
         let mut cursor = self
             .chunks
@@ -47,6 +48,8 @@ impl Store {
                 file.file_id
             )));
         }
+        self.metrics
+            .read(out.len(), out.iter().map(Bytes::len).sum());
         Ok(out)
     }
 
@@ -58,6 +61,24 @@ impl Store {
     /// offset): it is removed, with ours of the batch, and the batch written again. One
     /// under a newer lease means we are the fenced one: [`NodeError::Locked`].
     pub(super) async fn insert_chunks(
+        &self,
+        file_id: ObjectId,
+        first_n: i64,
+        chunks: &[Bytes],
+        lease: Option<i64>,
+    ) -> Result<()> {
+        let _timer = self.metrics.time("write_chunks");
+        let result = self
+            .insert_or_replace(file_id, first_n, chunks, lease)
+            .await;
+        if result.is_ok() {
+            let bytes = chunks.iter().map(Bytes::len).sum();
+            self.metrics.written(chunks.len(), bytes);
+        }
+        result
+    }
+
+    async fn insert_or_replace(
         &self,
         file_id: ObjectId,
         first_n: i64,

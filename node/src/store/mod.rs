@@ -33,6 +33,7 @@ use crate::error::Result;
 
 mod chunker;
 mod chunks;
+mod metrics;
 mod names;
 mod revoked;
 mod sweep;
@@ -42,6 +43,7 @@ mod upload;
 mod writer;
 
 pub use chunker::Chunker;
+pub use metrics::StoreMetrics;
 pub use names::{Guard, ListQuery};
 pub use tus::{Acquired, Created, NewUpload, TusUpload, LEASE_TTL};
 pub use tus_finish::{Recoverer, Terminated};
@@ -111,6 +113,7 @@ pub struct Store {
     heartbeat_every: Duration,
     /// Chunk writes in flight on this node, across all uploads (see [`writer`]).
     background_writes: Arc<Semaphore>,
+    metrics: Arc<StoreMetrics>,
 }
 
 impl Store {
@@ -156,11 +159,17 @@ impl Store {
             // Well inside the grace period, so a live upload is never taken for abandoned.
             heartbeat_every: Duration::from_secs(storage.gc_grace_secs.max(1)).div_f64(4.0),
             background_writes: Arc::new(Semaphore::new(writer::NODE_WRITES_IN_FLIGHT)),
+            metrics: Arc::new(StoreMetrics::default()),
         })
     }
 
     pub fn chunk_size(&self) -> u32 {
         self.chunk_size
+    }
+
+    /// What this store counted (for `/metrics`).
+    pub fn metrics(&self) -> &StoreMetrics {
+        &self.metrics
     }
 
     /// Creates the indexes GridFS requires and the ones our queries use. The unique
@@ -202,6 +211,7 @@ impl Store {
 
     /// A real read, because a database can answer `ping` while its storage is broken.
     pub async fn check(&self) -> Result<()> {
+        let _timer = self.metrics.time("check");
         self.names.find_one(doc! {"_id": "\u{1}healthz"}).await?;
         Ok(())
     }

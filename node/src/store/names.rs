@@ -35,6 +35,7 @@ pub struct ListQuery {
 
 impl Store {
     pub async fn lookup(&self, name: &str) -> Result<Option<FileInfo>> {
+        let _timer = self.metrics.time("lookup");
         Ok(self.names.find_one(doc! {"_id": name}).await?)
     }
 
@@ -42,6 +43,7 @@ impl Store {
     /// it still points there, else rebuilt from the files document (the name has moved
     /// on since); `None` if it was never published.
     pub async fn revision(&self, name: &str, file_id: ObjectId) -> Result<Option<FileInfo>> {
+        let _timer = self.metrics.time("revision");
         if let Some(current) = self.lookup(name).await?.filter(|f| f.file_id == file_id) {
             return Ok(Some(current));
         }
@@ -77,6 +79,7 @@ impl Store {
     /// embedded database a range on `_id`, or one without an upper bound, scans the whole
     /// collection even for `limit=10` (1.4 s at 20,000 names). A real MongoDB uses either.
     pub async fn list(&self, q: &ListQuery) -> Result<(Vec<FileInfo>, bool)> {
+        let _timer = self.metrics.time("list");
         let lower = match &q.after {
             Some(after) if *after >= q.prefix => doc! {"$gt": after},
             _ => doc! {"$gte": &q.prefix},
@@ -101,6 +104,7 @@ impl Store {
     /// False if there was none: then preconditions do not apply (RFC 9110 §13.2.1, the
     /// answer would be 404 without them).
     pub async fn delete(&self, name: &str, guard: Option<&dyn Guard>) -> Result<bool> {
+        let _timer = self.metrics.time("delete");
         loop {
             let Some(current) = self.lookup(name).await? else {
                 return Ok(false);
@@ -135,6 +139,7 @@ impl Store {
         done: Finished,
         guard: Option<&dyn Guard>,
     ) -> Result<FileInfo> {
+        let _timer = self.metrics.time("publish");
         let now = DateTime::now();
         let inserted = self
             .files

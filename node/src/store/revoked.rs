@@ -14,6 +14,7 @@ impl Store {
     /// that arrives late, after a newer one of the same `sub`, never narrows it. `by` is
     /// who revoked it first.
     pub async fn revoke(&self, r: &Revocation) -> Result<()> {
+        let _timer = self.metrics.time("revoke");
         let (id, key, value) = match (&r.jti, &r.sub) {
             (Some(jti), _) => (format!("jti:{jti}"), "jti", jti),
             (None, Some(sub)) => (format!("sub:{sub}"), "sub", sub),
@@ -32,6 +33,7 @@ impl Store {
 
     /// Every revocation.
     pub async fn revocations(&self) -> Result<Vec<Revocation>> {
+        let _timer = self.metrics.time("revocations");
         let docs: Vec<bson::Document> = self.revoked.find(doc! {}).await?.try_collect().await?;
         Ok(docs
             .into_iter()

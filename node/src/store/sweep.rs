@@ -21,6 +21,7 @@ pub struct Swept {
 impl Store {
     /// Removes uploads abandoned longer than `grace` and revisions retired longer than it.
     pub async fn sweep(&self, grace: Duration) -> Result<Swept> {
+        let _timer = self.metrics.time("sweep");
         let cutoff =
             DateTime::from_millis(DateTime::now().timestamp_millis() - grace.as_millis() as i64);
         let mut swept = Swept::default();
@@ -84,6 +85,7 @@ impl Store {
             }
         }
         swept.expired_tus_uploads = self.sweep_tus().await?;
+        self.metrics.swept(&swept);
         Ok(swept)
     }
 }

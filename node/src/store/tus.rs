@@ -156,6 +156,7 @@ impl Store {
     /// Creates the state of a new upload of `length` bytes; if `id` is taken already (a
     /// racing first attempt of the same PUT), that upload's state.
     pub async fn tus_create(&self, new: NewUpload) -> Result<Created> {
+        let _timer = self.metrics.time("tus_create");
         let NewUpload {
             id,
             name,
@@ -212,12 +213,14 @@ impl Store {
     }
 
     pub async fn tus_get(&self, id: &str) -> Result<Option<TusUpload>> {
+        let _timer = self.metrics.time("tus_get");
         Ok(self.tus.find_one(doc! {"_id": id}).await?)
     }
 
     /// Takes the upload's lease for writing for `ttl`, unless a live one is held or the
     /// upload is complete or expired: all proven by the one compare-and-set that takes it.
     pub async fn tus_acquire(&self, id: &str, ttl: Duration) -> Result<Acquired> {
+        let _timer = self.metrics.time("tus_acquire");
         self.acquire(id, ttl, false).await
     }
 
@@ -226,6 +229,7 @@ impl Store {
     /// whatever that holder still does harmless (it can no longer move the offset, publish,
     /// or keep a chunk past the offset against the next holder's clearing).
     pub async fn tus_take_over(&self, id: &str, ttl: Duration) -> Result<Acquired> {
+        let _timer = self.metrics.time("tus_take_over");
         self.acquire(id, ttl, true).await
     }
 
@@ -286,6 +290,7 @@ impl Store {
     /// late call can never remove what a newer holder wrote, and never a chunk below the
     /// offset, which is part of the upload.
     pub async fn tus_clear_stale(&self, upload: &TusUpload, token: i64) -> Result<()> {
+        let _timer = self.metrics.time("tus_clear_stale");
         let first_free = upload.offset / i64::from(upload.chunk_size);
         self.chunks
             .delete_many(doc! {
@@ -307,6 +312,7 @@ impl Store {
         ttl: Duration,
         expires_in: Option<Duration>,
     ) -> Result<bool> {
+        let _timer = self.metrics.time("tus_renew");
         let mut set = doc! {"lease_until": after(ttl)};
         if let Some(expires_in) = expires_in {
             set.insert("expires_at", after(expires_in));
@@ -334,6 +340,7 @@ impl Store {
         expires_in: Duration,
         ttl: Duration,
     ) -> Result<bool> {
+        let _timer = self.metrics.time("tus_advance");
         let binary = |bytes: Vec<u8>| Binary {
             subtype: BinarySubtype::Generic,
             bytes,
@@ -358,6 +365,7 @@ impl Store {
 
     /// Gives the lease up so the next PATCH need not wait for it to expire.
     pub async fn tus_release(&self, id: &str, token: i64) -> Result<()> {
+        let _timer = self.metrics.time("tus_release");
         self.tus
             .update_one(
                 doc! {"_id": id, "lease_token": token},
@@ -375,6 +383,7 @@ impl Store {
         first_n: i64,
         token: i64,
     ) -> Result<()> {
+        let _timer = self.metrics.time("tus_discard");
         self.chunks
             .delete_many(doc! {"files_id": upload.file_id, "n": {"$gte": first_n}, "lease": token})
             .await?;
@@ -387,6 +396,7 @@ impl Store {
     /// preconditions failed): its state, proving in the same step that the lease is still
     /// ours and the file unpublished, then its chunks.
     pub async fn tus_discard(&self, upload: &TusUpload, token: i64) -> Result<()> {
+        let _timer = self.metrics.time("tus_discard");
         let gone = self
             .tus
             .delete_one(doc! {"_id": &upload.id, "lease_token": token, "done": false})

@@ -89,6 +89,7 @@ impl Store {
         digests: Option<Digests>,
         guard: Option<&dyn Guard>,
     ) -> Result<FileInfo> {
+        let _timer = self.metrics.time("tus_finish");
         let digests = match digests.or_else(|| upload.saved_hasher().map(Hasher::finish)) {
             Some(d) => d,
             None => self.digest_stored(upload, token).await?,
@@ -137,6 +138,7 @@ impl Store {
     /// it is not complete-and-unpublished, a live finisher holds it, or `by` may not
     /// publish it (see [`Recoverer`]).
     pub async fn tus_recover(&self, id: &str, by: Recoverer<'_>) -> Result<bool> {
+        let _timer = self.metrics.time("tus_recover");
         match by {
             Recoverer::Anyone => self.recover(id, doc! {"put": {"$ne": true}}, None).await,
             Recoverer::Put(guard) => self.recover(id, doc! {"put": true}, guard).await,
@@ -167,6 +169,7 @@ impl Store {
     /// a completed one loses only its state (its chunks are a published file now, removed
     /// by `DELETE /files/{name}`), after being published if its finisher died.
     pub async fn tus_terminate(&self, id: &str) -> Result<Terminated> {
+        let _timer = self.metrics.time("tus_terminate");
         loop {
             let Some(upload) = self.tus_get(id).await? else {
                 return Ok(Terminated::NotFound);

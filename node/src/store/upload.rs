@@ -26,6 +26,7 @@ pub struct Upload {
 impl Store {
     /// Registers a new upload under a fresh file id, with a heartbeat the sweep watches.
     pub async fn begin_upload(&self, name: &str) -> Result<Upload> {
+        let _timer = self.metrics.time("begin_upload");
         let file_id = super::new_file_id();
         let now = DateTime::now();
         self.uploads
@@ -86,6 +87,8 @@ impl Upload {
     /// Makes the upload visible under its name if `guard` allows (else
     /// [`NodeError::PreconditionFailed`], and the upload is removed).
     pub async fn commit(mut self, done: Finished, guard: Option<&dyn Guard>) -> Result<FileInfo> {
+        let metrics = std::sync::Arc::clone(&self.store.metrics);
+        let _timer = metrics.time("commit");
         self.writer.flush().await?;
         self.heartbeat().await?;
         let store = self.store.clone();

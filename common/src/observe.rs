@@ -1,0 +1,427 @@
+//! What each request did, seen from outside the handler: counted into the HTTP metrics
+//! ([`crate::metrics::HttpMetrics`]) and written as one access-log line when its answer
+//! ends, on the balancer and every node alike.
+//!
+//! [`Observer::begin`] wraps the request's body to count what arrives ([`Metered`]) and
+//! returns an [`Exchange`]; [`Exchange::respond`] wraps the answer's body to count what is
+//! sent ([`Observed`]). When that body is dropped (hyper drops it after its last byte, or
+//! when the client goes away) the request is counted and logged: status, bytes in and out,
+//! duration, time to first byte. A request whose client left before any answer is logged
+//! with nginx's 499.
+//!
+//! The log line is a `tracing` event with target `access` and message `access`, so it goes
+//! where every other line goes (stdout, rotated by the supervisor), in text or JSON
+//! (`SPEEDBOX_LOG_FORMAT=json`), and `RUST_LOG=info,access=off` turns it off. Credentials
+//! in the URL (a `token=` or `sig=` query value, a `/s/<sig>/` path segment) are redacted.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Buf;
+use http::{Extensions, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http_body::{Body, Frame, SizeHint};
+
+use crate::headers::{X_REQUEST_ID, X_SPEEDBOX_NODE};
+use crate::metrics::{
+    HttpMetrics, MethodLabel, RequestLabels, RouteClass, RouteLabels, StatusClass,
+};
+
+/// The status logged for a request whose client went away before it was answered (nginx's
+/// convention; never sent).
+pub const CLIENT_CLOSED: u16 = 499;
+
+/// Starts an observation per request; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Observer {
+    http: Arc<HttpMetrics>,
+}
+
+/// One request under observation, from its arrival to its answer's head.
+#[derive(Debug)]
+pub struct Exchange {
+    record: Option<Arc<Record>>,
+}
+
+/// A request body that counts the bytes read from it.
+#[derive(Debug)]
+pub struct Metered<B> {
+    inner: B,
+    record: Arc<Record>,
+}
+
+/// An answer body that counts the bytes sent and finishes the observation when dropped.
+#[derive(Debug)]
+pub struct Observed<B> {
+    inner: B,
+    sent: u64,
+    finish: Option<Finish>,
+}
+
+#[derive(Debug)]
+struct Record {
+    http: Arc<HttpMetrics>,
+    start: Instant,
+    route: RouteClass,
+    method: Method,
+    uri: Uri,
+    client: SocketAddr,
+    received: AtomicU64,
+    principal: OnceLock<Box<str>>,
+}
+
+#[derive(Debug)]
+struct Finish {
+    record: Arc<Record>,
+    status: StatusCode,
+    first_byte: Duration,
+    node: Option<HeaderValue>,
+    request_id: Option<HeaderValue>,
+}
+
+/// Who the request came from, as its handler found out ([`note_principal`]).
+#[derive(Debug, Clone)]
+struct Note(Arc<Record>);
+
+impl Observer {
+    pub fn new(http: Arc<HttpMetrics>) -> Observer {
+        Observer { http }
+    }
+
+    /// Starts observing `request`, which came from `client`.
+    pub fn begin<B>(
+        &self,
+        request: Request<B>,
+        client: SocketAddr,
+    ) -> (Request<Metered<B>>, Exchange) {
+        let (mut parts, body) = request.into_parts();
+        let route = RouteClass::of(parts.uri.path());
+        let record = Arc::new(Record {
+            http: Arc::clone(&self.http),
+            start: Instant::now(),
+            route,
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            client,
+            received: AtomicU64::new(0),
+            principal: OnceLock::new(),
+        });
+        record
+            .http
+            .in_flight
+            .get_or_create(&RouteLabels { route })
+            .inc();
+        parts.extensions.insert(Note(Arc::clone(&record)));
+        let body = Metered {
+            inner: body,
+            record: Arc::clone(&record),
+        };
+        let exchange = Exchange {
+            record: Some(record),
+        };
+        (Request::from_parts(parts, body), exchange)
+    }
+}
+
+/// Records who a request came from (a token's `sub`), for its access-log line; the first
+/// call counts. `extensions` are the request's, as [`Observer::begin`] returned it.
+pub fn note_principal(extensions: &Extensions, principal: &str) {
+    if let Some(Note(record)) = extensions.get::<Note>() {
+        let _ = record.principal.set(principal.into());
+    }
+}
+
+impl Exchange {
+    /// Wraps `response`, the request's answer, to finish the observation after its body.
+    pub fn respond<B>(mut self, response: Response<B>) -> Response<Observed<B>> {
+        let Some(record) = self.record.take() else {
+            return response.map(|inner| Observed {
+                inner,
+                sent: 0,
+                finish: None,
+            });
+        };
+        let (parts, body) = response.into_parts();
+        let finish = Finish {
+            first_byte: record.start.elapsed(),
+            status: parts.status,
+            node: parts.headers.get(X_SPEEDBOX_NODE).cloned(),
+            request_id: parts.headers.get(X_REQUEST_ID).cloned(),
+            record,
+        };
+        let body = Observed {
+            inner: body,
+            sent: 0,
+            finish: Some(finish),
+        };
+        Response::from_parts(parts, body)
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        if let Some(record) = self.record.take() {
+            let elapsed = record.start.elapsed();
+            let status = StatusCode::from_u16(CLIENT_CLOSED).unwrap_or(StatusCode::BAD_REQUEST);
+            record.finish(status, 0, elapsed, elapsed, None, None);
+        }
+    }
+}
+
+impl Record {
+    fn finish(
+        &self,
+        status: StatusCode,
+        sent: u64,
+        first_byte: Duration,
+        duration: Duration,
+        node: Option<&HeaderValue>,
+        request_id: Option<&HeaderValue>,
+    ) {
+        let received = self.received.load(Ordering::Relaxed);
+        let route = RouteLabels { route: self.route };
+        let http = &self.http;
+        http.in_flight.get_or_create(&route).dec();
+        http.requests
+            .get_or_create(&RequestLabels {
+                route: self.route,
+                method: MethodLabel::of(&self.method),
+                status: StatusClass::of(status),
+            })
+            .inc();
+        http.duration
+            .get_or_create(&route)
+            .observe(duration.as_secs_f64());
+        http.first_byte
+            .get_or_create(&route)
+            .observe(first_byte.as_secs_f64());
+        if received > 0 {
+            http.received.get_or_create(&route).inc_by(received);
+        }
+        if sent > 0 {
+            http.sent.get_or_create(&route).inc_by(sent);
+        }
+        let text =
+            |v: Option<&HeaderValue>| v.and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned();
+        tracing::info!(
+            target: "access",
+            client = %self.client,
+            principal = self.principal.get().map_or("-", |p| p),
+            method = %self.method,
+            path = %redact(&self.uri),
+            status = status.as_u16(),
+            bytes_in = received,
+            bytes_out = sent,
+            duration_ms = millis(duration),
+            first_byte_ms = millis(first_byte),
+            node = text(node),
+            request_id = text(request_id),
+            "access"
+        );
+    }
+}
+
+/// Milliseconds with microsecond precision, for log fields.
+fn millis(d: Duration) -> f64 {
+    (d.as_micros() as f64) / 1000.0
+}
+
+/// `uri`'s path and query with credentials replaced by `REDACTED`: a signed link's path
+/// signature (`/s/<sig>/…`) and `token=` and `sig=` query values.
+pub fn redact(uri: &Uri) -> Cow<'_, str> {
+    let Some(pq) = uri.path_and_query() else {
+        return Cow::Borrowed("/");
+    };
+    let (path, query) = (pq.path(), pq.query());
+    let signed = path.starts_with("/s/");
+    let secret_query = query.is_some_and(|q| q.split('&').any(is_secret_pair));
+    if !signed && !secret_query {
+        return Cow::Borrowed(pq.as_str());
+    }
+    let mut out = String::with_capacity(pq.as_str().len());
+    match path
+        .strip_prefix("/s/")
+        .and_then(|rest| rest.find('/').map(|i| &rest[i..]))
+    {
+        Some(rest) if signed => {
+            out.push_str("/s/REDACTED");
+            out.push_str(rest);
+        }
+        _ => out.push_str(path),
+    }
+    if let Some(query) = query {
+        out.push('?');
+        for (i, pair) in query.split('&').enumerate() {
+            if i > 0 {
+                out.push('&');
+            }
+            match pair.split_once('=') {
+                Some((key, _)) if is_secret_pair(pair) => {
+                    out.push_str(key);
+                    out.push_str("=REDACTED");
+                }
+                _ => out.push_str(pair),
+            }
+        }
+    }
+    Cow::Owned(out)
+}
+
+fn is_secret_pair(pair: &str) -> bool {
+    pair.starts_with("token=") || pair.starts_with("sig=")
+}
+
+impl<B: Body + Unpin> Body for Metered<B>
+where
+    B::Data: Buf,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                let n = data.remaining() as u64;
+                self.record.received.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B: Body + Unpin> Body for Observed<B>
+where
+    B::Data: Buf,
+{
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(data) = frame.data_ref() {
+                self.sent += data.remaining() as u64;
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl<B> Drop for Observed<B> {
+    fn drop(&mut self) {
+        if let Some(f) = self.finish.take() {
+            let duration = f.record.start.elapsed();
+            let (node, id) = (f.node.as_ref(), f.request_id.as_ref());
+            f.record
+                .finish(f.status, self.sent, f.first_byte, duration, node, id);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_in_urls_are_redacted() {
+        let cases = [
+            ("/files/a.txt", "/files/a.txt"),
+            ("/files/a.txt?x=1", "/files/a.txt?x=1"),
+            (
+                "/files/a?token=eyJ.abc.def&x=1",
+                "/files/a?token=REDACTED&x=1",
+            ),
+            ("/files/a?x=1&sig=eyJ.s.t", "/files/a?x=1&sig=REDACTED"),
+            ("/s/eyJ.s.t/files/v/a.ts", "/s/REDACTED/files/v/a.ts"),
+            (
+                "/s/eyJ.s.t/files/a?token=t",
+                "/s/REDACTED/files/a?token=REDACTED",
+            ),
+            ("/files/a?mytoken=1", "/files/a?mytoken=1"),
+        ];
+        for (raw, logged) in cases {
+            let uri: Uri = raw.parse().unwrap();
+            assert_eq!(redact(&uri), logged, "{raw}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_request_is_counted_once_with_its_bytes_when_its_answer_ends() {
+        use http_body_util::{BodyExt, Full};
+        let (mut registry, http) = crate::metrics::registry();
+        let _ = &mut registry;
+        let observer = Observer::new(Arc::clone(&http));
+        let request = Request::put("/files/a")
+            .body(Full::new(bytes::Bytes::from_static(b"hello")))
+            .unwrap();
+        let client: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let (request, exchange) = observer.begin(request, client);
+        let route = RouteLabels {
+            route: RouteClass::File,
+        };
+        assert_eq!(http.in_flight.get_or_create(&route).get(), 1);
+        let got = request.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(got.len(), 5);
+        let answer = Response::builder()
+            .status(201)
+            .body(Full::new(bytes::Bytes::from_static(b"ok!")))
+            .unwrap();
+        let answer = exchange.respond(answer);
+        let sent = answer.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(sent.len(), 3);
+        let labels = RequestLabels {
+            route: RouteClass::File,
+            method: MethodLabel::of(&Method::PUT),
+            status: StatusClass::of(StatusCode::CREATED),
+        };
+        assert_eq!(http.requests.get_or_create(&labels).get(), 1);
+        assert_eq!(http.received.get_or_create(&route).get(), 5);
+        assert_eq!(http.sent.get_or_create(&route).get(), 3);
+        assert_eq!(http.in_flight.get_or_create(&route).get(), 0);
+    }
+
+    #[test]
+    fn a_client_gone_before_the_answer_is_counted_as_499() {
+        let (_registry, http) = crate::metrics::registry();
+        let observer = Observer::new(Arc::clone(&http));
+        let (request, exchange) = observer.begin(
+            Request::get("/files/a").body(()).unwrap(),
+            "127.0.0.1:9".parse().unwrap(),
+        );
+        drop(exchange);
+        drop(request);
+        let labels = RequestLabels {
+            route: RouteClass::File,
+            method: MethodLabel::of(&Method::GET),
+            status: StatusClass::of(StatusCode::from_u16(CLIENT_CLOSED).unwrap()),
+        };
+        assert_eq!(http.requests.get_or_create(&labels).get(), 1);
+    }
+}
