@@ -2,6 +2,8 @@
 //! the storage nodes.
 //!
 //! Read [`proxy`] first: it is the request path. Around it:
+//! - [`service`]: what every request goes through before and after it (observation,
+//!   principal, [`limits`] with [`shape`], lingering close);
 //! - [`cluster`]: the cluster snapshot (the nodes of the running config) and its reloads;
 //! - [`node`]: one node's live state (health, in-flight count) and its up/down flips;
 //! - [`select`]: which node takes a request (round robin, least-outstanding);
@@ -32,6 +34,7 @@ mod health;
 mod hedge;
 mod idle;
 mod keepalive;
+mod limits;
 mod metrics;
 mod node;
 mod page;
@@ -43,6 +46,8 @@ mod resume;
 mod rewrite;
 mod select;
 mod sent;
+mod service;
+mod shape;
 mod status;
 mod up_body;
 mod window;
@@ -51,21 +56,22 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use http::Request;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use speedbox_common::auth::LiveAuth;
 use speedbox_common::config::ClusterConfig;
 use speedbox_common::linger;
-use speedbox_common::observe::{self, Metered, Observer};
+use speedbox_common::observe::{Metered, Observer};
 use tokio::net::TcpListener;
 
 use crate::cluster::Cluster;
 use crate::idle::IdleIo;
+use crate::service::Shared;
+use crate::shape::Shaped;
 
 /// A client's request body: hyper's, held by the service too ([`linger`]).
-pub(crate) type ClientBody = linger::Held<Metered<hyper::body::Incoming>>;
+pub(crate) type ClientBody = linger::Held<Shaped<Metered<hyper::body::Incoming>>>;
 
 /// hyper's buffer limit on client connections: an upload arrives in frames of up to this,
 /// which its window holds while protected (downstream frames come at the upstream
@@ -96,33 +102,22 @@ pub async fn run(
     let probe = tokio::spawn(probe::run(Arc::clone(&cluster)));
     let reload = tokio::spawn(reload::run(Arc::clone(&cluster)));
     let metrics = Arc::new(metrics::Metrics::new(Arc::clone(&cluster)));
-    let observer = Observer::new(Arc::clone(&metrics.http));
+    let shared = Arc::new(Shared {
+        cluster: Arc::clone(&cluster),
+        auth: Arc::clone(&auth),
+        observer: Observer::new(Arc::clone(&metrics.http)),
+        limits: Arc::clone(&metrics.limits),
+        metrics,
+    });
     let connection = {
         let cluster = Arc::clone(&cluster);
         move |stream, client| {
             // Read per connection so that a reload reaches new connections.
             let cfg = cluster.snapshot().config.balancer.clone();
             let io = TokioIo::new(IdleIo::new(stream, cfg.idle_timeout()));
-            let (cluster, auth) = (Arc::clone(&cluster), Arc::clone(&auth));
-            let (metrics, observer) = (Arc::clone(&metrics), observer.clone());
-            let service = service_fn(move |request| {
-                let (request, exchange) = observer.begin(request, client);
-                note_principal(&auth, &request);
-                // An answer given before the body's end must still reach a client that
-                // sends on (a lingering close).
-                let (request, linger) = linger::hold(request);
-                let shared = (
-                    Arc::clone(&cluster),
-                    Arc::clone(&auth),
-                    Arc::clone(&metrics),
-                );
-                let answer = proxy::handle(shared, client, request);
-                async move {
-                    let mut response = answer.await?;
-                    linger.after(&mut response);
-                    Ok::<_, std::convert::Infallible>(exchange.respond(response))
-                }
-            });
+            let shared = Arc::clone(&shared);
+            let service =
+                service_fn(move |request| service::handle(Arc::clone(&shared), client, request));
             http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(cfg.header_timeout())
@@ -137,17 +132,4 @@ pub async fn run(
     reload.abort();
     watch.abort();
     Ok(())
-}
-
-/// Puts the `sub` of the request's token, if valid, on its access-log line (the node
-/// checks the token again, and refuses what this lets through).
-fn note_principal<B>(auth: &LiveAuth, request: &Request<B>) {
-    let auth = auth.current();
-    if !auth.enabled() {
-        return;
-    }
-    let token = speedbox_common::auth::bearer(request.headers(), request.uri().query());
-    if let Ok(Some(sub)) = token.and_then(|t| auth.authenticate(t)).map(|p| p.sub) {
-        observe::note_principal(request.extensions(), &sub);
-    }
 }

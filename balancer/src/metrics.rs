@@ -21,6 +21,7 @@ use speedbox_common::metrics::{self, HttpMetrics};
 use crate::cluster::Cluster;
 use crate::down_body::DownBody;
 use crate::error::ProxyError;
+use crate::limits::Limits;
 use crate::node::Node;
 use crate::ClientBody;
 
@@ -29,15 +30,25 @@ use crate::ClientBody;
 pub struct Metrics {
     registry: Registry,
     pub http: Arc<HttpMetrics>,
+    /// `[limits]` in force, and what they did.
+    pub limits: Arc<Limits>,
 }
 
 impl Metrics {
     pub fn new(cluster: Arc<Cluster>) -> Metrics {
         let (mut registry, http) = metrics::registry();
+        let limits = Arc::new(Limits::default());
         metrics::speedbox(&mut registry)
             .sub_registry_with_prefix("balancer")
-            .register_collector(Box::new(ClusterCollector { cluster }));
-        Metrics { registry, http }
+            .register_collector(Box::new(ClusterCollector {
+                cluster,
+                limits: Arc::clone(&limits),
+            }));
+        Metrics {
+            registry,
+            http,
+            limits,
+        }
     }
 }
 
@@ -72,6 +83,7 @@ pub fn respond(
 #[derive(Debug)]
 struct ClusterCollector {
     cluster: Arc<Cluster>,
+    limits: Arc<Limits>,
 }
 
 impl Collector for ClusterCollector {
@@ -179,6 +191,34 @@ impl Collector for ClusterCollector {
             reserved.metric_type(),
         )?;
         reserved.encode(m)?;
+
+        let limits = &self.limits;
+        let mut refused = encoder.encode_descriptor(
+            "limited",
+            "Requests refused with 429 by [limits], by limit",
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        for (limit, counter) in [
+            ("requests_per_second", &limits.refused_rate),
+            ("concurrent_transfers", &limits.refused_transfers),
+        ] {
+            let labels = [("limit", limit)];
+            ConstCounter::new(read(counter)).encode(refused.encode_family(&labels)?)?;
+        }
+        let mut shaped = encoder.encode_descriptor(
+            "shaped",
+            "Body bytes that waited for their principal's bandwidth limit, by direction",
+            Some(&Unit::Bytes),
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        for (direction, counter) in [
+            ("upload", &*limits.shaped_up),
+            ("download", &*limits.shaped_down),
+        ] {
+            let labels = [("direction", direction)];
+            ConstCounter::new(read(counter)).encode(shaped.encode_family(&labels)?)?;
+        }
         Ok(())
     }
 }

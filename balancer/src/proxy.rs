@@ -18,7 +18,6 @@ use http::header::HeaderValue;
 use http::{Method, Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
-use speedbox_common::auth::LiveAuth;
 use speedbox_common::config::BalancerConfig;
 use speedbox_common::headers::X_REQUEST_ID;
 use speedbox_common::request_id::request_id;
@@ -30,11 +29,12 @@ use crate::error::{caused_by_dead_peer, ProxyError};
 use crate::expect::{AnsweredFirst, Gate};
 use crate::hedge;
 use crate::idle::IdleTimer;
-use crate::metrics::{self, Metrics};
+use crate::metrics;
 use crate::node::{Bypassed, InFlight, Node};
 use crate::protect::{self, Protection};
 use crate::resume::{self, Resume};
 use crate::rewrite::{prepare_request, strip_hop_by_hop};
+use crate::service::Shared;
 use crate::up_body::{empty_request, RequestStream, UpBody};
 use crate::ClientBody;
 use crate::{page, status};
@@ -44,20 +44,26 @@ const MAX_ATTEMPTS: usize = 4;
 
 /// The hyper service: every request of every client connection comes through here.
 pub async fn handle(
-    (cluster, auth, metrics): (Arc<Cluster>, Arc<LiveAuth>, Arc<Metrics>),
+    shared: &Shared,
     client: SocketAddr,
     request: Request<ClientBody>,
 ) -> Result<Response<DownBody>, Infallible> {
+    let Shared {
+        cluster,
+        auth,
+        metrics,
+        ..
+    } = shared;
     let request_id = request_id(request.headers());
     let mut response = if request.uri().path() == status::PATH {
-        status::respond(&cluster, &auth.current(), &request)
+        status::respond(cluster, &auth.current(), &request)
     } else if request.uri().path() == speedbox_common::metrics::PATH {
-        metrics::respond(&metrics, &auth.current(), &request)
+        metrics::respond(metrics, &auth.current(), &request)
     } else if request.uri().path() == page::PATH {
         page::respond(request.method())
     } else {
         let method = request.method().clone();
-        forward(&cluster, client, request, &request_id)
+        forward(cluster, client, request, &request_id)
             .await
             .unwrap_or_else(|error| {
                 error.log(request_id.to_str().unwrap_or_default(), &method);

@@ -61,6 +61,31 @@ impl Serialize for TrustedProxies {
     }
 }
 
+/// The client a request comes from: `peer`, or when `peer` is a trusted proxy, the
+/// nearest address in its `X-Forwarded-For` chain that is not one (read right to left,
+/// as each proxy appends the peer it saw). Entries that are not addresses end the walk.
+pub fn client_addr(peer: IpAddr, headers: &http::HeaderMap, trusted: &TrustedProxies) -> IpAddr {
+    if !trusted.contains(peer) {
+        return peer;
+    }
+    let mut client = peer;
+    let chain = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect::<Vec<_>>();
+    for entry in chain.iter().rev().flat_map(|v| v.rsplit(',')) {
+        let Ok(addr) = entry.trim().parse::<IpAddr>() else {
+            break;
+        };
+        client = addr;
+        if !trusted.contains(addr) {
+            break;
+        }
+    }
+    client
+}
+
 /// One `Forwarded` element (RFC 7239 §4) describing the hop a proxy received a request
 /// on: `for=` the peer, `proto=` the scheme, `host=` the `Host` it was sent to.
 #[derive(Debug, Clone, Copy)]
@@ -161,6 +186,34 @@ fn unquote(value: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_client_is_the_nearest_untrusted_address_of_a_trusted_chain() {
+        let trusted = TrustedProxies::parse(&["10.0.0.0/8"]).unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let headers = |xff: &[&str]| {
+            let mut h = http::HeaderMap::new();
+            for v in xff {
+                h.append("x-forwarded-for", v.parse().unwrap());
+            }
+            h
+        };
+        let cases: [(&str, &[&str], &str); 6] = [
+            ("203.0.113.9", &["1.2.3.4"], "203.0.113.9"),
+            ("10.0.0.1", &["1.2.3.4"], "1.2.3.4"),
+            ("10.0.0.1", &["6.6.6.6, 1.2.3.4, 10.0.0.2"], "1.2.3.4"),
+            ("10.0.0.1", &["6.6.6.6", "1.2.3.4"], "1.2.3.4"),
+            ("10.0.0.1", &["10.0.0.3"], "10.0.0.3"),
+            ("10.0.0.1", &["junk, 10.0.0.3"], "10.0.0.3"),
+        ];
+        for (peer, xff, want) in cases {
+            assert_eq!(
+                client_addr(ip(peer), &headers(xff), &trusted),
+                ip(want),
+                "{peer} {xff:?}"
+            );
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::forwarded::TrustedProxies;
 
+mod limits;
+pub use limits::LimitsConfig;
+
 /// The default GridFS chunk size (255 KiB), as the GridFS spec and every driver use.
 pub const DEFAULT_CHUNK_SIZE: u32 = 255 * 1024;
 /// Chunks are stored as BSON documents, which MongoDB caps at 16 MiB.
@@ -50,6 +53,9 @@ pub struct ClusterConfig {
     /// Access control; absent means open (every request may do everything).
     #[serde(default)]
     pub auth: Option<AuthConfig>,
+    /// Per-principal limits, enforced by the balancer.
+    #[serde(default)]
+    pub limits: LimitsConfig,
 }
 
 /// `[auth]`: who may do what (tokens and signed links, see [`crate::auth`]).
@@ -412,6 +418,7 @@ impl ClusterConfig {
     /// Every problem in the configuration, each naming its key; empty means usable.
     pub fn validate(&self) -> Result<(), Vec<String>> {
         let mut problems = Vec::new();
+        self.limits.validate(&mut problems);
         let mut ids: HashMap<&str, usize> = HashMap::new();
         let mut listens: HashMap<SocketAddr, String> = HashMap::new();
         listens.insert(self.balancer.listen, "balancer.listen".into());
