@@ -9,18 +9,17 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http::{header, HeaderValue, Request, Response, StatusCode};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::{Registry, Unit};
-use speedbox_common::auth::{bearer, Authenticator, Scope};
+use speedbox_common::auth::Authenticator;
 use speedbox_common::metrics::{self, HttpMetrics};
 
 use crate::cluster::Cluster;
 use crate::down_body::DownBody;
-use crate::error::ProxyError;
 use crate::limits::Limits;
 use crate::node::Node;
 use crate::ClientBody;
@@ -58,15 +57,8 @@ pub fn respond(
     auth: &Authenticator,
     request: &Request<ClientBody>,
 ) -> Response<DownBody> {
-    let method = request.method();
-    if method != Method::GET && method != Method::HEAD {
-        return ProxyError::MethodNotAllowed(method.clone()).into_response();
-    }
-    let allowed = bearer(request.headers(), request.uri().query())
-        .and_then(|token| auth.authenticate(token))
-        .and_then(|principal| principal.may(Scope::Admin, None));
-    if let Err(e) = allowed {
-        return ProxyError::Auth(e).into_response();
+    if let Err(refused) = crate::status::admin_read(auth, request) {
+        return refused.into_response();
     }
     let mut response = Response::new(DownBody::Full(http_body_util::Full::new(
         metrics::encode(&metrics.registry).into(),

@@ -12,6 +12,7 @@ use std::task::{ready, Context, Poll};
 use bytes::Buf;
 use governor::clock::Clock;
 use http_body::{Body, Frame, SizeHint};
+use speedbox_common::observe::data_len;
 use tokio::time::Sleep;
 
 use crate::limits::{Bucket, Principal, Transfer};
@@ -100,7 +101,7 @@ where
             let Some((_, uncharged)) = &mut this.held else {
                 match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
                     Some(Ok(frame)) => {
-                        let n = frame.data_ref().map_or(0, |d| d.remaining() as u64);
+                        let n = data_len(&frame);
                         this.held = Some((frame, n));
                         continue;
                     }
@@ -130,8 +131,7 @@ where
             }
             if let Some((frame, _)) = this.held.take() {
                 if std::mem::take(&mut this.waited) {
-                    let n = frame.data_ref().map_or(0, |d| d.remaining() as u64);
-                    shaper.shaped.fetch_add(n, Ordering::Relaxed);
+                    shaper.shaped.fetch_add(data_len(&frame), Ordering::Relaxed);
                 }
                 return Poll::Ready(Some(Ok(frame)));
             }
@@ -145,7 +145,7 @@ where
     fn size_hint(&self) -> SizeHint {
         let mut hint = self.inner.size_hint();
         if let Some((frame, _)) = &self.held {
-            let held = frame.data_ref().map_or(0, |d| d.remaining() as u64);
+            let held = data_len(frame);
             hint.set_lower(hint.lower() + held);
             if let Some(upper) = hint.upper() {
                 hint.set_upper(upper + held);

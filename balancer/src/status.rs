@@ -75,17 +75,23 @@ pub fn respond(
     auth: &Authenticator,
     request: &Request<ClientBody>,
 ) -> Response<DownBody> {
-    let method = request.method();
-    if method != Method::GET && method != Method::HEAD {
-        return ProxyError::MethodNotAllowed(method.clone()).into_response();
-    }
-    let allowed = bearer(request.headers(), request.uri().query())
-        .and_then(|token| auth.authenticate(token))
-        .and_then(|principal| principal.may(Scope::Admin, None));
-    if let Err(e) = allowed {
-        return ProxyError::Auth(e).into_response();
+    if let Err(refused) = admin_read(auth, request) {
+        return refused.into_response();
     }
     respond::json(StatusCode::OK, &status(cluster)).map(DownBody::Full)
+}
+
+/// A GET or HEAD with an `admin` token (any request when access control is off): what the
+/// balancer's own answers (`/_cluster`, `/metrics`) need; else why not.
+pub fn admin_read(auth: &Authenticator, request: &Request<ClientBody>) -> Result<(), ProxyError> {
+    let method = request.method();
+    if method != Method::GET && method != Method::HEAD {
+        return Err(ProxyError::MethodNotAllowed(method.clone()));
+    }
+    bearer(request.headers(), request.uri().query())
+        .and_then(|token| auth.authenticate(token))
+        .and_then(|principal| principal.may(Scope::Admin, None))
+        .map_err(ProxyError::Auth)
 }
 
 pub fn status(cluster: &Cluster) -> ClusterStatus {

@@ -275,6 +275,30 @@ fn is_secret_pair(pair: &str) -> bool {
     pair.starts_with("token=") || pair.starts_with("sig=")
 }
 
+/// The payload bytes of `frame` (0 for trailers).
+pub fn data_len<D: Buf>(frame: &Frame<D>) -> u64 {
+    frame.data_ref().map_or(0, |d| d.remaining() as u64)
+}
+
+/// What polling body `B` for a frame gives.
+type Polled<B> = Poll<Option<Result<Frame<<B as Body>::Data>, <B as Body>::Error>>>;
+
+/// Polls `body` for its next frame and tells `count` the bytes of a data frame.
+fn poll_counting<B: Body + Unpin>(
+    body: &mut B,
+    cx: &mut Context<'_>,
+    count: impl FnOnce(u64),
+) -> Polled<B>
+where
+    B::Data: Buf,
+{
+    let polled = Pin::new(body).poll_frame(cx);
+    if let Poll::Ready(Some(Ok(frame))) = &polled {
+        count(data_len(frame));
+    }
+    polled
+}
+
 impl<B: Body + Unpin> Body for Metered<B>
 where
     B::Data: Buf,
@@ -286,14 +310,10 @@ where
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(data) = frame.data_ref() {
-                let n = data.remaining() as u64;
-                self.record.received.fetch_add(n, Ordering::Relaxed);
-            }
-        }
-        polled
+        let this = &mut *self;
+        poll_counting(&mut this.inner, cx, |n| {
+            this.record.received.fetch_add(n, Ordering::Relaxed);
+        })
     }
 
     fn is_end_stream(&self) -> bool {
@@ -316,13 +336,8 @@ where
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(data) = frame.data_ref() {
-                self.sent += data.remaining() as u64;
-            }
-        }
-        polled
+        let this = &mut *self;
+        poll_counting(&mut this.inner, cx, |n| this.sent += n)
     }
 
     fn is_end_stream(&self) -> bool {
@@ -346,82 +361,5 @@ impl<B> Drop for Observed<B> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn credentials_in_urls_are_redacted() {
-        let cases = [
-            ("/files/a.txt", "/files/a.txt"),
-            ("/files/a.txt?x=1", "/files/a.txt?x=1"),
-            (
-                "/files/a?token=eyJ.abc.def&x=1",
-                "/files/a?token=REDACTED&x=1",
-            ),
-            ("/files/a?x=1&sig=eyJ.s.t", "/files/a?x=1&sig=REDACTED"),
-            ("/s/eyJ.s.t/files/v/a.ts", "/s/REDACTED/files/v/a.ts"),
-            (
-                "/s/eyJ.s.t/files/a?token=t",
-                "/s/REDACTED/files/a?token=REDACTED",
-            ),
-            ("/files/a?mytoken=1", "/files/a?mytoken=1"),
-        ];
-        for (raw, logged) in cases {
-            let uri: Uri = raw.parse().unwrap();
-            assert_eq!(redact(&uri), logged, "{raw}");
-        }
-    }
-
-    #[tokio::test]
-    async fn a_request_is_counted_once_with_its_bytes_when_its_answer_ends() {
-        use http_body_util::{BodyExt, Full};
-        let (mut registry, http) = crate::metrics::registry();
-        let _ = &mut registry;
-        let observer = Observer::new(Arc::clone(&http));
-        let request = Request::put("/files/a")
-            .body(Full::new(bytes::Bytes::from_static(b"hello")))
-            .unwrap();
-        let client: SocketAddr = "127.0.0.1:9".parse().unwrap();
-        let (request, exchange) = observer.begin(request, client);
-        let route = RouteLabels {
-            route: RouteClass::File,
-        };
-        assert_eq!(http.in_flight.get_or_create(&route).get(), 1);
-        let got = request.into_body().collect().await.unwrap().to_bytes();
-        assert_eq!(got.len(), 5);
-        let answer = Response::builder()
-            .status(201)
-            .body(Full::new(bytes::Bytes::from_static(b"ok!")))
-            .unwrap();
-        let answer = exchange.respond(answer);
-        let sent = answer.into_body().collect().await.unwrap().to_bytes();
-        assert_eq!(sent.len(), 3);
-        let labels = RequestLabels {
-            route: RouteClass::File,
-            method: MethodLabel::of(&Method::PUT),
-            status: StatusClass::of(StatusCode::CREATED),
-        };
-        assert_eq!(http.requests.get_or_create(&labels).get(), 1);
-        assert_eq!(http.received.get_or_create(&route).get(), 5);
-        assert_eq!(http.sent.get_or_create(&route).get(), 3);
-        assert_eq!(http.in_flight.get_or_create(&route).get(), 0);
-    }
-
-    #[test]
-    fn a_client_gone_before_the_answer_is_counted_as_499() {
-        let (_registry, http) = crate::metrics::registry();
-        let observer = Observer::new(Arc::clone(&http));
-        let (request, exchange) = observer.begin(
-            Request::get("/files/a").body(()).unwrap(),
-            "127.0.0.1:9".parse().unwrap(),
-        );
-        drop(exchange);
-        drop(request);
-        let labels = RequestLabels {
-            route: RouteClass::File,
-            method: MethodLabel::of(&Method::GET),
-            status: StatusClass::of(StatusCode::from_u16(CLIENT_CLOSED).unwrap()),
-        };
-        assert_eq!(http.requests.get_or_create(&labels).get(), 1);
-    }
-}
+#[path = "observe_tests.rs"]
+mod tests;

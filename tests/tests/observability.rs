@@ -60,7 +60,12 @@ const WRITTEN: &str = r#"speedbox_store_chunk_bytes_total{direction="written"}"#
 #[tokio::test]
 async fn metrics_count_every_request_exactly_on_the_balancer_and_the_nodes() {
     let nodes = 2;
-    let c = Cluster::builder().nodes(nodes).balancer(true).start().await;
+    let c = Cluster::builder()
+        .nodes(nodes)
+        .balancer(true)
+        .storage_toml("sweep_interval_secs = 1\n")
+        .start()
+        .await;
     let base = c.balancer_url();
     let before = [scrape(&c, &base, None).await];
     let nodes_before = scrape_nodes(&c, nodes).await;
@@ -148,6 +153,15 @@ async fn metrics_count_every_request_exactly_on_the_balancer_and_the_nodes() {
     );
     let uploading = r#"speedbox_uploads_in_progress{kind="put"}"#;
     assert_eq!(sum(&on_nodes, uploading), 0.0);
+    // The database's own figure, measured at each sweep (every second here).
+    eventually(Duration::from_secs(5), "chunks_size measured", || async {
+        let node = scrape(&c, &c.node_url(0), None).await;
+        node.get("speedbox_store_chunks_size_bytes")
+            .copied()
+            .unwrap_or(0.0)
+            >= uploaded as f64
+    })
+    .await;
 }
 
 #[tokio::test]

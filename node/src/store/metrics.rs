@@ -7,6 +7,7 @@ use std::time::Instant;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::{Registry, Unit};
 use speedbox_common::metrics::{durations, Durations};
 
@@ -24,6 +25,8 @@ pub struct StoreMetrics {
     operations: Durations<Operation>,
     /// `speedbox_store_swept_total{what}`: what the sweeps removed.
     swept: Family<What, Counter>,
+    /// `speedbox_store_chunks_size_bytes`: the chunks collection's size (`collStats`).
+    stored: Gauge,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -65,6 +68,7 @@ impl Default for StoreMetrics {
             chunk_bytes: Family::default(),
             operations: durations(),
             swept: Family::default(),
+            stored: Gauge::default(),
         }
     }
 }
@@ -92,6 +96,13 @@ impl StoreMetrics {
             self.operations.clone(),
         );
         store.register("swept", "What the sweeps removed", self.swept.clone());
+        store.register_with_unit(
+            "chunks_size",
+            "Size of the GridFS chunks collection as the database reports it (collStats), \
+             measured at each sweep; the same cluster-wide figure on every node",
+            Unit::Bytes,
+            self.stored.clone(),
+        );
     }
 
     /// Times `operation` until the returned guard is dropped.
@@ -117,6 +128,11 @@ impl StoreMetrics {
         let d = Direction { direction };
         self.chunks.get_or_create(&d).inc_by(chunks as u64);
         self.chunk_bytes.get_or_create(&d).inc_by(bytes as u64);
+    }
+
+    /// The chunks collection holds `bytes` (see [`Self::register`]).
+    pub(super) fn set_stored(&self, bytes: u64) {
+        self.stored.set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// A sweep removed `swept`.

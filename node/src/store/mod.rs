@@ -114,6 +114,7 @@ pub struct Store {
     /// Chunk writes in flight on this node, across all uploads (see [`writer`]).
     background_writes: Arc<Semaphore>,
     metrics: Arc<StoreMetrics>,
+    db: mongodb::Database,
 }
 
 impl Store {
@@ -160,6 +161,7 @@ impl Store {
             heartbeat_every: Duration::from_secs(storage.gc_grace_secs.max(1)).div_f64(4.0),
             background_writes: Arc::new(Semaphore::new(writer::NODE_WRITES_IN_FLIGHT)),
             metrics: Arc::new(StoreMetrics::default()),
+            db,
         })
     }
 

@@ -86,6 +86,25 @@ impl Store {
         }
         swept.expired_tus_uploads = self.sweep_tus().await?;
         self.metrics.swept(&swept);
+        self.measure_stored().await;
         Ok(swept)
+    }
+
+    /// Updates `speedbox_store_chunks_size_bytes` from the database's `collStats` of the
+    /// chunks collection (one command per sweep, so a scrape never asks the database).
+    async fn measure_stored(&self) {
+        let stats = self
+            .db
+            .run_command(doc! {"collStats": self.chunks.name()})
+            .await;
+        let size = stats.ok().and_then(|s| match s.get("size") {
+            Some(bson::Bson::Int32(n)) => u64::try_from(*n).ok(),
+            Some(bson::Bson::Int64(n)) => u64::try_from(*n).ok(),
+            Some(bson::Bson::Double(n)) => Some(*n as u64),
+            _ => None,
+        });
+        if let Some(size) = size {
+            self.metrics.set_stored(size);
+        }
     }
 }
