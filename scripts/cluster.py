@@ -1,9 +1,12 @@
 """The local speedbox cluster under supervisord, generated from cluster.toml.
 
 Run through scripts/cluster, which installs what is missing first. Commands:
-  up                 build, generate the supervisor config, start or update everything
+  up [--with-prometheus [--prometheus-listen 127.0.0.1:9090]]
+                     build, generate the supervisor config, start or update everything;
+                     with --with-prometheus also a Prometheus scraping every process each
+                     second (kept by later `up`s until `down`)
   down               stop everything (database files survive under [mongodb] data_dir)
-  status             supervisor's view and the balancer's /_cluster view
+  status             supervisor's view, the balancer's /_cluster view, Prometheus' address
   restart NAME       restart one program (secantusd, balancer, node-1, ...)
   kill NAME          SIGKILL one program (for drills; supervisor restarts it)
   logs NAME [-f]     a program's log
@@ -14,6 +17,10 @@ Run through scripts/cluster, which installs what is missing first. Commands:
                      --page the upload page's address carrying it
   sign NAME [--method GET|PUT] [--ttl 15m] [--max-bytes N] [--sha256 HEX]
                      a signed link to NAME (or the files under NAME/), printed as a URL
+  prometheus-config --out DIR [--listen ADDR] [--watch]
+                     write prometheus.yml and its file_sd targets for this cluster into DIR
+                     and print the command line that runs Prometheus on them (see
+                     prometheus.py); --watch keeps rewriting them as the config changes
 Every command takes --config PATH (default ./cluster.toml). Clusters with different
 config files run side by side: each gets its own run/ and logs/ directories.
 
@@ -28,7 +35,9 @@ import argparse
 import json
 import os
 import secrets
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -37,6 +46,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import prometheus
 from probe import http_ok
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -57,6 +67,9 @@ class Cluster:
         self.run_dir = ROOT / "run" / (tag or "default")
         self.log_dir = ROOT / "logs" / tag if tag else ROOT / "logs"
         self.conf = self.run_dir / "supervisord.conf"
+        # Prometheus' files and database (`up --with-prometheus`); `listen` in it holds its
+        # address while it is part of this cluster.
+        self.prom_dir = self.run_dir / "prometheus"
         self.sock = self.run_dir / "supervisor.sock"
         mongo = self.cfg.get("mongodb", {})
         self.embedded = bool(mongo.get("embedded", False))
@@ -144,9 +157,7 @@ class Cluster:
 
     def base_url(self) -> str:
         """The balancer's address as a client on this machine reaches it."""
-        host, port = self.balancer_listen.rsplit(":", 1)
-        host = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]"}.get(host, host)
-        return f"http://{host}:{port}"
+        return f"http://{prometheus.local_addr(self.balancer_listen)}"
 
     def page_url(self, token: str) -> str:
         return f"{self.base_url()}/#token={token}"
@@ -163,7 +174,43 @@ class Cluster:
         for node in self.nodes:
             progs[node] = f"{self.bin('speedbox-node')} --config {self.config} --id {node}"
         progs["balancer"] = f"{self.bin('speedbox-balancer')} --config {self.config}"
+        listen = self.prometheus_listen()
+        if listen:
+            progs["prometheus"] = " ".join(prometheus.command(self.prom_dir, listen))
+            # The watcher that keeps the targets in step with live edits of the config.
+            progs["prometheus-targets"] = (
+                f"{ROOT / 'scripts' / 'cluster'} prometheus-config --config {self.config}"
+                f" --out {self.prom_dir} --listen {listen} --watch"
+            )
         return progs
+
+    def prometheus_listen(self) -> str | None:
+        """Prometheus' address while it is part of this cluster (from `up --with-prometheus`
+        until `down`), else None."""
+        marker = self.prom_dir / "listen"
+        if not marker.exists():
+            return None
+        return marker.read_text().strip() or None
+
+    def start_prometheus(self, listen: str) -> None:
+        """Generates Prometheus' files with a new token and remembers its address, so that
+        programs() lists it. A running Prometheus whose prometheus.yml changed ([auth]
+        turned on or off) is told to reload it."""
+        if shutil.which("prometheus") is None:
+            sys.exit("error: prometheus not found: scripts/setup --with-prometheus installs it")
+        running = self.running() and self.pid("prometheus") is not None
+        if not (running and listen == self.prometheus_listen()) and port_taken(listen):
+            sys.exit(f"error: {listen} is taken (by another cluster's Prometheus, or Debian's "
+                     f"own prometheus service: `systemctl disable --now prometheus`); pick "
+                     f"another address with --prometheus-listen")
+        if prometheus.generate(self, self.prom_dir, fresh_token=True) and running:
+            self.reload_prometheus()
+        (self.prom_dir / "listen").write_text(listen + "\n")
+
+    def reload_prometheus(self) -> None:
+        """SIGHUP: Prometheus re-reads prometheus.yml (file_sd files need no reload)."""
+        if self.running() and self.pid("prometheus") is not None:
+            self.ctl("signal", "HUP", "prometheus")
 
     def write_conf(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -181,7 +228,7 @@ class Cluster:
             "[supervisorctl]",
             f"serverurl=unix://{self.sock}",
         ]
-        priority = {"secantusd": 10, "balancer": 30}
+        priority = {"secantusd": 10, "balancer": 30, "prometheus": 40, "prometheus-targets": 40}
         for name, command in self.programs().items():
             lines += [
                 f"[program:{name}]",
@@ -214,10 +261,19 @@ class Cluster:
 
     # --- commands ---------------------------------------------------------------------------
 
-    def up(self) -> None:
+    def up(self, prometheus_listen: str | None = None) -> None:
+        """Starts or updates everything; with `prometheus_listen` (or a Prometheus already
+        part of the running cluster) Prometheus too."""
         # Before anything starts: a node whose key file is missing refuses to start. Running
         # processes pick a new key file up by themselves within a second.
         self.ensure_keys()
+        if prometheus_listen is None and not self.running():
+            # Left by a cluster that was never brought down (a reboot): a plain `up` of a
+            # stopped cluster starts without Prometheus, as after `down`.
+            (self.prom_dir / "listen").unlink(missing_ok=True)
+        listen = prometheus_listen or self.prometheus_listen()
+        if listen:
+            self.start_prometheus(listen)
         self.write_conf()
         if self.embedded:
             self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -252,6 +308,9 @@ class Cluster:
         deadline = time.time() + 60
         targets = [(n, f"http://{l}/healthz") for n, l in self.node_addrs()]
         targets.append(("balancer", f"http://{self.balancer_listen}/_cluster"))
+        listen = self.prometheus_listen()
+        if listen:
+            targets.append(("prometheus", f"http://{prometheus.local_addr(listen)}/-/ready"))
         for name, url in targets:
             headers = self.auth_headers() if name == "balancer" else None  # /healthz is open
             while not http_ok(url, headers):
@@ -259,6 +318,9 @@ class Cluster:
                     print(f"warning: {name} is not answering at {url}; see `scripts/cluster logs {name}`")
                     break
                 time.sleep(0.2)
+        # Then until it has scraped every target once, so that status shows their health.
+        while listen and not prometheus.scraped(listen) and time.time() < deadline:
+            time.sleep(0.2)
 
     def node_addrs(self) -> list[tuple[str, str]]:
         return [(n["id"], n["listen"]) for n in self.cfg.get("nodes", [])]
@@ -286,6 +348,12 @@ class Cluster:
         self.ctl("stop", "all")
         self.ctl("shutdown")
         print("cluster stopped (data kept in %s)" % self.data_dir)
+        if self.prometheus_listen():
+            # The next `up` starts without Prometheus unless asked again; its token, a
+            # credential, goes too (`up` mints a new one).
+            (self.prom_dir / "listen").unlink()
+            (self.prom_dir / "prometheus.token").unlink(missing_ok=True)
+            print(f"prometheus stopped (its data kept in {self.prom_dir / 'data'})")
 
     def status(self) -> None:
         if not self.running():
@@ -298,6 +366,7 @@ class Cluster:
         else:
             print("\naccess control: off -- the cluster is OPEN: anyone who reaches it may read, "
                   "overwrite and delete every file ([auth] in the config)")
+        self.prometheus_status()
         view = self.cluster_view()
         if view is None:
             print("\nbalancer: not answering")
@@ -309,6 +378,12 @@ class Cluster:
                 f"  {n['id']:<10} {n['address']:<22} {n['state']:<17} in_flight={n['in_flight']:<4}"
                 f" failures={n['consecutive_failures']:<3} latency={latency}ms"
             )
+
+    def prometheus_status(self) -> None:
+        listen = self.prometheus_listen()
+        if listen:
+            url = f"http://{prometheus.local_addr(listen)}"
+            print(f"\nprometheus {url}: {prometheus.summary(listen)}")
 
     def restart(self, name: str) -> None:
         print(self.ctl("restart", name).stdout.rstrip())
@@ -332,6 +407,16 @@ class Cluster:
         os.execvp("tail", ["tail", "-n", "100", *(["-F"] if follow else []), str(path)])
 
 
+def port_taken(listen: str) -> bool:
+    """Whether something listens at `listen` already (a second Prometheus could not bind)."""
+    host, port = prometheus.local_addr(listen).rsplit(":", 1)
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
 def embedded_port(uri: str) -> int:
     hostport = uri.removeprefix("mongodb://").split("/")[0].split("?")[0]
     try:
@@ -348,7 +433,12 @@ def main() -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", type=Path, default=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("up", parents=[common])
+    up = sub.add_parser("up", parents=[common])
+    up.add_argument("--with-prometheus", action="store_true",
+                    help="also run Prometheus, scraping the balancer and every node each second")
+    up.add_argument("--prometheus-listen", metavar="ADDR",
+                    help=f"Prometheus' address (default {prometheus.LISTEN}); implies "
+                         f"--with-prometheus")
     sub.add_parser("down", parents=[common])
     sub.add_parser("status", parents=[common])
     for cmd in ("restart", "kill"):
@@ -384,6 +474,13 @@ def main() -> None:
     sign.add_argument("--sub", default="cli", help="who signs it (default cli)")
     token.add_argument("--page", action="store_true",
                        help="print the upload page's address with the token instead")
+    prom = sub.add_parser("prometheus-config", parents=[common],
+                          help="write prometheus.yml and its targets for this cluster")
+    prom.add_argument("--out", type=Path, required=True, help="the directory to write into")
+    prom.add_argument("--listen", default=prometheus.LISTEN,
+                      help=f"the address in the printed command line (default {prometheus.LISTEN})")
+    prom.add_argument("--watch", action="store_true",
+                      help="keep running: rewrite the files whenever the config changes")
     logs = sub.add_parser("logs", parents=[common])
     logs.add_argument("name")
     logs.add_argument("-f", "--follow", action="store_true")
@@ -391,7 +488,8 @@ def main() -> None:
     cluster = Cluster(args.config)
     match args.cmd:
         case "up":
-            cluster.up()
+            listen = args.prometheus_listen or (prometheus.LISTEN if args.with_prometheus else None)
+            cluster.up(listen)
         case "down":
             cluster.down()
         case "status":
@@ -408,6 +506,15 @@ def main() -> None:
                 extra += ["--sha256", args.sha256]
             path = cluster.mint(args.sub, "read", "", args.max_bytes, args.ttl, None, extra)
             print(cluster.base_url() + path)
+        case "prometheus-config":
+            out = args.out.resolve()
+            if args.watch:
+                # Under supervisord (`up --with-prometheus`): Prometheus is its sibling.
+                reload = cluster.reload_prometheus if out == cluster.prom_dir else (lambda: None)
+                prometheus.watch(lambda: Cluster(args.config), out, reload)
+            if prometheus.generate(cluster, out, fresh_token=True) and out == cluster.prom_dir:
+                cluster.reload_prometheus()
+            print(" ".join(prometheus.command(out, args.listen)))
         case "token":
             tok = cluster.mint(args.sub, args.scope, args.prefix, args.max_bytes, args.ttl, args.jti)
             print(cluster.page_url(tok) if args.page else tok)

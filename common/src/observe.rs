@@ -11,8 +11,10 @@
 //!
 //! The log line is a `tracing` event with target `access` and message `access`, so it goes
 //! where every other line goes (stdout, rotated by the supervisor), in text or JSON
-//! (`SPEEDBOX_LOG_FORMAT=json`), and `RUST_LOG=info,access=off` turns it off. Credentials
-//! in the URL (a `token=` or `sig=` query value, a `/s/<sig>/` path segment) are redacted.
+//! (`SPEEDBOX_LOG_FORMAT=json`), and `RUST_LOG=info,access=off` turns it off. Successful
+//! health checks and scrapes are logged at debug (`RUST_LOG=info,access=debug` shows them).
+//! Credentials in the URL (a `token=` or `sig=` query value, a `/s/<sig>/` path segment)
+//! are redacted.
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
@@ -207,22 +209,39 @@ impl Record {
         }
         let text =
             |v: Option<&HeaderValue>| v.and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned();
-        tracing::info!(
-            target: "access",
-            client = %self.client,
-            principal = self.principal.get().map_or("-", |p| p),
-            method = %self.method,
-            path = %redact(&self.uri),
-            status = status.as_u16(),
-            bytes_in = received,
-            bytes_out = sent,
-            duration_ms = millis(duration),
-            first_byte_ms = millis(first_byte),
-            node = text(node),
-            request_id = text(request_id),
-            "access"
-        );
+        macro_rules! access {
+            ($level:expr) => {
+                tracing::event!(
+                    target: "access",
+                    $level,
+                    client = %self.client,
+                    principal = self.principal.get().map_or("-", |p| p),
+                    method = %self.method,
+                    path = %redact(&self.uri),
+                    status = status.as_u16(),
+                    bytes_in = received,
+                    bytes_out = sent,
+                    duration_ms = millis(duration),
+                    first_byte_ms = millis(first_byte),
+                    node = text(node),
+                    request_id = text(request_id),
+                    "access"
+                )
+            };
+        }
+        // Health checks and scrapes come every second from the balancer and Prometheus:
+        // their successes would drown the log, so they are logged at debug.
+        if status.is_success() && is_routine(self.uri.path()) {
+            access!(tracing::Level::DEBUG);
+        } else {
+            access!(tracing::Level::INFO);
+        }
     }
+}
+
+/// Paths polled by machines: `/healthz` and `/metrics`.
+fn is_routine(path: &str) -> bool {
+    path == "/healthz" || path == crate::metrics::PATH
 }
 
 /// Milliseconds with microsecond precision, for log fields.
