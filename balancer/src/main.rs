@@ -35,7 +35,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    telemetry::init();
+    let _log = telemetry::init();
     let args = Args::parse();
     let config = ClusterConfig::load(&args.config)?;
     let listen = config.balancer.listen;

@@ -1,13 +1,24 @@
 //! Tracing set-up: one line per event on stdout, which the supervisor writes to `logs/`.
+//!
+//! Lines are written by a background thread (`tracing-appender`'s non-blocking writer)
+//! through a buffer flushed whenever the queue runs dry: a request never waits for a
+//! `write(2)` to stdout, and a slow reader of stdout (the supervisor's pipe) can never stall
+//! the runtime's threads. Under a backlog of more than 128,000 lines, new ones are dropped
+//! rather than block the proxy.
 
+use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::EnvFilter;
 
 /// Installs the global subscriber. `RUST_LOG` filters (default `info`);
-/// `SPEEDBOX_LOG_FORMAT=json` switches to one JSON object per line.
-pub fn init() {
+/// `SPEEDBOX_LOG_FORMAT=json` switches to one JSON object per line. Keep the returned guard
+/// until the process ends: dropping it flushes the lines still queued.
+pub fn init() -> WorkerGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let stdout = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
+    let (writer, guard) = tracing_appender::non_blocking(stdout);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_writer(writer)
         .with_target(false);
     let json = std::env::var("SPEEDBOX_LOG_FORMAT").is_ok_and(|v| v == "json");
     // try_init: a second call (tests) keeps the first subscriber instead of panicking.
@@ -16,4 +27,5 @@ pub fn init() {
     } else {
         builder.with_ansi(false).try_init()
     };
+    guard
 }
