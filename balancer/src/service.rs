@@ -14,7 +14,7 @@ use speedbox_common::auth::{bearer, LiveAuth};
 use speedbox_common::forwarded::client_addr;
 use speedbox_common::linger;
 use speedbox_common::metrics::RouteClass;
-use speedbox_common::observe::{self, Observed, Observer};
+use speedbox_common::observe::{Observed, Observer};
 
 use crate::cluster::Cluster;
 use crate::down_body::DownBody;
@@ -44,7 +44,7 @@ pub async fn handle(
     let (request, exchange) = shared.observer.begin(request, client);
     let sub = principal_sub(&shared.auth, &request);
     if let Some(sub) = &sub {
-        observe::note_principal(request.extensions(), sub);
+        exchange.note_principal(sub);
     }
     let (request, admitted) = match admit(&shared, client, sub, &request) {
         Ok(Admitted {

@@ -25,13 +25,11 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Buf;
-use http::{Extensions, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body::{Body, Frame, SizeHint};
 
 use crate::headers::{X_REQUEST_ID, X_SPEEDBOX_NODE};
-use crate::metrics::{
-    HttpMetrics, MethodLabel, RequestLabels, RouteClass, RouteLabels, StatusClass,
-};
+use crate::metrics::{HttpMetrics, MethodLabel, RequestLabels, RouteClass, StatusClass};
 
 /// The status logged for a request whose client went away before it was answered (nginx's
 /// convention; never sent).
@@ -85,9 +83,18 @@ struct Finish {
     request_id: Option<HeaderValue>,
 }
 
-/// Who the request came from, as its handler found out ([`note_principal`]).
+/// Where a handler that learns who a request came from writes it down (see
+/// [`Exchange::principal_note`]).
 #[derive(Debug, Clone)]
-struct Note(Arc<Record>);
+pub struct PrincipalNote(Arc<Record>);
+
+impl PrincipalNote {
+    /// Records who the request came from (a token's `sub`) for its access-log line; the
+    /// first call counts.
+    pub fn set(&self, principal: &str) {
+        let _ = self.0.principal.set(principal.into());
+    }
+}
 
 impl Observer {
     pub fn new(http: Arc<HttpMetrics>) -> Observer {
@@ -100,7 +107,7 @@ impl Observer {
         request: Request<B>,
         client: SocketAddr,
     ) -> (Request<Metered<B>>, Exchange) {
-        let (mut parts, body) = request.into_parts();
+        let (parts, body) = request.into_parts();
         let route = RouteClass::of(parts.uri.path());
         let record = Arc::new(Record {
             http: Arc::clone(&self.http),
@@ -112,12 +119,7 @@ impl Observer {
             received: AtomicU64::new(0),
             principal: OnceLock::new(),
         });
-        record
-            .http
-            .in_flight
-            .get_or_create(&RouteLabels { route })
-            .inc();
-        parts.extensions.insert(Note(Arc::clone(&record)));
+        record.http.route(route).in_flight.inc();
         let body = Metered {
             inner: body,
             record: Arc::clone(&record),
@@ -129,15 +131,20 @@ impl Observer {
     }
 }
 
-/// Records who a request came from (a token's `sub`), for its access-log line; the first
-/// call counts. `extensions` are the request's, as [`Observer::begin`] returned it.
-pub fn note_principal(extensions: &Extensions, principal: &str) {
-    if let Some(Note(record)) = extensions.get::<Note>() {
-        let _ = record.principal.set(principal.into());
-    }
-}
-
 impl Exchange {
+    /// Where to note who the request came from, for a handler that finds out later (the
+    /// node puts it in the request's extensions).
+    pub fn principal_note(&self) -> Option<PrincipalNote> {
+        self.record.as_ref().map(|r| PrincipalNote(Arc::clone(r)))
+    }
+
+    /// Records who the request came from; see [`PrincipalNote::set`].
+    pub fn note_principal(&self, principal: &str) {
+        if let Some(record) = &self.record {
+            let _ = record.principal.set(principal.into());
+        }
+    }
+
     /// Wraps `response`, the request's answer, to finish the observation after its body.
     pub fn respond<B>(mut self, response: Response<B>) -> Response<Observed<B>> {
         let Some(record) = self.record.take() else {
@@ -185,9 +192,9 @@ impl Record {
         request_id: Option<&HeaderValue>,
     ) {
         let received = self.received.load(Ordering::Relaxed);
-        let route = RouteLabels { route: self.route };
         let http = &self.http;
-        http.in_flight.get_or_create(&route).dec();
+        let series = http.route(self.route);
+        series.in_flight.dec();
         http.requests
             .get_or_create(&RequestLabels {
                 route: self.route,
@@ -195,18 +202,10 @@ impl Record {
                 status: StatusClass::of(status),
             })
             .inc();
-        http.duration
-            .get_or_create(&route)
-            .observe(duration.as_secs_f64());
-        http.first_byte
-            .get_or_create(&route)
-            .observe(first_byte.as_secs_f64());
-        if received > 0 {
-            http.received.get_or_create(&route).inc_by(received);
-        }
-        if sent > 0 {
-            http.sent.get_or_create(&route).inc_by(sent);
-        }
+        series.duration.observe(duration.as_secs_f64());
+        series.first_byte.observe(first_byte.as_secs_f64());
+        series.received.inc_by(received);
+        series.sent.inc_by(sent);
         let text =
             |v: Option<&HeaderValue>| v.and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned();
         macro_rules! access {

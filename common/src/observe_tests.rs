@@ -1,6 +1,7 @@
 //! Tests of [`super`]: redaction, counting, 499.
 
 use super::*;
+use crate::metrics::RouteLabels;
 
 #[test]
 fn credentials_in_urls_are_redacted() {

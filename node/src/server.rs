@@ -15,7 +15,7 @@ use speedbox_common::auth::{link, LiveAuth};
 use speedbox_common::config::ClusterConfig;
 use speedbox_common::headers::{X_REQUEST_ID, X_SPEEDBOX_NODE};
 use speedbox_common::linger;
-use speedbox_common::observe::{self, Observed, Observer};
+use speedbox_common::observe::{Observed, Observer, PrincipalNote};
 use speedbox_common::request_id::request_id;
 use tracing::Instrument;
 
@@ -103,7 +103,11 @@ pub async fn handle(
     client: SocketAddr,
     req: Request<Incoming>,
 ) -> std::result::Result<Response<Observed<Body>>, Infallible> {
-    let (req, exchange) = observer.begin(req, client);
+    let (mut req, exchange) = observer.begin(req, client);
+    // Access control, inside, finds out who the request comes from.
+    if let Some(note) = exchange.principal_note() {
+        req.extensions_mut().insert(note);
+    }
     // An answer given before the body's end must still reach a client that sends on.
     let (req, linger) = linger::hold(req);
     let request_id = request_id(req.headers());
@@ -168,8 +172,8 @@ async fn dispatch(state: &AppState, req: Request<ReqBody>) -> Result<Response<Bo
         link: path_link.or_else(|| link::from_query(query)),
     };
     let principal = &access::check(&auth, &revoked, &route, proof)?;
-    if let Some(sub) = &principal.sub {
-        observe::note_principal(req.extensions(), sub);
+    if let (Some(sub), Some(note)) = (&principal.sub, req.extensions().get::<PrincipalNote>()) {
+        note.set(sub);
     }
     let _uploading = state.metrics.uploading(&route);
     match route {

@@ -60,6 +60,7 @@ pub fn encode(registry: &Registry) -> String {
 
 /// What a request does, by its method and path: the `route` label.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+#[repr(usize)]
 pub enum RouteClass {
     /// One file by name: `GET`/`HEAD`/`PUT`/`DELETE /files/{name}`, `/download`, and
     /// signed links.
@@ -77,6 +78,21 @@ pub enum RouteClass {
 }
 
 impl RouteClass {
+    /// Every class, in [`RouteClass::index`] order.
+    pub const ALL: [RouteClass; 6] = [
+        RouteClass::File,
+        RouteClass::List,
+        RouteClass::Upload,
+        RouteClass::Tus,
+        RouteClass::Page,
+        RouteClass::Admin,
+    ];
+
+    /// The class's place in [`RouteClass::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             RouteClass::File => "file",
@@ -190,19 +206,48 @@ pub struct HttpMetrics {
     pub sent: Family<RouteLabels, Counter>,
     /// `speedbox_http_requests_in_flight{route}`.
     pub in_flight: Family<RouteLabels, Gauge>,
+    /// The per-route series of the families above, resolved once (indexed by
+    /// [`RouteClass::index`]): a request updates them without a label lookup.
+    routes: Vec<RouteSeries>,
+}
+
+/// One route's series of the per-route families (handles to the same values).
+#[derive(Debug, Clone)]
+pub struct RouteSeries {
+    pub duration: Histogram,
+    pub first_byte: Histogram,
+    pub received: Counter,
+    pub sent: Counter,
+    pub in_flight: Gauge,
 }
 
 impl HttpMetrics {
     /// New families, registered in `registry` (which should have the `speedbox` prefix).
     pub fn register(registry: &mut Registry) -> Arc<HttpMetrics> {
-        let metrics = HttpMetrics {
+        let mut metrics = HttpMetrics {
             requests: Family::default(),
             duration: durations(),
             first_byte: durations(),
             received: Family::default(),
             sent: Family::default(),
             in_flight: Family::default(),
+            routes: Vec::new(),
         };
+        // Every route's series exist from the start (at 0, as Prometheus advises for
+        // known label values), and each request finds its own by index.
+        metrics.routes = RouteClass::ALL
+            .iter()
+            .map(|&route| {
+                let labels = RouteLabels { route };
+                RouteSeries {
+                    duration: metrics.duration.get_or_create_owned(&labels),
+                    first_byte: metrics.first_byte.get_or_create_owned(&labels),
+                    received: metrics.received.get_or_create_owned(&labels),
+                    sent: metrics.sent.get_or_create_owned(&labels),
+                    in_flight: metrics.in_flight.get_or_create_owned(&labels),
+                }
+            })
+            .collect();
         let http = registry.sub_registry_with_prefix("http");
         http.register(
             "requests",
@@ -239,6 +284,13 @@ impl HttpMetrics {
             metrics.in_flight.clone(),
         );
         Arc::new(metrics)
+    }
+}
+
+impl HttpMetrics {
+    /// The series of `route`.
+    pub fn route(&self, route: RouteClass) -> &RouteSeries {
+        &self.routes[route.index()]
     }
 }
 
