@@ -6,8 +6,18 @@
 //! the runtime's threads. Under a backlog of more than 128,000 lines, new ones are dropped
 //! rather than block the proxy.
 
-use tracing_appender::non_blocking::WorkerGuard;
+use std::sync::OnceLock;
+
+use tracing_appender::non_blocking::{ErrorCounter, WorkerGuard};
 use tracing_subscriber::EnvFilter;
+
+/// Counts the lines the writer dropped (see the module doc), once [`init`] ran.
+static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
+
+/// Log lines dropped so far because the writer's queue was full (0 before [`init`]).
+pub fn dropped_lines() -> u64 {
+    DROPPED.get().map_or(0, |c| c.dropped_lines() as u64)
+}
 
 /// Installs the global subscriber. `RUST_LOG` filters (default `info`);
 /// `SPEEDBOX_LOG_FORMAT=json` switches to one JSON object per line. Keep the returned guard
@@ -16,6 +26,7 @@ pub fn init() -> WorkerGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let stdout = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
     let (writer, guard) = tracing_appender::non_blocking(stdout);
+    let _ = DROPPED.set(writer.error_counter());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)

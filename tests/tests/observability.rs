@@ -141,6 +141,7 @@ async fn metrics_count_every_request_exactly_on_the_balancer_and_the_nodes() {
     for scrape in on_nodes.iter().chain([&balancer]) {
         assert!(scrape["process_resident_memory_bytes"] > 1e6);
         assert!(scrape["process_open_fds"] > 0.0);
+        assert_eq!(scrape["speedbox_log_lines_dropped_total"], 0.0);
         assert_eq!(
             scrape[r#"speedbox_http_requests_in_flight{route="file"}"#],
             0.0

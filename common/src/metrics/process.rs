@@ -2,6 +2,9 @@
 //! (`process_cpu_seconds_total`, `process_resident_memory_bytes`, `process_open_fds`, …),
 //! read from `/proc/self` at each scrape (Linux; elsewhere none are exported).
 //!
+//! With them, `speedbox_log_lines_dropped_total`: lines the non-blocking log writer dropped
+//! ([`crate::telemetry`]).
+//!
 //! `procfs` parses `/proc` (the crate the TiKV Prometheus client uses for the same job):
 //! clock ticks and page size come from the system, not from constants.
 
@@ -62,6 +65,14 @@ impl Collector for ProcessCollector {
                 fds as i64,
             )?;
         }
+        let dropped = ConstCounter::new(crate::telemetry::dropped_lines());
+        let m = encoder.encode_descriptor(
+            "speedbox_log_lines_dropped",
+            "Log lines dropped because the log writer's queue was full",
+            None,
+            dropped.metric_type(),
+        )?;
+        dropped.encode(m)?;
         if let Ok(limits) = me.limits() {
             if let procfs::process::LimitValue::Value(max) = limits.max_open_files.soft_limit {
                 gauge(
