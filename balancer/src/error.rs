@@ -12,6 +12,8 @@ use http_body_util::Full;
 use speedbox_common::auth::AuthError;
 use speedbox_common::respond;
 
+use crate::limits::Refused;
+
 /// Why a request could not be proxied.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -30,6 +32,9 @@ pub enum ProxyError {
     /// The balancer's own endpoints: 401 without a valid token, 403 without `admin`.
     #[error(transparent)]
     Auth(#[from] AuthError),
+    /// `[limits]`: over the request rate or the transfers at once (429).
+    #[error("too many requests: retry in {} s", .0.retry_secs())]
+    Limited(Refused),
 }
 
 impl ProxyError {
@@ -42,6 +47,7 @@ impl ProxyError {
             ProxyError::ResponseTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::Auth(e) => e.status(),
+            ProxyError::Limited(_) => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -51,9 +57,10 @@ impl ProxyError {
     pub fn log(&self, request_id: &str, method: &Method) {
         let status = self.status().as_u16();
         match self {
-            ProxyError::NoHealthyNode | ProxyError::MethodNotAllowed(_) | ProxyError::Auth(_) => {
-                tracing::debug!(id = request_id, %method, status, "{self}")
-            }
+            ProxyError::NoHealthyNode
+            | ProxyError::MethodNotAllowed(_)
+            | ProxyError::Auth(_)
+            | ProxyError::Limited(_) => tracing::debug!(id = request_id, %method, status, "{self}"),
             _ => tracing::warn!(id = request_id, %method, status, "{self}"),
         }
     }
@@ -64,13 +71,17 @@ impl ProxyError {
         let status = self.status();
         let message = self.to_string();
         let mut response = respond::error(status, "balancer", &message);
-        if let ProxyError::Auth(e) = &self {
-            if let Some(challenge) = e.challenge() {
-                response.headers_mut().insert(
-                    http::header::WWW_AUTHENTICATE,
-                    http::HeaderValue::from_static(challenge),
-                );
+        match &self {
+            ProxyError::Auth(e) => {
+                if let Some(challenge) = e.challenge() {
+                    response.headers_mut().insert(
+                        http::header::WWW_AUTHENTICATE,
+                        http::HeaderValue::from_static(challenge),
+                    );
+                }
             }
+            ProxyError::Limited(refused) => refused.add_headers(response.headers_mut()),
+            _ => {}
         }
         response.map(B::from)
     }

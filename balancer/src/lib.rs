@@ -106,7 +106,6 @@ pub async fn run(
         cluster: Arc::clone(&cluster),
         auth: Arc::clone(&auth),
         observer: Observer::new(Arc::clone(&metrics.http)),
-        limits: Arc::clone(&metrics.limits),
         metrics,
     });
     let connection = {

@@ -23,10 +23,9 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use governor::clock::Clock;
 use governor::{DefaultKeyedRateLimiter, Quota};
-use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
+use http::{header, HeaderMap, HeaderValue};
 use speedbox_common::config::LimitsConfig;
 
-use crate::down_body::DownBody;
 use crate::shape::Shaper;
 
 /// How often limiters drop the principals whose buckets are full again.
@@ -99,12 +98,14 @@ impl Drop for Transfer {
     }
 }
 
-/// Why a request was refused: the 429 to send.
+/// Why a request was refused (answered as [`crate::error::ProxyError::Limited`]).
 #[derive(Debug)]
 pub struct Refused {
     retry_after: Duration,
-    policy: String,
-    remaining_policy: String,
+    /// The policy's name in the RateLimit fields.
+    name: &'static str,
+    /// Its parameters in `RateLimit-Policy` (`q=…;w=…`).
+    params: String,
 }
 
 impl Limits {
@@ -125,8 +126,8 @@ impl Limits {
                 let window = burst.div_ceil(rate.max(1)).max(1);
                 return Err(Refused {
                     retry_after: wait,
-                    policy: format!("\"requests\";q={burst};w={window}"),
-                    remaining_policy: "\"requests\"".into(),
+                    name: "requests",
+                    params: format!("q={burst};w={window}"),
                 });
             }
         }
@@ -175,8 +176,8 @@ impl Limits {
             self.refused_transfers.fetch_add(1, Ordering::Relaxed);
             return Err(Refused {
                 retry_after: Duration::from_secs(1),
-                policy: format!("\"transfers\";q={max};qu=\"concurrent-requests\""),
-                remaining_policy: "\"transfers\"".into(),
+                name: "transfers",
+                params: format!("q={max};qu=\"concurrent-requests\""),
             });
         }
         *n += 1;
@@ -232,9 +233,7 @@ impl Active {
             forgotten_at: Mutex::new(None),
         }
     }
-}
 
-impl Active {
     /// Whether [`FORGET_EVERY`] passed since idle principals were last forgotten (then
     /// it is now).
     fn forget_due(&self) -> bool {
@@ -257,34 +256,34 @@ fn burst_bytes(rate: u64) -> u32 {
 }
 
 impl Refused {
-    /// `429 Too Many Requests` with `Retry-After` (RFC 9110 §10.2.3, whole seconds, at
-    /// least 1) and the draft's `RateLimit-Policy` and `RateLimit` fields.
-    pub fn into_response(self) -> Response<DownBody> {
-        let secs = self.retry_after.as_secs_f64().ceil().max(1.0) as u64;
-        let body = serde_json::json!({
-            "error": format!("too many requests: retry in {secs} s"),
-        });
-        let mut response = speedbox_common::respond::json(StatusCode::TOO_MANY_REQUESTS, &body)
-            .map(DownBody::Full);
-        let headers: &mut HeaderMap = response.headers_mut();
-        let mut set = |name: &'static str, value: String| {
+    /// Whole seconds until a retry may succeed, at least 1 (`Retry-After`, RFC 9110
+    /// §10.2.3).
+    pub fn retry_secs(&self) -> u64 {
+        self.retry_after.as_secs_f64().ceil().max(1.0) as u64
+    }
+
+    /// Adds `Retry-After` and the draft's `RateLimit-Policy` and `RateLimit` fields.
+    pub fn add_headers(&self, headers: &mut HeaderMap) {
+        let secs = self.retry_secs();
+        let name = self.name;
+        let mut set = |field: &'static str, value: String| {
             if let Ok(v) = HeaderValue::try_from(value) {
-                headers.insert(name, v);
+                headers.insert(field, v);
             }
         };
         set(header::RETRY_AFTER.as_str(), secs.to_string());
-        set("ratelimit-policy", self.policy);
-        set(
-            "ratelimit",
-            format!("{};r=0;t={secs}", self.remaining_policy),
-        );
-        response
+        set("ratelimit-policy", format!("\"{name}\";{}", self.params));
+        set("ratelimit", format!("\"{name}\";r=0;t={secs}"));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ProxyError;
+    use bytes::Bytes;
+    use http::StatusCode;
+    use http_body_util::Full;
 
     fn limits(text: &str) -> LimitsConfig {
         let text = format!("[mongodb]\nuri = \"mongodb://127.0.0.1:1\"\n[limits]\n{text}");
@@ -310,7 +309,7 @@ mod tests {
             "{:?}",
             refused.retry_after
         );
-        let response = refused.into_response();
+        let response = ProxyError::Limited(refused).into_response::<Full<Bytes>>();
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
         let h = response.headers();
         assert_eq!(h["retry-after"], "1");

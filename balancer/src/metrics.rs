@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use http::{header, HeaderValue, Request, Response, StatusCode};
+use http::{Request, Response};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -60,15 +60,7 @@ pub fn respond(
     if let Err(refused) = crate::status::admin_read(auth, request) {
         return refused.into_response();
     }
-    let mut response = Response::new(DownBody::Full(http_body_util::Full::new(
-        metrics::encode(&metrics.registry).into(),
-    )));
-    *response.status_mut() = StatusCode::OK;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(metrics::CONTENT_TYPE),
-    );
-    response
+    metrics::response(&metrics.registry).map(DownBody::Full)
 }
 
 /// The nodes' series, read from the cluster at each scrape.
@@ -121,60 +113,50 @@ impl Collector for ClusterCollector {
             node.state.checks.0.encode(checks.encode_family(&labels)?)?;
         }
 
-        let mut bypassed = encoder.encode_descriptor(
+        counters(
+            &mut encoder,
             "failures_bypassed",
             "Node failures clients did not see, by how: a request sent elsewhere (retried), \
              a hung node's request hedged, a broken download continued on another node",
             None,
-            ConstCounter::new(0u64).metric_type(),
+            per_node(&nodes, "how", |n| {
+                let b = &n.state.bypassed;
+                [
+                    ("retried", read(&b.retried)),
+                    ("hedged", read(&b.hedged)),
+                    ("continued", read(&b.continued)),
+                ]
+            }),
         )?;
-        for node in &nodes {
-            let b = &node.state.bypassed;
-            for (how, counter) in [
-                ("retried", &b.retried),
-                ("hedged", &b.hedged),
-                ("continued", &b.continued),
-            ] {
-                let labels = [("node", node.id.as_str()), ("how", how)];
-                ConstCounter::new(read(counter)).encode(bypassed.encode_family(&labels)?)?;
-            }
-        }
-
-        let mut downs = encoder.encode_descriptor(
+        counters(
+            &mut encoder,
             "node_downs",
             "Times a node was taken out of rotation, by reason: failed health checks, a \
              refused or reset connection, or ejected for late answers",
             None,
-            ConstCounter::new(0u64).metric_type(),
+            per_node(&nodes, "reason", |n| {
+                let s = &n.state;
+                [
+                    ("health_check", read(&s.downs.checks)),
+                    ("connection", read(&s.downs.connection)),
+                    ("ejected", read(&s.bypassed.ejected)),
+                ]
+            }),
         )?;
-        for node in &nodes {
-            let s = &node.state;
-            for (reason, counter) in [
-                ("health_check", &s.downs.checks),
-                ("connection", &s.downs.connection),
-                ("ejected", &s.bypassed.ejected),
-            ] {
-                let labels = [("node", node.id.as_str()), ("reason", reason)];
-                ConstCounter::new(read(counter)).encode(downs.encode_family(&labels)?)?;
-            }
-        }
-
         let uploads = &self.cluster.uploads;
-        let mut protected = encoder.encode_descriptor(
+        counters(
+            &mut encoder,
             "uploads_unfinished_on_their_node",
             "PUTs whose node died or stalled: continued on another node, or cut; and PUTs \
              that went unprotected because the window budget was spent",
             None,
-            ConstCounter::new(0u64).metric_type(),
+            [
+                ("continued", &uploads.continued),
+                ("cut", &uploads.cut),
+                ("unprotected", &uploads.unprotected),
+            ]
+            .map(|(outcome, c)| (vec![("outcome", outcome)], read(c))),
         )?;
-        for (outcome, counter) in [
-            ("continued", &uploads.continued),
-            ("cut", &uploads.cut),
-            ("unprotected", &uploads.unprotected),
-        ] {
-            let labels = [("outcome", outcome)];
-            ConstCounter::new(read(counter)).encode(protected.encode_family(&labels)?)?;
-        }
         let reserved = ConstGauge::new(uploads.reserved() as i64);
         let m = encoder.encode_descriptor(
             "upload_window_reserved",
@@ -185,34 +167,58 @@ impl Collector for ClusterCollector {
         reserved.encode(m)?;
 
         let limits = &self.limits;
-        let mut refused = encoder.encode_descriptor(
+        counters(
+            &mut encoder,
             "limited",
             "Requests refused with 429 by [limits], by limit",
             None,
-            ConstCounter::new(0u64).metric_type(),
+            [
+                ("requests_per_second", &limits.refused_rate),
+                ("concurrent_transfers", &limits.refused_transfers),
+            ]
+            .map(|(limit, c)| (vec![("limit", limit)], read(c))),
         )?;
-        for (limit, counter) in [
-            ("requests_per_second", &limits.refused_rate),
-            ("concurrent_transfers", &limits.refused_transfers),
-        ] {
-            let labels = [("limit", limit)];
-            ConstCounter::new(read(counter)).encode(refused.encode_family(&labels)?)?;
-        }
-        let mut shaped = encoder.encode_descriptor(
+        counters(
+            &mut encoder,
             "shaped",
             "Body bytes that waited for their principal's bandwidth limit, by direction",
             Some(&Unit::Bytes),
-            ConstCounter::new(0u64).metric_type(),
+            [
+                ("upload", &*limits.shaped_up),
+                ("download", &*limits.shaped_down),
+            ]
+            .map(|(direction, c)| (vec![("direction", direction)], read(c))),
         )?;
-        for (direction, counter) in [
-            ("upload", &*limits.shaped_up),
-            ("download", &*limits.shaped_down),
-        ] {
-            let labels = [("direction", direction)];
-            ConstCounter::new(read(counter)).encode(shaped.encode_family(&labels)?)?;
-        }
         Ok(())
     }
+}
+
+/// A series per node and value of `key`: labels `node` and `key`, from `pairs`.
+fn per_node<'a>(
+    nodes: &[&'a Node],
+    key: &'a str,
+    pairs: impl Fn(&Node) -> [(&'a str, u64); 3],
+) -> Vec<(Vec<(&'a str, &'a str)>, u64)> {
+    let series = nodes.iter().flat_map(|node| {
+        pairs(node).map(|(value, n)| (vec![("node", node.id.as_str()), (key, value)], n))
+    });
+    series.collect()
+}
+
+/// One counter family, a series per `(labels, value)`.
+fn counters<'a>(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    series: impl IntoIterator<Item = (Vec<(&'a str, &'a str)>, u64)>,
+) -> Result<(), std::fmt::Error> {
+    let kind = ConstCounter::new(0u64).metric_type();
+    let mut family = encoder.encode_descriptor(name, help, unit, kind)?;
+    for (labels, value) in series {
+        ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+    }
+    Ok(())
 }
 
 fn read(counter: &AtomicU64) -> u64 {

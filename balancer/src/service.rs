@@ -18,7 +18,8 @@ use speedbox_common::observe::{Observed, Observer};
 
 use crate::cluster::Cluster;
 use crate::down_body::DownBody;
-use crate::limits::{Admitted, Limits, Principal};
+use crate::error::ProxyError;
+use crate::limits::{Admitted, Principal};
 use crate::metrics::Metrics;
 use crate::proxy;
 use crate::shape::Shaped;
@@ -27,8 +28,8 @@ use crate::shape::Shaped;
 pub struct Shared {
     pub cluster: Arc<Cluster>,
     pub auth: Arc<LiveAuth>,
+    /// The metrics, with `[limits]`' state.
     pub metrics: Arc<Metrics>,
-    pub limits: Arc<Limits>,
     pub observer: Observer,
 }
 
@@ -46,27 +47,22 @@ pub async fn handle(
     if let Some(sub) = &sub {
         exchange.note_principal(sub);
     }
-    let (request, admitted) = match admit(&shared, client, sub, &request) {
-        Ok(Admitted {
-            transfer,
-            upload,
-            download,
-        }) => {
-            let request = request.map(|b| Shaped::new(b, upload, None));
-            (request, Ok((download, transfer)))
-        }
-        Err(refused) => (request.map(|b| Shaped::new(b, None, None)), Err(refused)),
-    };
+    let mut admitted = admit(&shared, client, sub, &request);
+    let upload = admitted.as_mut().ok().and_then(|a| a.upload.take());
+    let request = request.map(|b| Shaped::new(b, upload, None));
     // An answer given before the body's end must still reach a client that sends on.
     let (request, linger) = linger::hold(request);
     let mut response = match admitted {
-        Ok((download, transfer)) => {
+        Ok(Admitted {
+            download, transfer, ..
+        }) => {
             let response = proxy::handle(&shared, client, request).await?;
             response.map(|b| Shaped::new(b, download, transfer))
         }
         Err(refused) => {
             drop(request);
-            refused.into_response().map(|b| Shaped::new(b, None, None))
+            let response = ProxyError::Limited(refused).into_response::<DownBody>();
+            response.map(|b| Shaped::new(b, None, None))
         }
     };
     linger.after(&mut response);
@@ -104,6 +100,7 @@ fn admit<B>(
         }
     };
     shared
+        .metrics
         .limits
         .admit(&config.limits, principal, is_transfer(request))
 }

@@ -147,25 +147,18 @@ impl Exchange {
 
     /// Wraps `response`, the request's answer, to finish the observation after its body.
     pub fn respond<B>(mut self, response: Response<B>) -> Response<Observed<B>> {
-        let Some(record) = self.record.take() else {
-            return response.map(|inner| Observed {
-                inner,
-                sent: 0,
-                finish: None,
-            });
-        };
         let (parts, body) = response.into_parts();
-        let finish = Finish {
+        let finish = self.record.take().map(|record| Finish {
             first_byte: record.start.elapsed(),
             status: parts.status,
             node: parts.headers.get(X_SPEEDBOX_NODE).cloned(),
             request_id: parts.headers.get(X_REQUEST_ID).cloned(),
             record,
-        };
+        });
         let body = Observed {
             inner: body,
             sent: 0,
-            finish: Some(finish),
+            finish,
         };
         Response::from_parts(parts, body)
     }

@@ -1,7 +1,6 @@
 //! Tests of [`super`]: redaction, counting, 499.
 
 use super::*;
-use crate::metrics::RouteLabels;
 
 #[test]
 fn credentials_in_urls_are_redacted() {
@@ -37,10 +36,8 @@ async fn a_request_is_counted_once_with_its_bytes_when_its_answer_ends() {
         .unwrap();
     let client: SocketAddr = "127.0.0.1:9".parse().unwrap();
     let (request, exchange) = observer.begin(request, client);
-    let route = RouteLabels {
-        route: RouteClass::File,
-    };
-    assert_eq!(http.in_flight.get_or_create(&route).get(), 1);
+    let route = http.route(RouteClass::File);
+    assert_eq!(route.in_flight.get(), 1);
     let got = request.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(got.len(), 5);
     let answer = Response::builder()
@@ -56,9 +53,9 @@ async fn a_request_is_counted_once_with_its_bytes_when_its_answer_ends() {
         status: StatusClass::of(StatusCode::CREATED),
     };
     assert_eq!(http.requests.get_or_create(&labels).get(), 1);
-    assert_eq!(http.received.get_or_create(&route).get(), 5);
-    assert_eq!(http.sent.get_or_create(&route).get(), 3);
-    assert_eq!(http.in_flight.get_or_create(&route).get(), 0);
+    assert_eq!(route.received.get(), 5);
+    assert_eq!(route.sent.get(), 3);
+    assert_eq!(route.in_flight.get(), 0);
 }
 
 #[test]

@@ -4,9 +4,7 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
-use http::{header, HeaderValue, Response};
-use http_body_util::Full;
+use http::Response;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -74,12 +72,6 @@ impl NodeMetrics {
 
     /// The exposition, as the answer to `GET /metrics`.
     pub fn respond(&self) -> Response<Body> {
-        let text = metrics::encode(&self.registry);
-        let mut response = Response::new(Full::new(Bytes::from(text)));
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(metrics::CONTENT_TYPE),
-        );
-        respond::full(response)
+        respond::full(metrics::response(&self.registry))
     }
 }

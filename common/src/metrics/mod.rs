@@ -48,6 +48,16 @@ pub fn durations<S: Clone + std::hash::Hash + Eq>() -> Durations<S> {
     Family::new_with_constructor(duration_histogram as fn() -> Histogram)
 }
 
+/// The answer to `GET /metrics`: `registry`'s text with its content type.
+pub fn response(registry: &Registry) -> http::Response<http_body_util::Full<bytes::Bytes>> {
+    let mut response = http::Response::new(http_body_util::Full::from(encode(registry)));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(CONTENT_TYPE),
+    );
+    response
+}
+
 /// The registry text of `registry` (OpenMetrics, ending in `# EOF`).
 pub fn encode(registry: &Registry) -> String {
     let mut text = String::with_capacity(16 * 1024);
@@ -191,27 +201,24 @@ pub struct RouteLabels {
 /// The HTTP request families, the same on the balancer and on every node (a scrape's
 /// `job` label tells them apart). A request is counted when its answer has been sent (or
 /// the client went away), so `requests_total` and the byte counters agree.
+///
+/// The per-route families are registered as:
+/// - `speedbox_http_request_duration_seconds{route}`: arrival to the answer's last byte;
+/// - `speedbox_http_first_byte_seconds{route}`: to the answer's head;
+/// - `speedbox_http_received_bytes_total{route}`, `speedbox_http_sent_bytes_total{route}`:
+///   request and answer body bytes;
+/// - `speedbox_http_requests_in_flight{route}`.
+///
+/// A request updates its route's series ([`HttpMetrics::route`]) without a label lookup.
 #[derive(Debug)]
 pub struct HttpMetrics {
     /// `speedbox_http_requests_total{route, method, status}`.
     pub requests: Family<RequestLabels, Counter>,
-    /// `speedbox_http_request_duration_seconds{route}`: first byte of the request to the
-    /// last of the answer.
-    pub duration: Durations<RouteLabels>,
-    /// `speedbox_http_first_byte_seconds{route}`: to the answer's head (time to first byte).
-    pub first_byte: Durations<RouteLabels>,
-    /// `speedbox_http_received_bytes_total{route}`: request body bytes.
-    pub received: Family<RouteLabels, Counter>,
-    /// `speedbox_http_sent_bytes_total{route}`: answer body bytes.
-    pub sent: Family<RouteLabels, Counter>,
-    /// `speedbox_http_requests_in_flight{route}`.
-    pub in_flight: Family<RouteLabels, Gauge>,
-    /// The per-route series of the families above, resolved once (indexed by
-    /// [`RouteClass::index`]): a request updates them without a label lookup.
+    /// Each route's series, indexed by [`RouteClass::index`].
     routes: Vec<RouteSeries>,
 }
 
-/// One route's series of the per-route families (handles to the same values).
+/// One route's series of the per-route families (handles to the registered values).
 #[derive(Debug, Clone)]
 pub struct RouteSeries {
     pub duration: Histogram,
@@ -224,27 +231,24 @@ pub struct RouteSeries {
 impl HttpMetrics {
     /// New families, registered in `registry` (which should have the `speedbox` prefix).
     pub fn register(registry: &mut Registry) -> Arc<HttpMetrics> {
-        let mut metrics = HttpMetrics {
-            requests: Family::default(),
-            duration: durations(),
-            first_byte: durations(),
-            received: Family::default(),
-            sent: Family::default(),
-            in_flight: Family::default(),
-            routes: Vec::new(),
-        };
+        let requests = Family::<RequestLabels, Counter>::default();
+        let duration = durations::<RouteLabels>();
+        let first_byte = durations::<RouteLabels>();
+        let received = Family::<RouteLabels, Counter>::default();
+        let sent = Family::<RouteLabels, Counter>::default();
+        let in_flight = Family::<RouteLabels, Gauge>::default();
         // Every route's series exist from the start (at 0, as Prometheus advises for
         // known label values), and each request finds its own by index.
-        metrics.routes = RouteClass::ALL
+        let routes = RouteClass::ALL
             .iter()
             .map(|&route| {
                 let labels = RouteLabels { route };
                 RouteSeries {
-                    duration: metrics.duration.get_or_create_owned(&labels),
-                    first_byte: metrics.first_byte.get_or_create_owned(&labels),
-                    received: metrics.received.get_or_create_owned(&labels),
-                    sent: metrics.sent.get_or_create_owned(&labels),
-                    in_flight: metrics.in_flight.get_or_create_owned(&labels),
+                    duration: duration.get_or_create_owned(&labels),
+                    first_byte: first_byte.get_or_create_owned(&labels),
+                    received: received.get_or_create_owned(&labels),
+                    sent: sent.get_or_create_owned(&labels),
+                    in_flight: in_flight.get_or_create_owned(&labels),
                 }
             })
             .collect();
@@ -252,42 +256,35 @@ impl HttpMetrics {
         http.register(
             "requests",
             "HTTP requests answered, by route class, method and status class",
-            metrics.requests.clone(),
+            requests.clone(),
         );
         http.register_with_unit(
             "request_duration",
             "From a request's arrival to the end of its answer",
             Unit::Seconds,
-            metrics.duration.clone(),
+            duration,
         );
         http.register_with_unit(
             "first_byte",
             "From a request's arrival to its answer's head (time to first byte)",
             Unit::Seconds,
-            metrics.first_byte.clone(),
+            first_byte,
         );
         http.register_with_unit(
             "received",
             "Request body bytes received",
             Unit::Bytes,
-            metrics.received.clone(),
+            received,
         );
-        http.register_with_unit(
-            "sent",
-            "Answer body bytes sent",
-            Unit::Bytes,
-            metrics.sent.clone(),
-        );
+        http.register_with_unit("sent", "Answer body bytes sent", Unit::Bytes, sent);
         http.register(
             "requests_in_flight",
             "Requests received and not yet fully answered",
-            metrics.in_flight.clone(),
+            in_flight,
         );
-        Arc::new(metrics)
+        Arc::new(HttpMetrics { requests, routes })
     }
-}
 
-impl HttpMetrics {
     /// The series of `route`.
     pub fn route(&self, route: RouteClass) -> &RouteSeries {
         &self.routes[route.index()]
@@ -344,11 +341,8 @@ mod tests {
             status: StatusClass::of(StatusCode::NOT_FOUND),
         };
         http.requests.get_or_create(&labels).inc();
-        let route = RouteLabels {
-            route: RouteClass::File,
-        };
-        http.sent.get_or_create(&route).inc_by(5);
-        http.duration.get_or_create(&route).observe(0.002);
+        http.route(RouteClass::File).sent.inc_by(5);
+        http.route(RouteClass::File).duration.observe(0.002);
         let text = encode(&registry);
         for line in [
             "speedbox_http_requests_total{route=\"file\",method=\"GET\",status=\"4xx\"} 1",

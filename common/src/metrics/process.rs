@@ -19,91 +19,71 @@ pub struct ProcessCollector;
 
 impl Collector for ProcessCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let e = &mut encoder;
+        let dropped = ConstCounter::new(crate::telemetry::dropped_lines());
+        let help = "Log lines dropped because the log writer's queue was full";
+        one(e, "speedbox_log_lines_dropped", help, dropped)?;
         let Ok(me) = procfs::process::Process::myself() else {
             return Ok(());
         };
         if let Ok(stat) = me.stat() {
             let ticks = procfs::ticks_per_second() as f64;
-            let cpu = ConstCounter::new((stat.utime + stat.stime) as f64 / ticks);
+            let cpu = (stat.utime + stat.stime) as f64 / ticks;
             let rss = stat.rss * procfs::page_size();
             let start = procfs::boot_time_secs()
                 .map(|boot| boot as f64 + stat.starttime as f64 / ticks)
                 .unwrap_or_default();
-            counter(
-                &mut encoder,
-                "process_cpu_seconds",
-                "User and system CPU time",
-                cpu,
-            )?;
-            gauge(
-                &mut encoder,
+            let help = "User and system CPU time";
+            one(e, "process_cpu_seconds", help, ConstCounter::new(cpu))?;
+            let help = "Resident set size";
+            one(
+                e,
                 "process_resident_memory_bytes",
-                "Resident set size",
-                rss as i64,
+                help,
+                ConstGauge::new(rss as i64),
             )?;
-            gauge(
-                &mut encoder,
+            let help = "Virtual memory size";
+            one(
+                e,
                 "process_virtual_memory_bytes",
-                "Virtual memory size",
-                stat.vsize as i64,
+                help,
+                ConstGauge::new(stat.vsize as i64),
             )?;
-            let start = ConstGauge::new(start);
-            let m = encoder.encode_descriptor(
+            let help = "Start time since the Unix epoch";
+            one(
+                e,
                 "process_start_time_seconds",
-                "Start time since the Unix epoch",
-                None,
-                start.metric_type(),
+                help,
+                ConstGauge::new(start),
             )?;
-            start.encode(m)?;
-            gauge(&mut encoder, "process_threads", "Threads", stat.num_threads)?;
+            one(
+                e,
+                "process_threads",
+                "Threads",
+                ConstGauge::new(stat.num_threads),
+            )?;
         }
         if let Ok(fds) = me.fd_count() {
-            gauge(
-                &mut encoder,
-                "process_open_fds",
-                "Open file descriptors",
-                fds as i64,
-            )?;
+            let help = "Open file descriptors";
+            one(e, "process_open_fds", help, ConstGauge::new(fds as i64))?;
         }
-        let dropped = ConstCounter::new(crate::telemetry::dropped_lines());
-        let m = encoder.encode_descriptor(
-            "speedbox_log_lines_dropped",
-            "Log lines dropped because the log writer's queue was full",
-            None,
-            dropped.metric_type(),
-        )?;
-        dropped.encode(m)?;
         if let Ok(limits) = me.limits() {
             if let procfs::process::LimitValue::Value(max) = limits.max_open_files.soft_limit {
-                gauge(
-                    &mut encoder,
-                    "process_max_fds",
-                    "Open file descriptor limit",
-                    max as i64,
-                )?;
+                let help = "Open file descriptor limit";
+                one(e, "process_max_fds", help, ConstGauge::new(max as i64))?;
             }
         }
         Ok(())
     }
 }
 
-fn gauge(
+/// One unlabelled series, `metric`, as family `name`.
+fn one(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
-    value: i64,
+    metric: impl EncodeMetric,
 ) -> Result<(), std::fmt::Error> {
-    let gauge = ConstGauge::new(value);
-    let m = encoder.encode_descriptor(name, help, None, gauge.metric_type())?;
-    gauge.encode(m)
-}
-
-fn counter(
-    encoder: &mut DescriptorEncoder,
-    name: &str,
-    help: &str,
-    counter: ConstCounter<f64>,
-) -> Result<(), std::fmt::Error> {
-    let m = encoder.encode_descriptor(name, help, None, counter.metric_type())?;
-    counter.encode(m)
+    let m = encoder.encode_descriptor(name, help, None, metric.metric_type())?;
+    metric.encode(m)
 }
