@@ -39,7 +39,7 @@ pub enum Rule<'a> {
 pub fn rule(route: &Route) -> Rule<'_> {
     match route {
         Route::Preflight | Route::Health | Route::Tus(TusRoute::Options) => Rule::Open,
-        Route::Get { name, .. } => Rule::Need(Scope::Read, Some(name)),
+        Route::Get { name, .. } | Route::Media(name) => Rule::Need(Scope::Read, Some(name)),
         Route::Put(name) => Rule::Need(Scope::Write, Some(name)),
         Route::Delete(name) => Rule::Need(Scope::Delete, Some(name)),
         Route::List(_) => Rule::Need(Scope::Read, None),
@@ -90,10 +90,11 @@ pub fn check(
 fn link_principal(auth: &Authenticator, sig: &str, route: &Route) -> Result<Principal> {
     let (method, name) = match route {
         Route::Get { name, head: true } => (Method::HEAD, name),
-        Route::Get { name, head: false } => (Method::GET, name),
+        Route::Get { name, head: false } | Route::Media(name) => (Method::GET, name),
         Route::Put(name) => (Method::PUT, name),
         _ => {
-            let why = "a signed link is for the GET or PUT of a file".to_string();
+            let why =
+                "a signed link is for the GET or PUT of a file, or its video's state".to_string();
             return Err(AuthError::Forbidden(why).into());
         }
     };

@@ -14,6 +14,9 @@ pub enum NodeError {
     NotFound(String),
     #[error("no route for {0}")]
     NoRoute(String),
+    /// `GET /media/NAME` of a name that is not a video (or not there).
+    #[error("no video named {0:?}")]
+    NotAVideo(String),
     #[error("method {method} not allowed; allowed: {allow}")]
     MethodNotAllowed { method: String, allow: &'static str },
     #[error("range not satisfiable")]
@@ -65,7 +68,7 @@ impl NodeError {
         use NodeError::*;
         match self {
             BadRequest(_) | DigestMismatch { .. } | Body(_) => StatusCode::BAD_REQUEST,
-            NotFound(_) | NoRoute(_) => StatusCode::NOT_FOUND,
+            NotFound(_) | NoRoute(_) | NotAVideo(_) => StatusCode::NOT_FOUND,
             MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
             TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,

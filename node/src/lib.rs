@@ -6,7 +6,8 @@
 //! and [`conditional`]) or resumable uploads ([`tus`]). Answers are built by [`respond`];
 //! every failure is a [`error::NodeError`] mapped to HTTP in one place. [`store`] is the only
 //! module that talks to MongoDB; [`maintenance`] creates indexes and sweeps garbage in the
-//! background; [`metrics`] answers `GET /metrics`.
+//! background; [`media`] runs video jobs (posters, HLS) and answers `GET /media/{name}`;
+//! [`metrics`] answers `GET /metrics`.
 #![forbid(unsafe_code)]
 
 mod access;
@@ -19,6 +20,7 @@ mod download;
 mod error;
 mod files;
 mod maintenance;
+mod media;
 mod metrics;
 mod multipart;
 mod name;

@@ -32,6 +32,8 @@ pub enum Route {
     Put(String),
     Delete(String),
     List(ListQuery),
+    /// `GET /media/NAME`: the video job of a file.
+    Media(String),
     /// `POST /upload`: `multipart/form-data` with one or more files.
     Multipart,
     /// The tus 1.0 endpoint at `/uploads`.
@@ -112,6 +114,13 @@ pub fn parse(
             Method::GET | Method::HEAD => Ok(Route::Get { name, head }),
             Method::DELETE => Ok(Route::Delete(name)),
             _ => not_allowed(method, "GET, HEAD, PUT, DELETE"),
+        };
+    }
+    if let Some(raw) = path.strip_prefix("/media/") {
+        let name = decode_name(raw)?;
+        return match *method {
+            Method::GET | Method::HEAD => Ok(Route::Media(name)),
+            _ => not_allowed(method, "GET, HEAD"),
         };
     }
     match path {

@@ -254,3 +254,29 @@ fn tus_paths() {
         assert!(!is_tus(path), "{path}");
     }
 }
+
+#[test]
+fn media_routes_decode_names_and_take_only_reads() {
+    assert_eq!(
+        route(Method::GET, "/media/videos/a%20b.mp4", None).unwrap(),
+        Route::Media("videos/a b.mp4".into())
+    );
+    assert_eq!(
+        route(Method::HEAD, "/media/x.mp4", None).unwrap(),
+        Route::Media("x.mp4".into())
+    );
+    assert_eq!(
+        route(Method::PUT, "/media/x.mp4", None)
+            .unwrap_err()
+            .status(),
+        405
+    );
+    assert_eq!(
+        route(Method::GET, "/media/%ZZ", None).unwrap_err().status(),
+        400
+    );
+    assert_eq!(
+        route(Method::GET, "/media/", None).unwrap_err().status(),
+        400
+    );
+}

@@ -25,7 +25,7 @@ use crate::metrics::NodeMetrics;
 use crate::routes::{self, Route};
 use crate::store::Store;
 use crate::upload::Limits;
-use crate::{access, admin, cors, files, maintenance, respond, tus, Body, ReqBody};
+use crate::{access, admin, cors, files, maintenance, media, respond, tus, Body, ReqBody};
 
 /// What every request handler shares.
 pub struct AppState {
@@ -70,14 +70,23 @@ impl AppState {
         let chunks_per_write = storage.chunks_per_write as usize;
         let chunks_per_read = u64::from(storage.chunks_per_read);
         let metrics = Arc::new(NodeMetrics::new(store.metrics()));
+        let limits = Limits {
+            chunks_per_write,
+            idle,
+            max_size: storage.max_file_size,
+        };
+        media::start(
+            store.clone(),
+            &config.media,
+            node_id,
+            limits,
+            chunks_per_read,
+        )
+        .await;
         Ok(Arc::new(AppState {
             store,
             node_id: node_id.to_string(),
-            limits: Limits {
-                chunks_per_write,
-                idle,
-                max_size: storage.max_file_size,
-            },
+            limits,
             chunks_per_read,
             tus: tus::Tus {
                 limits: tus::TusLimits {
@@ -184,6 +193,7 @@ async fn dispatch(state: &AppState, req: Request<ReqBody>) -> Result<Response<Bo
         Route::Put(name) => files::put(state, principal, name, req).await,
         Route::Delete(name) => files::delete(state, name, &req).await,
         Route::List(query) => files::list(state, principal, query).await,
+        Route::Media(name) => media::status::get(state, name).await,
         Route::Multipart => files::post_form(state, principal, req).await,
         Route::Revoke => admin::revoke(state, principal, req).await,
         Route::Revoked => admin::revoked(state).await,

@@ -12,9 +12,9 @@ use bytes::Bytes;
 use futures::{Stream, StreamExt};
 use http::HeaderMap;
 
-use crate::digest::{Expected, Hasher};
+use crate::digest::{Digests, Expected, Hasher};
 use crate::error::{NodeError, Result};
-use crate::store::{guess_type, Chunker, FileInfo, Finished, Guard, Store};
+use crate::store::{guess_type, Chunker, FileInfo, Finished, Guard, MediaOutput, Store, Upload};
 
 /// Limits that apply to one upload.
 #[derive(Debug, Clone, Copy)]
@@ -45,6 +45,40 @@ where
             return Err(NodeError::PreconditionFailed(name.to_string()));
         }
     }
+    let received = receive(store, name, body, limits).await?;
+    expected.check(&received.digests)?;
+    let content_type = content_type.map_or_else(|| guess_type(name), str::to_string);
+    let done = received.finished(content_type, None);
+    received.upload.commit(done, guard).await
+}
+
+/// A body completely stored under a new file id, not yet visible under any name.
+pub struct Received {
+    pub upload: Upload,
+    /// Bytes.
+    pub length: u64,
+    pub digests: Digests,
+}
+
+impl Received {
+    /// What [`Upload::commit`] needs to publish it as `content_type`.
+    pub fn finished(&self, content_type: String, media: Option<MediaOutput>) -> Finished {
+        Finished {
+            length: self.length,
+            content_type,
+            md5: hex::encode(&self.digests.md5),
+            sha256: hex::encode(&self.digests.sha256),
+            media,
+        }
+    }
+}
+
+/// Streams `body` into a new, unpublished upload of `name`, digesting it on the way.
+/// Dropping the result before committing it removes what was written.
+pub async fn receive<S>(store: &Store, name: &str, body: S, limits: Limits) -> Result<Received>
+where
+    S: Stream<Item = Result<Bytes>>,
+{
     let mut upload = store.begin_upload(name).await?;
     let mut chunker = Chunker::new(store.chunk_size() as usize, limits.chunks_per_write, &[]);
     let mut hasher = Hasher::default();
@@ -73,20 +107,11 @@ where
         batch.push(tail);
     }
     upload.write(batch).await?;
-    let digests = hasher.finish();
-    expected.check(&digests)?;
-    let content_type = content_type.map_or_else(|| guess_type(name), str::to_string);
-    upload
-        .commit(
-            Finished {
-                length,
-                content_type,
-                md5: hex::encode(&digests.md5),
-                sha256: hex::encode(&digests.sha256),
-            },
-            guard,
-        )
-        .await
+    Ok(Received {
+        upload,
+        length,
+        digests: hasher.finish(),
+    })
 }
 
 /// The client's Content-Type, if it sent a usable one.

@@ -8,6 +8,7 @@ pub struct ClusterBuilder {
     balancer: bool,
     balancer_toml: String,
     storage_toml: String,
+    media_toml: String,
     extra_toml: String,
     files: Vec<(String, Vec<u8>)>,
 }
@@ -19,6 +20,7 @@ impl Cluster {
             balancer: false,
             balancer_toml: String::new(),
             storage_toml: String::new(),
+            media_toml: String::new(),
             extra_toml: String::new(),
             files: Vec::new(),
         }
@@ -50,6 +52,12 @@ impl ClusterBuilder {
         self.files.push((path.to_string(), content.into()));
         self
     }
+    /// Lines added to `[media]`, e.g. `"heights = [120, 240]\n"` (its `scratch_dir` is in
+    /// the cluster's directory).
+    pub fn media_toml(mut self, lines: &str) -> Self {
+        self.media_toml.push_str(lines);
+        self
+    }
     /// Lines added to `[storage]`, e.g. `"gc_grace_secs = 2\n"`.
     pub fn storage_toml(mut self, lines: &str) -> Self {
         self.storage_toml.push_str(lines);
@@ -77,6 +85,7 @@ impl ClusterBuilder {
             balancer_port: free_port(),
             balancer_toml: self.balancer_toml,
             storage_toml: self.storage_toml,
+            media_toml: self.media_toml,
             extra_toml: self.extra_toml,
             http: reqwest::Client::builder()
                 .no_proxy()

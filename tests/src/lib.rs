@@ -20,6 +20,7 @@ pub mod lossy;
 pub mod process;
 mod support;
 pub mod tus;
+pub mod video;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -42,6 +43,7 @@ pub struct Cluster {
     balancer_port: u16,
     balancer_toml: String,
     storage_toml: String,
+    media_toml: String,
     /// Sections after `[storage]`, e.g. `[auth]`.
     extra_toml: String,
     /// A client for the tests' requests (no proxy, no timeouts that would cut big bodies).
@@ -103,8 +105,14 @@ impl Cluster {
         let mut text = format!(
             "[balancer]\nlisten = \"127.0.0.1:{}\"\nhealth_interval_ms = 200\nhealth_timeout_ms = 1000\n{}\n\
              [mongodb]\nuri = \"mongodb://127.0.0.1:{}\"\ndatabase = \"speedbox\"\nembedded = true\n\n\
-             [storage]\n{}\n{}\n",
-            self.balancer_port, self.balancer_toml, self.db_port, self.storage_toml, self.extra_toml
+             [storage]\n{}\n[media]\nscratch_dir = {:?}\n{}\n{}\n",
+            self.balancer_port,
+            self.balancer_toml,
+            self.db_port,
+            self.storage_toml,
+            self.dir().join("media-scratch").display().to_string(),
+            self.media_toml,
+            self.extra_toml
         );
         for &i in nodes {
             let n = &self.nodes[i];

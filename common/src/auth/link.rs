@@ -156,15 +156,21 @@ const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
 /// the client uses: `/files/NAME?sig=SIG` and `/s/SIG/files/NAME` (for a prefix, the path
 /// form is the one relative URLs inherit).
 pub fn urls(name: &str, sig: &str) -> (String, String) {
+    let path = file_path(name);
+    (
+        format!("{path}?{QUERY_PARAM}={sig}"),
+        format!("/s/{sig}{path}"),
+    )
+}
+
+/// The path of the file API's URL for `name`, `/files/NAME`, each segment of the name
+/// percent-encoded (RFC 3986 §3.3).
+pub fn file_path(name: &str) -> String {
     let path: Vec<String> = name
         .split('/')
         .map(|seg| utf8_percent_encode(seg, PATH_SEGMENT).to_string())
         .collect();
-    let path = path.join("/");
-    (
-        format!("/files/{path}?{QUERY_PARAM}={sig}"),
-        format!("/s/{sig}/files/{path}"),
-    )
+    format!("/files/{}", path.join("/"))
 }
 
 /// Whether a link for `path` (a name, or a prefix ending in `/`) covers `name`.

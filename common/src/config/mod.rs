@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 use crate::forwarded::TrustedProxies;
 
 mod limits;
+mod media;
 pub use limits::LimitsConfig;
+pub use media::MediaConfig;
 
 /// The default GridFS chunk size (255 KiB), as the GridFS spec and every driver use.
 pub const DEFAULT_CHUNK_SIZE: u32 = 255 * 1024;
@@ -56,6 +58,9 @@ pub struct ClusterConfig {
     /// Per-principal limits, enforced by the balancer.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Video jobs (posters, HLS renditions), run by every node.
+    #[serde(default)]
+    pub media: MediaConfig,
 }
 
 /// `[auth]`: who may do what (tokens and signed links, see [`crate::auth`]).
@@ -419,6 +424,7 @@ impl ClusterConfig {
     pub fn validate(&self) -> Result<(), Vec<String>> {
         let mut problems = Vec::new();
         self.limits.validate(&mut problems);
+        self.media.validate(&mut problems);
         let mut ids: HashMap<&str, usize> = HashMap::new();
         let mut listens: HashMap<SocketAddr, String> = HashMap::new();
         listens.insert(self.balancer.listen, "balancer.listen".into());

@@ -81,6 +81,8 @@ pub enum RouteClass {
     Upload,
     /// The tus 1.0 endpoint, `/uploads/…`.
     Tus,
+    /// A video job's state: `GET /media/{name}`.
+    Media,
     /// The browser page and its assets.
     Page,
     /// Health, status, metrics, tokens, links and revocations.
@@ -89,11 +91,12 @@ pub enum RouteClass {
 
 impl RouteClass {
     /// Every class, in [`RouteClass::index`] order.
-    pub const ALL: [RouteClass; 6] = [
+    pub const ALL: [RouteClass; 7] = [
         RouteClass::File,
         RouteClass::List,
         RouteClass::Upload,
         RouteClass::Tus,
+        RouteClass::Media,
         RouteClass::Page,
         RouteClass::Admin,
     ];
@@ -109,6 +112,7 @@ impl RouteClass {
             RouteClass::List => "list",
             RouteClass::Upload => "upload",
             RouteClass::Tus => "tus",
+            RouteClass::Media => "media",
             RouteClass::Page => "page",
             RouteClass::Admin => "admin",
         }
@@ -125,6 +129,7 @@ impl RouteClass {
             _ if path == "/download" => RouteClass::File,
             _ if path == "/upload" => RouteClass::Upload,
             _ if path == "/uploads" || path.starts_with("/uploads/") => RouteClass::Tus,
+            _ if path.starts_with("/media/") => RouteClass::Media,
             _ if path == "/" => RouteClass::Page,
             _ => RouteClass::Admin,
         }
@@ -322,6 +327,7 @@ mod tests {
             ("/uploads", RouteClass::Tus),
             ("/uploads/abc", RouteClass::Tus),
             ("/uploadsx", RouteClass::Admin),
+            ("/media/a/b.mp4", RouteClass::Media),
             ("/", RouteClass::Page),
             ("/metrics", RouteClass::Admin),
             ("/_cluster", RouteClass::Admin),

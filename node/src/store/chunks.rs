@@ -123,6 +123,8 @@ impl Store {
         // Files document first: a reader then sees "not found", never a file with holes.
         self.files.delete_one(doc! {"_id": file_id}).await?;
         self.chunks.delete_many(doc! {"files_id": file_id}).await?;
+        // A video never published (its upload failed) leaves its job behind.
+        self.media.delete_one(doc! {"_id": file_id}).await?;
         Ok(())
     }
 }

@@ -141,6 +141,7 @@ impl StoreMetrics {
             ("abandoned_uploads", swept.abandoned_uploads),
             ("retired_files", swept.retired_files),
             ("expired_tus_uploads", swept.expired_tus_uploads),
+            ("media_outputs", swept.media_outputs),
         ] {
             self.swept.get_or_create(&What { what }).inc_by(n);
         }

@@ -11,6 +11,8 @@
 //!   It carries the file's metadata, so serving a file is one lookup plus chunk windows.
 //! - `<bucket>.uploads`: one document per upload in progress with a heartbeat; the sweep
 //!   removes the chunks of uploads whose node went silent (killed mid-upload).
+//! - `<bucket>.media`: one video job per published video ([`media`]), and
+//!   `<bucket>.media_generations`, a counter per name that orders its jobs.
 //! - `metadata.retired_at` on a files document marks a revision that lost its name; the sweep
 //!   deletes it after a grace period, so readers already streaming it can finish.
 //!
@@ -33,6 +35,8 @@ use crate::error::Result;
 
 mod chunker;
 mod chunks;
+mod lease;
+mod media;
 mod metrics;
 mod names;
 mod revoked;
@@ -43,10 +47,15 @@ mod upload;
 mod writer;
 
 pub use chunker::Chunker;
+pub use media::{
+    is_video, JobState, MediaFacts, MediaJob, MediaOutput, OutputGuard, Outputs, Rendition,
+    SourceState, MEDIA_LEASE_TTL,
+};
 pub use metrics::StoreMetrics;
 pub use names::{Guard, ListQuery};
 pub use tus::{Acquired, Created, NewUpload, TusUpload, LEASE_TTL};
 pub use tus_finish::{Recoverer, Terminated};
+pub use upload::Upload;
 pub use writer::ChunkWriter;
 
 /// What a name points at: the current revision of a file and its metadata.
@@ -68,6 +77,9 @@ pub struct FileInfo {
     pub uploaded_at: DateTime,
     /// Bumped on every swap; the compare-and-set guard.
     pub version: i64,
+    /// Set when the file is an output of a video job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<MediaOutput>,
 }
 
 /// What reading a file's chunks needs to know: where they are and how long each must be.
@@ -95,6 +107,9 @@ pub struct Finished {
     pub content_type: String,
     pub md5: String,
     pub sha256: String,
+    /// Set when the file is an output of a video job (which then records no job of its
+    /// own, whatever its type).
+    pub media: Option<MediaOutput>,
 }
 
 /// Handle to the database; cheap to clone.
@@ -106,6 +121,8 @@ pub struct Store {
     uploads: Collection<Document>,
     tus: Collection<TusUpload>,
     revoked: Collection<Document>,
+    media: Collection<MediaJob>,
+    media_generations: Collection<Document>,
     chunk_size: u32,
     /// Chunks per query when reading a file back (`chunks_per_read`).
     read_window: u64,
@@ -154,6 +171,8 @@ impl Store {
             uploads: db.collection(&format!("{bucket}.uploads")),
             tus: db.collection(&format!("{bucket}.tus")),
             revoked: db.collection(&format!("{bucket}.revoked")),
+            media: db.collection(&format!("{bucket}.media")),
+            media_generations: db.collection(&format!("{bucket}.media_generations")),
             chunk_size: storage.chunk_size,
             read_window: u64::from(storage.chunks_per_read.max(1)),
             node_id: node_id.to_string(),
@@ -189,7 +208,7 @@ impl Store {
             .create_index(index(doc! {"filename": 1, "uploadDate": 1}, None))
             .await?;
         self.files
-            .create_index(index(doc! {"metadata.retired_at": 1}, Some(sparse)))
+            .create_index(index(doc! {"metadata.retired_at": 1}, Some(sparse.clone())))
             .await?;
         self.names
             .create_index(index(doc! {"file_id": 1}, None))
@@ -207,6 +226,13 @@ impl Store {
         // The sweep looks for complete uploads not yet published.
         self.tus
             .create_index(index(doc! {"complete": 1, "done": 1}, None))
+            .await?;
+        // Claimable jobs; and the outputs of a job, found when its source goes.
+        self.media
+            .create_index(index(doc! {"due_at": 1}, Some(sparse.clone())))
+            .await?;
+        self.names
+            .create_index(index(doc! {"media.source": 1}, Some(sparse)))
             .await?;
         Ok(())
     }

@@ -10,7 +10,7 @@ use bson::oid::ObjectId;
 use bson::{doc, DateTime, Document};
 use futures::TryStreamExt;
 
-use super::{is_duplicate_key, FileInfo, Finished, Store};
+use super::{is_duplicate_key, is_video, FileInfo, Finished, Store};
 use crate::error::{NodeError, Result};
 
 /// A write's precondition: given the revision the name points at now (None: nothing),
@@ -70,6 +70,7 @@ impl Store {
                 .copied()
                 .unwrap_or(DateTime::MIN),
             version: 0,
+            media: None,
         }))
     }
 
@@ -114,7 +115,7 @@ impl Store {
                     return Err(NodeError::PreconditionFailed(name.to_string()));
                 }
             }
-            self.retire(current.file_id).await?;
+            self.retire_revision(&current).await?;
             let gone = self
                 .names
                 .delete_one(doc! {"_id": name, "version": current.version})
@@ -162,6 +163,10 @@ impl Store {
             Err(e) if is_duplicate_key(&e) => false,
             Err(e) => return Err(e.into()),
         };
+        // Before the swap: once the video is visible, its job exists.
+        if done.media.is_none() && is_video(&done.content_type) {
+            self.media_enqueue(file_id, &name).await?;
+        }
         let mut info = FileInfo {
             key: name.clone(),
             name,
@@ -173,6 +178,7 @@ impl Store {
             sha256: done.sha256,
             uploaded_at: now,
             version: 0,
+            media: done.media,
         };
         self.swap_name(&mut info, first_attempt, guard).await?;
         Ok(info)
@@ -211,7 +217,7 @@ impl Store {
                     }
                 }
                 Some(current) => {
-                    self.retire(current.file_id).await?;
+                    self.retire_revision(&current).await?;
                     info.version = current.version + 1;
                     let swapped = self
                         .names
@@ -235,6 +241,15 @@ impl Store {
                 doc! {"$set": {"metadata.retired_at": DateTime::now()}},
             )
             .await?;
+        Ok(())
+    }
+
+    /// [`Store::retire`], and the cancellation of the revision's video job if it has one.
+    async fn retire_revision(&self, current: &FileInfo) -> Result<()> {
+        self.retire(current.file_id).await?;
+        if current.media.is_none() && is_video(&current.content_type) {
+            self.media_cancel(current.file_id).await?;
+        }
         Ok(())
     }
 

@@ -16,6 +16,8 @@ pub struct Swept {
     pub abandoned_uploads: u64,
     pub retired_files: u64,
     pub expired_tus_uploads: u64,
+    /// Output names of video jobs whose source was replaced or deleted.
+    pub media_outputs: u64,
 }
 
 impl Store {
@@ -73,6 +75,9 @@ impl Store {
                     .await?;
                 continue;
             }
+            // A video's outputs go with it (before its files document, so a sweep cut short
+            // here finds it again).
+            swept.media_outputs += self.media_forget(id).await?;
             // The files document goes only if it is still retired long enough, in the same
             // step: another node may have found it referenced and unmarked it meanwhile.
             let gone = self

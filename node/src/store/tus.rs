@@ -25,6 +25,7 @@ use bson::spec::BinarySubtype;
 use bson::{doc, Binary, DateTime};
 use serde::{Deserialize, Serialize};
 
+use super::lease::{self, after, lease_free, Taken};
 use super::Store;
 use crate::digest::Hasher;
 use crate::error::Result;
@@ -140,18 +141,6 @@ pub enum Acquired {
     Expired,
 }
 
-/// Matches an upload whose lease is free (`null`) or has run out. Written as `$not`
-/// rather than an `$or` of the two cases: the embedded database plans a query with a
-/// top-level `$or` as a collection scan, whatever else it names; `$not` keeps the `_id` (or
-/// other indexed) part of the filter on its index, and means the same on MongoDB.
-pub(super) fn lease_free(now: DateTime) -> bson::Document {
-    doc! {"lease_until": {"$not": {"$gte": now}}}
-}
-
-pub(super) fn after(d: Duration) -> DateTime {
-    DateTime::from_millis(DateTime::now().timestamp_millis() + d.as_millis() as i64)
-}
-
 impl Store {
     /// Creates the state of a new upload of `length` bytes; if `id` is taken already (a
     /// racing first attempt of the same PUT), that upload's state.
@@ -252,36 +241,14 @@ impl Store {
         })
     }
 
-    /// The compare-and-set behind every lease: a fresh holder id and the next token where
-    /// `filter` matches, then a read proving whether they are ours.
+    /// The compare-and-set behind every lease of an upload ([`lease::take`]).
     pub(super) async fn take_lease(
         &self,
         id: &str,
         filter: bson::Document,
         ttl: Duration,
-    ) -> Result<Taken> {
-        let holder = ObjectId::new();
-        let taken = self
-            .tus
-            .update_one(
-                filter,
-                doc! {
-                    "$set": {
-                        "lease_until": after(ttl), "lease_node": &self.node_id,
-                        "lease_holder": holder,
-                    },
-                    "$inc": {"lease_token": 1},
-                },
-            )
-            .await?;
-        let Some(upload) = self.tus_get(id).await? else {
-            return Ok(Taken::NotFound);
-        };
-        if taken.matched_count == 1 && upload.lease_holder == Some(holder) {
-            let token = upload.lease_token;
-            return Ok(Taken::Ours(Box::new(upload), token));
-        }
-        Ok(Taken::Not(Box::new(upload)))
+    ) -> Result<Taken<TusUpload>> {
+        lease::take(&self.tus, id, filter, ttl, &self.node_id, doc! {}).await
     }
 
     /// Removes chunks past the durable offset left by requests that held the lease before
@@ -410,9 +377,11 @@ impl Store {
     }
 }
 
-/// What [`Store::take_lease`] found.
-pub(super) enum Taken {
-    Ours(Box<TusUpload>, i64),
-    Not(Box<TusUpload>),
-    NotFound,
+impl lease::Leased for TusUpload {
+    fn lease_holder(&self) -> Option<ObjectId> {
+        self.lease_holder
+    }
+    fn lease_token(&self) -> i64 {
+        self.lease_token
+    }
 }

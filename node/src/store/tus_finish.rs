@@ -12,7 +12,8 @@ use bson::spec::BinarySubtype;
 use bson::{doc, Binary, DateTime};
 use futures::TryStreamExt;
 
-use super::tus::{after, lease_free, Taken, TusUpload, LEASE_TTL};
+use super::lease::{after, lease_free, Taken};
+use super::tus::{TusUpload, LEASE_TTL};
 use super::{ChunkLayout, FileInfo, Finished, Guard, Store};
 use crate::digest::{Digests, Hasher};
 use crate::error::{NodeError, Result};
@@ -103,6 +104,7 @@ impl Store {
             content_type,
             md5: hex::encode(&digests.md5),
             sha256: hex::encode(&digests.sha256),
+            media: None,
         };
         let info = match self
             .publish(upload.file_id, upload.name.clone(), done, guard)

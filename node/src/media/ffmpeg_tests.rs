@@ -1,0 +1,103 @@
+use speedbox_common::config::MediaConfig;
+
+use super::*;
+
+fn facts(width: i64, height: i64, audio: bool) -> MediaFacts {
+    MediaFacts {
+        duration_s: 10.0,
+        width,
+        height,
+        video_codec: "h264".into(),
+        audio_codec: audio.then(|| "aac".into()),
+        bit_rate: None,
+        frame_rate: Some(25.0),
+    }
+}
+
+#[test]
+fn probe_output_gives_the_facts() {
+    let json = r#"{"streams": [
+        {"codec_type": "video", "codec_name": "mjpeg", "width": 300, "height": 300,
+         "disposition": {"attached_pic": 1}},
+        {"codec_type": "audio", "codec_name": "aac"},
+        {"codec_type": "video", "codec_name": "h264", "width": 1920, "height": 1080,
+         "avg_frame_rate": "30000/1001", "disposition": {"attached_pic": 0}}],
+        "format": {"duration": "12.500000", "bit_rate": "4000000"}}"#;
+    let f = parse_probe(json).unwrap();
+    assert_eq!(
+        (f.width, f.height, f.video_codec.as_str()),
+        (1920, 1080, "h264")
+    );
+    assert_eq!(f.audio_codec.as_deref(), Some("aac"));
+    assert_eq!(f.duration_s, 12.5);
+    assert_eq!(f.bit_rate, Some(4_000_000));
+    assert!((f.frame_rate.unwrap() - 29.97).abs() < 0.01);
+}
+
+#[test]
+fn a_file_without_a_video_stream_is_rejected() {
+    let audio_only = r#"{"streams": [{"codec_type": "audio", "codec_name": "mp3"}],
+        "format": {"duration": "3.0"}}"#;
+    assert!(matches!(
+        parse_probe(audio_only),
+        Err(ToolError::Rejected(_))
+    ));
+    let cover_only = r#"{"streams": [{"codec_type": "video", "width": 5, "height": 5,
+        "disposition": {"attached_pic": 1}}]}"#;
+    assert!(matches!(
+        parse_probe(cover_only),
+        Err(ToolError::Rejected(_))
+    ));
+    assert!(matches!(parse_probe("{}"), Err(ToolError::Rejected(_))));
+    assert!(matches!(parse_probe("not json"), Err(ToolError::Failed(_))));
+}
+
+#[test]
+fn the_plan_keeps_the_aspect_and_never_upscales() {
+    let cfg = MediaConfig::default();
+    let plan = plan(&cfg, &facts(1920, 1080, true));
+    let sizes: Vec<_> = plan.iter().map(|r| (r.width, r.height)).collect();
+    assert_eq!(sizes, vec![(640, 360), (1280, 720), (1920, 1080)]);
+    assert_eq!(plan[2].playlist, "1080p/index.m3u8");
+    assert!(plan.windows(2).all(|w| w[0].bandwidth < w[1].bandwidth));
+    // A portrait phone video: heights up to its own, widths even.
+    let tall = super::plan(&cfg, &facts(1080, 1920, false));
+    assert_eq!(
+        tall.iter().map(|r| r.height).collect::<Vec<_>>(),
+        vec![360, 720, 1080]
+    );
+    assert_eq!(tall[0].width, 202);
+    assert_eq!(super::plan(&cfg, &facts(320, 240, true)).len(), 1);
+}
+
+#[test]
+fn hls_arguments_map_every_rendition_and_its_audio() {
+    let cfg = MediaConfig::default();
+    let f = facts(1280, 720, true);
+    let p = plan(&cfg, &f);
+    let args = hls_args(&cfg, "http://127.0.0.1:1/x", &f, &p).join(" ");
+    assert!(args.contains("[0:v]split=2[s0][s1];[s0]scale=-2:360[v0];[s1]scale=-2:720[v1]"));
+    assert_eq!(args.matches("-map 0:a:0").count(), 2, "{args}");
+    assert!(
+        args.contains("-var_stream_map v:0,a:0,name:360p v:1,a:1,name:720p"),
+        "{args}"
+    );
+    assert!(args.contains("-hls_segment_filename %v/%06d.ts"));
+    assert!(args.contains("-threads 1 "));
+    assert!(args.contains("expr:gte(t,n_forced*4)"));
+    let silent = facts(1280, 720, false);
+    let args = hls_args(&cfg, "in", &silent, &plan(&cfg, &silent)).join(" ");
+    assert!(!args.contains("0:a:0") && !args.contains("-c:a"), "{args}");
+    assert!(
+        args.contains("-var_stream_map v:0,name:360p v:1,name:720p"),
+        "{args}"
+    );
+}
+
+#[test]
+fn progress_lines_are_read() {
+    assert_eq!(progress_secs("out_time_us=2500000"), Some(2.5));
+    assert_eq!(progress_secs("out_time_us=N/A"), None);
+    assert_eq!(progress_secs("frame=12"), None);
+    assert_eq!(parse_rate("0/0"), None);
+}

@@ -1,0 +1,362 @@
+//! One worker: claims a due job, runs it under its lease, and records how it ended.
+//!
+//! An attempt probes the source, makes the poster and the renditions into a scratch
+//! directory, stores every output unpublished, and only then publishes them (segments,
+//! media playlists, poster, master playlist last) and marks the job done. Meanwhile a
+//! keeper renews the lease every few seconds; when a renewal finds the lease gone (taken
+//! over, or the job cancelled) the attempt is dropped on the spot, which kills ffmpeg,
+//! removes the unpublished outputs and the scratch directory.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bson::DateTime;
+use bytes::Bytes;
+use futures::Stream;
+use tokio::io::AsyncReadExt;
+
+use super::ffmpeg::{self, ToolError};
+use super::scratch::Scratch;
+use super::Media;
+use crate::error::NodeError;
+use crate::name::check_name;
+use crate::store::{
+    MediaFacts, MediaJob, MediaOutput, OutputGuard, Outputs, Rendition, SourceState,
+    MEDIA_LEASE_TTL,
+};
+use crate::upload;
+
+/// How often an idle worker looks for a due job.
+const POLL: Duration = Duration::from_secs(1);
+/// How often a running job's lease is renewed (its TTL is [`MEDIA_LEASE_TTL`]).
+const RENEW_EVERY: Duration = Duration::from_secs(2);
+/// A source still being published is looked at again after this.
+const PENDING_AGAIN: Duration = Duration::from_secs(2);
+
+/// Why an attempt stopped short.
+#[derive(Debug)]
+enum Stop {
+    /// Someone else holds the job now, or it was cancelled: leave it alone.
+    LeaseLost(String),
+    /// The source was replaced or deleted before the job began.
+    SourceGone,
+    /// The source's publication is still under way.
+    Pending,
+    /// The input cannot be processed; no retry.
+    Rejected(String),
+    /// Anything else; retried after a backoff while attempts remain.
+    Failed(String),
+}
+
+impl From<ToolError> for Stop {
+    fn from(e: ToolError) -> Self {
+        match e {
+            ToolError::Rejected(why) => Stop::Rejected(why),
+            ToolError::Failed(why) => Stop::Failed(why),
+        }
+    }
+}
+
+impl From<NodeError> for Stop {
+    fn from(e: NodeError) -> Self {
+        match e {
+            NodeError::PreconditionFailed(name) => {
+                Stop::LeaseLost(format!("{name} holds a newer job's output"))
+            }
+            e => Stop::Failed(e.to_string()),
+        }
+    }
+}
+
+impl From<std::io::Error> for Stop {
+    fn from(e: std::io::Error) -> Self {
+        Stop::Failed(format!("scratch directory: {e}"))
+    }
+}
+
+/// Claims and runs jobs until the process ends.
+pub async fn work(media: Arc<Media>) {
+    loop {
+        match media.store.media_claim(MEDIA_LEASE_TTL).await {
+            Ok(Some((job, token))) => media.run(job, token).await,
+            Ok(None) => tokio::time::sleep(POLL).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look for video jobs");
+                tokio::time::sleep(POLL).await;
+            }
+        }
+    }
+}
+
+impl Media {
+    async fn run(&self, job: MediaJob, token: i64) {
+        let started = Instant::now();
+        let (id, max) = (job.file_id, i64::from(self.cfg.max_attempts));
+        let result = if job.attempts > max {
+            let last = job.error.as_deref().unwrap_or("its worker stopped");
+            Err(Stop::Rejected(format!(
+                "gave up after {max} attempts; the last: {last}"
+            )))
+        } else {
+            tracing::info!(name = %job.name, attempt = job.attempts, "video job started");
+            self.attempt(&job, token).await
+        };
+        let store = &self.store;
+        let recorded = match result {
+            Ok(facts) => {
+                let secs = started.elapsed().as_secs_f64();
+                tracing::info!(
+                    name = %job.name, seconds = secs,
+                    speed = facts.duration_s / secs.max(0.001),
+                    "video job done (speed: seconds of video per second)"
+                );
+                Ok(())
+            }
+            Err(Stop::LeaseLost(why)) => {
+                tracing::info!(name = %job.name, why, "video job left to its new holder");
+                Ok(())
+            }
+            Err(Stop::SourceGone) => store.media_cancel(id).await,
+            Err(Stop::Pending) => {
+                let at = DateTime::from_system_time(std::time::SystemTime::now() + PENDING_AGAIN);
+                store.media_release(id, token, at).await
+            }
+            Err(Stop::Rejected(why)) => {
+                tracing::warn!(name = %job.name, error = why, "video job failed");
+                store
+                    .media_attempt_failed(id, token, &why, None)
+                    .await
+                    .map(drop)
+            }
+            Err(Stop::Failed(why)) => {
+                let retry_at = (job.attempts < max).then(|| {
+                    let backoff = self.cfg.retry_backoff_secs << (job.attempts - 1).clamp(0, 10);
+                    DateTime::from_system_time(
+                        std::time::SystemTime::now() + Duration::from_secs(backoff),
+                    )
+                });
+                tracing::warn!(
+                    name = %job.name, attempt = job.attempts, error = why,
+                    retry = retry_at.is_some(), "video job attempt failed"
+                );
+                store
+                    .media_attempt_failed(id, token, &why, retry_at)
+                    .await
+                    .map(drop)
+            }
+        };
+        if let Err(e) = recorded {
+            // The lease runs out and the job is claimed again.
+            tracing::warn!(name = %job.name, error = %e, "cannot record how a video job ended");
+        }
+    }
+
+    /// One attempt, raced against its lease keeper.
+    async fn attempt(&self, job: &MediaJob, token: i64) -> Result<MediaFacts, Stop> {
+        match self.store.media_source(job).await.map_err(Stop::from)? {
+            SourceState::Current(_) => {}
+            SourceState::Pending => return Err(Stop::Pending),
+            SourceState::Gone => return Err(Stop::SourceGone),
+        }
+        let scratch = Scratch::create(&self.scratch, &format!("{}-{token}", job.file_id))?;
+        let progress = AtomicI64::new(0);
+        tokio::select! {
+            done = self.process(job, token, &scratch, &progress) => done,
+            stop = self.keep(job, token, &scratch, &progress) => Err(stop),
+        }
+    }
+
+    /// Renews the lease with the progress until it is lost or the scratch directory
+    /// outgrows its limit; never returns otherwise.
+    async fn keep(
+        &self,
+        job: &MediaJob,
+        token: i64,
+        scratch: &Scratch,
+        progress: &AtomicI64,
+    ) -> Stop {
+        let mut renewed = Instant::now();
+        loop {
+            tokio::time::sleep(RENEW_EVERY).await;
+            let size = scratch.size();
+            if size > self.cfg.max_scratch_bytes {
+                return Stop::Rejected(format!(
+                    "the outputs passed media.max_scratch_bytes ({size} > {})",
+                    self.cfg.max_scratch_bytes
+                ));
+            }
+            let now = progress.load(Ordering::Relaxed);
+            match self
+                .store
+                .media_renew(job.file_id, token, MEDIA_LEASE_TTL, now, None)
+                .await
+            {
+                Ok(true) => renewed = Instant::now(),
+                Ok(false) => return Stop::LeaseLost("taken over or cancelled".into()),
+                // Keep going while the lease may still be ours.
+                Err(e) if renewed.elapsed() + RENEW_EVERY < MEDIA_LEASE_TTL => {
+                    tracing::warn!(name = %job.name, error = %e, "cannot renew a video job's lease; retrying");
+                }
+                Err(e) => return Stop::LeaseLost(format!("lease not renewed in time: {e}")),
+            }
+        }
+    }
+
+    async fn process(
+        &self,
+        job: &MediaJob,
+        token: i64,
+        scratch: &Scratch,
+        progress: &AtomicI64,
+    ) -> Result<MediaFacts, Stop> {
+        let (cfg, dir) = (&self.cfg, scratch.path());
+        let url = self.source.url(job.file_id);
+        let hide = |e: ToolError| e.hiding(&url);
+        let probed = ffmpeg::run(
+            cfg,
+            &cfg.ffprobe,
+            &ffmpeg::probe_args(&url),
+            dir,
+            None,
+            ToolError::Rejected,
+        )
+        .await
+        .map_err(hide)?;
+        let facts = ffmpeg::parse_probe(&probed)?;
+        if !self
+            .store
+            .media_renew(job.file_id, token, MEDIA_LEASE_TTL, 2, Some(&facts))
+            .await?
+        {
+            return Err(Stop::LeaseLost("taken over or cancelled".into()));
+        }
+        let plan = ffmpeg::plan(cfg, &facts);
+        let poster = ffmpeg::poster_args(cfg, &url, facts.duration_s * 0.1, "poster.jpg");
+        ffmpeg::run(
+            cfg,
+            &cfg.ffmpeg,
+            &poster,
+            dir,
+            Some(&mut |_| {}),
+            ToolError::Failed,
+        )
+        .await
+        .map_err(hide)?;
+        progress.store(5, Ordering::Relaxed);
+        let duration = facts.duration_s.max(0.001);
+        let mut report = |secs: f64| {
+            let done = 5 + (secs / duration * 85.0).clamp(0.0, 85.0) as i64;
+            progress.store(done, Ordering::Relaxed);
+        };
+        let hls = ffmpeg::hls_args(cfg, &url, &facts, &plan);
+        ffmpeg::run(
+            cfg,
+            &cfg.ffmpeg,
+            &hls,
+            dir,
+            Some(&mut report),
+            ToolError::Failed,
+        )
+        .await
+        .map_err(hide)?;
+        progress.store(90, Ordering::Relaxed);
+        let outputs = self.publish(job, token, dir, &plan).await?;
+        if !self
+            .store
+            .media_done(job.file_id, token, &facts, &outputs)
+            .await?
+        {
+            return Err(Stop::LeaseLost(
+                "taken over or cancelled before done".into(),
+            ));
+        }
+        Ok(facts)
+    }
+
+    /// Stores every output of `dir` unpublished, then publishes them in the order a
+    /// player needs them to exist (segments, media playlists, poster, master playlist),
+    /// each guarded by [`OutputGuard`].
+    async fn publish(
+        &self,
+        job: &MediaJob,
+        token: i64,
+        dir: &Path,
+        plan: &[Rendition],
+    ) -> Result<Outputs, Stop> {
+        let mut files: Vec<String> = Vec::new();
+        for r in plan {
+            let folder = format!("{}p", r.height);
+            let mut segments: Vec<String> = std::fs::read_dir(dir.join(&folder))?
+                .flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|f| f.ends_with(".ts"))
+                .map(|f| format!("{folder}/{f}"))
+                .collect();
+            segments.sort();
+            files.extend(segments);
+        }
+        files.extend(plan.iter().map(|r| r.playlist.clone()));
+        files.extend(["poster.jpg".to_string(), "master.m3u8".to_string()]);
+        let named = |rel: &str| check_name(format!("{}.media/{rel}", job.name));
+        let mut stored = Vec::with_capacity(files.len());
+        for rel in &files {
+            let name = named(rel).map_err(|e| Stop::Rejected(format!("output name: {e}")))?;
+            let body = file_body(dir.join(rel)).await?;
+            let received = upload::receive(&self.store, &name, body, self.limits).await?;
+            stored.push((received, content_type(rel)));
+        }
+        let output = MediaOutput {
+            source: job.file_id,
+            generation: job.generation,
+            token,
+        };
+        let guard = OutputGuard(output);
+        for (received, content_type) in stored {
+            let done = received.finished(content_type.to_string(), Some(output));
+            received.upload.commit(done, Some(&guard)).await?;
+        }
+        let full = |rel: &str| format!("{}.media/{rel}", job.name);
+        Ok(Outputs {
+            poster: full("poster.jpg"),
+            master: full("master.m3u8"),
+            renditions: plan
+                .iter()
+                .map(|r| Rendition {
+                    playlist: full(&r.playlist),
+                    ..r.clone()
+                })
+                .collect(),
+        })
+    }
+}
+
+/// The Content-Type of an output file, by its extension (RFC 8216 §4 for HLS).
+fn content_type(rel: &str) -> &'static str {
+    match rel.rsplit('.').next() {
+        Some("ts") => "video/mp2t",
+        Some("m3u8") => "application/vnd.apple.mpegurl",
+        Some("jpg") => "image/jpeg",
+        _ => "application/octet-stream",
+    }
+}
+
+/// A local file as a body for [`upload::receive`], read 1 MiB at a time.
+async fn file_body(
+    path: std::path::PathBuf,
+) -> Result<impl Stream<Item = crate::error::Result<Bytes>>, Stop> {
+    let file = tokio::fs::File::open(&path).await?;
+    Ok(futures::stream::try_unfold(file, |mut file| async move {
+        let mut buf = vec![0u8; 1 << 20];
+        let n = file
+            .read(&mut buf)
+            .await
+            .map_err(|e| NodeError::Internal(format!("reading an output: {e}")))?;
+        if n == 0 {
+            return Ok(None);
+        }
+        buf.truncate(n);
+        Ok(Some((Bytes::from(buf), file)))
+    }))
+}
