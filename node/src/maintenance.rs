@@ -1,5 +1,6 @@
 //! Background work of a node: create indexes once the database answers, then sweep garbage
-//! (abandoned uploads, retired revisions) every `sweep_interval_secs`. Every node sweeps;
+//! (abandoned uploads, retired revisions) every `sweep_interval_secs`, and now and then
+//! record the jobs of videos published without one. Every node sweeps;
 //! the deletes are idempotent, so nodes racing on the same garbage is harmless.
 
 use std::time::Duration;
@@ -9,6 +10,14 @@ use crate::store::Store;
 /// How long a starting node waits for its indexes before it serves anyway (the database
 /// may be down; then requests get 503 and the loop below keeps trying).
 const INDEXES_AT_START: Duration = Duration::from_secs(15);
+
+/// Sweeps between two looks for videos without a job (and one at start). Such videos are
+/// those published before video jobs existed: `publish` records a job before the name
+/// swap, so no crash makes one. The look reads every video's name, hence not every sweep.
+const BACKFILL_EVERY: u64 = 60;
+
+/// Jobs recorded per look at most.
+const BACKFILL_BATCH: i64 = 1000;
 
 /// Creates the indexes before the node serves, if the database answers within
 /// [`INDEXES_AT_START`]: an index build that creates a collection while a request's insert
@@ -43,13 +52,21 @@ pub fn spawn(store: Store, grace: Duration, interval: Duration, indexes_ready: b
         }
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
+        for tick in 0u64.. {
             ticker.tick().await;
+            if tick % BACKFILL_EVERY == 0 {
+                match store.media_backfill(BACKFILL_BATCH).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(jobs = n, "recorded jobs of videos that had none"),
+                    Err(e) => tracing::warn!(error = %e, "cannot look for videos without a job"),
+                }
+            }
             match store.sweep(grace).await {
                 Ok(swept) if swept == Default::default() => {}
                 Ok(swept) => tracing::info!(
                     abandoned_uploads = swept.abandoned_uploads,
                     retired_files = swept.retired_files,
+                    media_outputs = swept.media_outputs,
                     "swept garbage"
                 ),
                 Err(e) => tracing::warn!(error = %e, "sweep failed"),

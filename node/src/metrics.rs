@@ -1,6 +1,6 @@
 //! `GET /metrics` on a node: the HTTP request families ([`speedbox_common::observe`]), the
-//! store's ([`crate::store::StoreMetrics`]: chunks, operation latency, sweeps), uploads
-//! in progress and the process's own. A scrape reads memory only: no database round trip.
+//! store's ([`crate::store::StoreMetrics`]: chunks, operation latency, sweeps), the video
+//! workers' ([`MediaMetrics`]), uploads in progress and the process's own. A scrape reads memory only: no database round trip.
 
 use std::sync::Arc;
 
@@ -11,6 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use speedbox_common::metrics::{self, HttpMetrics};
 
+use crate::media::MediaMetrics;
 use crate::routes::{Route, TusRoute};
 use crate::store::StoreMetrics;
 use crate::{respond, Body};
@@ -39,11 +40,13 @@ impl Drop for Uploading {
 }
 
 impl NodeMetrics {
-    /// A registry with the store's families (`store` keeps counting into them).
-    pub fn new(store: &StoreMetrics) -> NodeMetrics {
+    /// A registry with the store's and the video workers' families (they keep counting
+    /// into them).
+    pub fn new(store: &StoreMetrics, media: &MediaMetrics) -> NodeMetrics {
         let (mut registry, http) = metrics::registry();
         let ours = metrics::speedbox(&mut registry);
         store.register(ours);
+        media.register(ours);
         let uploads = Family::<Kind, Gauge>::default();
         ours.register(
             "uploads_in_progress",

@@ -69,7 +69,8 @@ impl AppState {
         let idle = Duration::from_secs(storage.body_idle_timeout_secs);
         let chunks_per_write = storage.chunks_per_write as usize;
         let chunks_per_read = u64::from(storage.chunks_per_read);
-        let metrics = Arc::new(NodeMetrics::new(store.metrics()));
+        let media_metrics = Arc::new(media::MediaMetrics::default());
+        let metrics = Arc::new(NodeMetrics::new(store.metrics(), &media_metrics));
         let limits = Limits {
             chunks_per_write,
             idle,
@@ -81,6 +82,7 @@ impl AppState {
             node_id,
             limits,
             chunks_per_read,
+            media_metrics,
         )
         .await;
         Ok(Arc::new(AppState {

@@ -195,8 +195,10 @@ async fn an_uploaded_video_gets_a_poster_and_hls_renditions() {
         "application/vnd.apple.mpegurl"
     );
 
-    // Outputs are not videos of their own: one job in all. The source is untouched.
+    // Outputs are not videos of their own: one job in all, counted once where it ran.
     assert_eq!(count(&c, "fs.media", doc! {}).await, 1);
+    assert_eq!(attempts_counted(&c, "done").await, 1.0);
+    // The source is untouched.
     assert_eq!(
         fetch_bytes(&c, &c.balancer_url(), "videos/holiday%20clip.mp4").await,
         std::fs::read(&clip).unwrap()
@@ -459,4 +461,130 @@ async fn replacing_or_deleting_a_video_removes_its_outputs_after_the_grace_perio
         },
     )
     .await;
+}
+
+#[tokio::test]
+async fn a_video_published_without_a_job_gets_one() {
+    let mut c = cluster().start().await;
+    let name = "old.mp4";
+    let clip = std::fs::read(make(c.dir(), "old.mp4", 3, 160, 120, false)).unwrap();
+    put_video(&c, name, clip).await;
+    let job = wait_ended(&c, &c.balancer_url(), name, Duration::from_secs(120)).await;
+    assert_eq!(job["state"], "done");
+    // As a video stored before video jobs existed: no job, no outputs.
+    let db = c.db().await;
+    db.collection::<bson::Document>("fs.media")
+        .delete_many(doc! {})
+        .await
+        .unwrap();
+    db.collection::<bson::Document>("fs.names")
+        .delete_many(doc! {"media": {"$exists": true}})
+        .await
+        .unwrap();
+    // A node starting looks for such videos (without anyone asking GET /media).
+    c.kill_node(0);
+    c.restart_node(0).await;
+    eventually(Duration::from_secs(30), "a job recorded", || async {
+        count(&c, "fs.media", doc! {}).await == 1
+    })
+    .await;
+    let job = wait_ended(&c, &c.balancer_url(), name, Duration::from_secs(120)).await;
+    assert_eq!(job["state"], "done", "{job}");
+    assert_eq!(outputs(&c, name).await, expected_outputs(&c, name).await);
+}
+
+/// `speedbox_media_attempts_total{outcome}` summed over the nodes.
+async fn attempts_counted(c: &Cluster, outcome: &str) -> f64 {
+    let series = format!("speedbox_media_attempts_total{{outcome=\"{outcome}\"}}");
+    let mut sum = 0.0;
+    for i in 0..2 {
+        let url = format!("{}/metrics", c.node_url(i));
+        let text = c.http.get(url).send().await.unwrap().text().await.unwrap();
+        sum += text
+            .lines()
+            .find(|l| l.starts_with(&series))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0);
+    }
+    sum
+}
+
+#[tokio::test]
+async fn a_signed_prefix_link_plays_the_renditions_under_access_control() {
+    use speedbox_tests::auth::{self, auth_toml, K1};
+    let c = cluster()
+        .file("secrets/k1.key", K1)
+        .extra_toml(&auth_toml(&["k1"], ""))
+        .start()
+        .await;
+    let bearer = |scope: &str| auth::bearer(&auth::mint(&auth::claims("alice", scope, "")));
+    let (writer, reader) = (bearer("write"), bearer("read"));
+    let clip = std::fs::read(make(c.dir(), "c.mp4", 4, 320, 240, false)).unwrap();
+    let resp = put_with(
+        &c,
+        &c.balancer_url(),
+        "c.mp4",
+        clip,
+        &[("content-type", "video/mp4"), ("authorization", &writer)],
+    )
+    .await;
+    assert_eq!(resp.status(), 201);
+    // The job's state needs read on the name, like the file.
+    let (code, _) = status(&c, &c.balancer_url(), "c.mp4").await;
+    assert_eq!(code, 401);
+    let url = format!("{}/media/c.mp4", c.balancer_url());
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let job: serde_json::Value = c
+            .http
+            .get(&url)
+            .header("authorization", &reader)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if job["state"] == "done" {
+            break;
+        }
+        assert!(
+            job["state"] != "failed" && std::time::Instant::now() < deadline,
+            "{job}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let signed: serde_json::Value = c
+        .http
+        .post(format!("{}/_auth/sign", c.balancer_url()))
+        .header("authorization", &reader)
+        .json(&serde_json::json!({"name": "c.mp4.media/", "ttl_secs": 300}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let base = format!(
+        "{}{}",
+        c.balancer_url(),
+        signed["path_url"].as_str().unwrap()
+    );
+    // ffprobe follows the master's relative URLs to both renditions and their segments.
+    let master = probe(&format!("{base}master.m3u8"));
+    let heights: BTreeSet<i64> = master["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["height"].as_i64())
+        .collect();
+    assert_eq!(heights, BTreeSet::from([120, 240]), "{master}");
+    let poster = c
+        .http
+        .get(format!("{base}poster.jpg"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(poster.status(), 200);
+    assert_eq!(poster.headers()["content-type"], "image/jpeg");
 }

@@ -7,6 +7,7 @@
 //! bounded [`scratch`] directory; [`status`] answers `GET /media/{name}`.
 
 mod ffmpeg;
+mod metrics;
 mod scratch;
 mod source;
 pub mod status;
@@ -17,6 +18,8 @@ use std::process::Stdio;
 use std::sync::Arc;
 
 use speedbox_common::config::MediaConfig;
+
+pub use metrics::MediaMetrics;
 
 use crate::store::Store;
 use crate::upload::Limits;
@@ -29,6 +32,7 @@ pub struct Media {
     scratch: PathBuf,
     /// For writing outputs.
     limits: Limits,
+    metrics: Arc<MediaMetrics>,
 }
 
 /// Starts this node's workers, unless `[media] enabled = false` or ffmpeg cannot be run
@@ -39,6 +43,7 @@ pub async fn start(
     node_id: &str,
     limits: Limits,
     chunks_per_read: u64,
+    metrics: Arc<MediaMetrics>,
 ) {
     if !cfg.enabled {
         tracing::info!("video jobs are off on this node ([media] enabled = false)");
@@ -79,6 +84,7 @@ pub async fn start(
         source,
         scratch,
         limits,
+        metrics,
     });
     tracing::info!(
         workers = cfg.workers,

@@ -93,6 +93,7 @@ pub async fn work(media: Arc<Media>) {
 impl Media {
     async fn run(&self, job: MediaJob, token: i64) {
         let started = Instant::now();
+        let _running = self.metrics.running();
         let (id, max) = (job.file_id, i64::from(self.cfg.max_attempts));
         let result = if job.attempts > max {
             let last = job.error.as_deref().unwrap_or("its worker stopped");
@@ -104,8 +105,19 @@ impl Media {
             self.attempt(&job, token).await
         };
         let store = &self.store;
+        let outcome = match &result {
+            Ok(_) => "done",
+            Err(Stop::LeaseLost(_)) => "left",
+            Err(Stop::SourceGone) => "cancelled",
+            Err(Stop::Pending) => "released",
+            Err(Stop::Rejected(_)) => "failed",
+            Err(Stop::Failed(_)) if job.attempts < max => "retried",
+            Err(Stop::Failed(_)) => "failed",
+        };
+        self.metrics.ended(outcome);
         let recorded = match result {
             Ok(facts) => {
+                self.metrics.processed(facts.duration_s);
                 let secs = started.elapsed().as_secs_f64();
                 tracing::info!(
                     name = %job.name, seconds = secs,
