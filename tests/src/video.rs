@@ -40,8 +40,17 @@ pub fn make(dir: &Path, name: &str, secs: u32, width: u32, height: u32, silent: 
 
 /// `GET /media/{name}` at `base`: status and JSON.
 pub async fn status(c: &Cluster, base: &str, name: &str) -> (u16, Value) {
+    status_as(c, base, name, None).await
+}
+
+/// [`status`] with an `Authorization` header.
+pub async fn status_as(c: &Cluster, base: &str, name: &str, auth: Option<&str>) -> (u16, Value) {
     let url = file_url(base, name).replacen("/files/", "/media/", 1);
-    let resp = c.http.get(url).send().await.unwrap();
+    let mut req = c.http.get(url);
+    if let Some(auth) = auth {
+        req = req.header("authorization", auth);
+    }
+    let resp = req.send().await.unwrap();
     let code = resp.status().as_u16();
     (code, resp.json().await.unwrap_or(Value::Null))
 }
@@ -49,9 +58,20 @@ pub async fn status(c: &Cluster, base: &str, name: &str) -> (u16, Value) {
 /// Polls `GET /media/{name}` until its job is `done` or `failed` (or `within` passes,
 /// which fails the test), and returns the last answer.
 pub async fn wait_ended(c: &Cluster, base: &str, name: &str, within: Duration) -> Value {
+    wait_ended_as(c, base, name, None, within).await
+}
+
+/// [`wait_ended`] with an `Authorization` header.
+pub async fn wait_ended_as(
+    c: &Cluster,
+    base: &str,
+    name: &str,
+    auth: Option<&str>,
+    within: Duration,
+) -> Value {
     let deadline = Instant::now() + within;
     loop {
-        let (code, job) = status(c, base, name).await;
+        let (code, job) = status_as(c, base, name, auth).await;
         assert_eq!(code, 200, "GET /media/{name}: {job}");
         if job["state"] == "done" || job["state"] == "failed" {
             return job;

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bson::doc;
 use speedbox_tests::client::{count, fetch_bytes, list, put_with};
-use speedbox_tests::video::{make, probe, status, wait_ended};
+use speedbox_tests::video::{make, probe, status, wait_ended, wait_ended_as};
 use speedbox_tests::{data, eventually, Cluster};
 
 /// Small renditions and short segments, so that a test clip makes several of each fast.
@@ -532,28 +532,15 @@ async fn a_signed_prefix_link_plays_the_renditions_under_access_control() {
     // The job's state needs read on the name, like the file.
     let (code, _) = status(&c, &c.balancer_url(), "c.mp4").await;
     assert_eq!(code, 401);
-    let url = format!("{}/media/c.mp4", c.balancer_url());
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let job: serde_json::Value = c
-            .http
-            .get(&url)
-            .header("authorization", &reader)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if job["state"] == "done" {
-            break;
-        }
-        assert!(
-            job["state"] != "failed" && std::time::Instant::now() < deadline,
-            "{job}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let job = wait_ended_as(
+        &c,
+        &c.balancer_url(),
+        "c.mp4",
+        Some(&reader),
+        Duration::from_secs(120),
+    )
+    .await;
+    assert_eq!(job["state"], "done", "{job}");
     let signed: serde_json::Value = c
         .http
         .post(format!("{}/_auth/sign", c.balancer_url()))

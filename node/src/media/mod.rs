@@ -2,12 +2,16 @@
 //!
 //! The jobs themselves live in MongoDB ([`crate::store`]'s `media` module: recorded when a
 //! video is published, claimed under a lease, cancelled when the source goes). Here:
-//! [`start`] runs `[media] workers` [`worker`]s, which run [`ffmpeg`] as niced child
-//! processes reading the source from this node over loopback HTTP ([`source`]) into a
-//! bounded [`scratch`] directory; [`status`] answers `GET /media/{name}`.
+//! [`start`] runs `[media] workers` [`worker`]s, which [`probe`] the source and run
+//! [`ffmpeg`] with the [`args`] of its renditions as niced child processes, reading the
+//! source from this node over loopback HTTP ([`source`]) into a bounded [`scratch`]
+//! directory, and store the results ([`outputs`]); [`status`] answers `GET /media/{name}`.
 
+mod args;
 mod ffmpeg;
 mod metrics;
+mod outputs;
+mod probe;
 mod scratch;
 mod source;
 pub mod status;

@@ -1,32 +1,24 @@
 //! One worker: claims a due job, runs it under its lease, and records how it ended.
 //!
 //! An attempt probes the source, makes the poster and the renditions into a scratch
-//! directory, stores every output unpublished, and only then publishes them (segments,
-//! media playlists, poster, master playlist last) and marks the job done. Meanwhile a
+//! directory, stores and publishes the outputs ([`super::outputs`]) and marks the job
+//! done. Meanwhile a
 //! keeper renews the lease every few seconds; when a renewal finds the lease gone (taken
 //! over, or the job cancelled) the attempt is dropped on the spot, which kills ffmpeg,
 //! removes the unpublished outputs and the scratch directory.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bson::DateTime;
-use bytes::Bytes;
-use futures::Stream;
-use tokio::io::AsyncReadExt;
 
 use super::ffmpeg::{self, ToolError};
 use super::scratch::Scratch;
 use super::Media;
+use super::{args, probe};
 use crate::error::NodeError;
-use crate::name::check_name;
-use crate::store::{
-    MediaFacts, MediaJob, MediaOutput, OutputGuard, Outputs, Rendition, SourceState,
-    MEDIA_LEASE_TTL,
-};
-use crate::upload;
+use crate::store::{MediaFacts, MediaJob, SourceState, MEDIA_LEASE_TTL};
 
 /// How often an idle worker looks for a due job.
 const POLL: Duration = Duration::from_secs(1);
@@ -34,6 +26,10 @@ const POLL: Duration = Duration::from_secs(1);
 const RENEW_EVERY: Duration = Duration::from_secs(2);
 /// A source still being published is looked at again after this.
 const PENDING_AGAIN: Duration = Duration::from_secs(2);
+/// A job whose source has not been published this long after the job was recorded is
+/// cancelled: publication takes milliseconds, and an upload that failed after recording
+/// the job removes it (this catches one whose removal was cut short).
+const PENDING_AT_MOST: Duration = Duration::from_secs(3600);
 
 /// Why an attempt stopped short.
 #[derive(Debug)]
@@ -65,6 +61,8 @@ impl From<NodeError> for Stop {
             NodeError::PreconditionFailed(name) => {
                 Stop::LeaseLost(format!("{name} holds a newer job's output"))
             }
+            // An output name the source's name makes too long or invalid.
+            NodeError::BadRequest(why) => Stop::Rejected(why),
             e => Stop::Failed(e.to_string()),
         }
     }
@@ -169,7 +167,13 @@ impl Media {
     async fn attempt(&self, job: &MediaJob, token: i64) -> Result<MediaFacts, Stop> {
         match self.store.media_source(job).await.map_err(Stop::from)? {
             SourceState::Current(_) => {}
-            SourceState::Pending => return Err(Stop::Pending),
+            SourceState::Pending => {
+                let waited = DateTime::now().timestamp_millis() - job.created_at.timestamp_millis();
+                if waited > PENDING_AT_MOST.as_millis() as i64 {
+                    return Err(Stop::SourceGone);
+                }
+                return Err(Stop::Pending);
+            }
             SourceState::Gone => return Err(Stop::SourceGone),
         }
         let scratch = Scratch::create(&self.scratch, &format!("{}-{token}", job.file_id))?;
@@ -229,14 +233,14 @@ impl Media {
         let probed = ffmpeg::run(
             cfg,
             &cfg.ffprobe,
-            &ffmpeg::probe_args(&url),
+            &args::probe_args(&url),
             dir,
             None,
             ToolError::Rejected,
         )
         .await
         .map_err(hide)?;
-        let facts = ffmpeg::parse_probe(&probed)?;
+        let facts = probe::parse_probe(&probed)?;
         if !self
             .store
             .media_renew(job.file_id, token, MEDIA_LEASE_TTL, 2, Some(&facts))
@@ -244,8 +248,8 @@ impl Media {
         {
             return Err(Stop::LeaseLost("taken over or cancelled".into()));
         }
-        let plan = ffmpeg::plan(cfg, &facts);
-        let poster = ffmpeg::poster_args(cfg, &url, facts.duration_s * 0.1, "poster.jpg");
+        let plan = args::plan(cfg, &facts);
+        let poster = args::poster_args(cfg, &url, facts.duration_s * 0.1, "poster.jpg");
         ffmpeg::run(
             cfg,
             &cfg.ffmpeg,
@@ -262,7 +266,7 @@ impl Media {
             let done = 5 + (secs / duration * 85.0).clamp(0.0, 85.0) as i64;
             progress.store(done, Ordering::Relaxed);
         };
-        let hls = ffmpeg::hls_args(cfg, &url, &facts, &plan);
+        let hls = args::hls_args(cfg, &url, &facts, &plan);
         ffmpeg::run(
             cfg,
             &cfg.ffmpeg,
@@ -286,89 +290,4 @@ impl Media {
         }
         Ok(facts)
     }
-
-    /// Stores every output of `dir` unpublished, then publishes them in the order a
-    /// player needs them to exist (segments, media playlists, poster, master playlist),
-    /// each guarded by [`OutputGuard`].
-    async fn publish(
-        &self,
-        job: &MediaJob,
-        token: i64,
-        dir: &Path,
-        plan: &[Rendition],
-    ) -> Result<Outputs, Stop> {
-        let mut files: Vec<String> = Vec::new();
-        for r in plan {
-            let folder = format!("{}p", r.height);
-            let mut segments: Vec<String> = std::fs::read_dir(dir.join(&folder))?
-                .flatten()
-                .filter_map(|e| e.file_name().into_string().ok())
-                .filter(|f| f.ends_with(".ts"))
-                .map(|f| format!("{folder}/{f}"))
-                .collect();
-            segments.sort();
-            files.extend(segments);
-        }
-        files.extend(plan.iter().map(|r| r.playlist.clone()));
-        files.extend(["poster.jpg".to_string(), "master.m3u8".to_string()]);
-        let named = |rel: &str| check_name(format!("{}.media/{rel}", job.name));
-        let mut stored = Vec::with_capacity(files.len());
-        for rel in &files {
-            let name = named(rel).map_err(|e| Stop::Rejected(format!("output name: {e}")))?;
-            let body = file_body(dir.join(rel)).await?;
-            let received = upload::receive(&self.store, &name, body, self.limits).await?;
-            stored.push((received, content_type(rel)));
-        }
-        let output = MediaOutput {
-            source: job.file_id,
-            generation: job.generation,
-            token,
-        };
-        let guard = OutputGuard(output);
-        for (received, content_type) in stored {
-            let done = received.finished(content_type.to_string(), Some(output));
-            received.upload.commit(done, Some(&guard)).await?;
-        }
-        let full = |rel: &str| format!("{}.media/{rel}", job.name);
-        Ok(Outputs {
-            poster: full("poster.jpg"),
-            master: full("master.m3u8"),
-            renditions: plan
-                .iter()
-                .map(|r| Rendition {
-                    playlist: full(&r.playlist),
-                    ..r.clone()
-                })
-                .collect(),
-        })
-    }
-}
-
-/// The Content-Type of an output file, by its extension (RFC 8216 §4 for HLS).
-fn content_type(rel: &str) -> &'static str {
-    match rel.rsplit('.').next() {
-        Some("ts") => "video/mp2t",
-        Some("m3u8") => "application/vnd.apple.mpegurl",
-        Some("jpg") => "image/jpeg",
-        _ => "application/octet-stream",
-    }
-}
-
-/// A local file as a body for [`upload::receive`], read 1 MiB at a time.
-async fn file_body(
-    path: std::path::PathBuf,
-) -> Result<impl Stream<Item = crate::error::Result<Bytes>>, Stop> {
-    let file = tokio::fs::File::open(&path).await?;
-    Ok(futures::stream::try_unfold(file, |mut file| async move {
-        let mut buf = vec![0u8; 1 << 20];
-        let n = file
-            .read(&mut buf)
-            .await
-            .map_err(|e| NodeError::Internal(format!("reading an output: {e}")))?;
-        if n == 0 {
-            return Ok(None);
-        }
-        buf.truncate(n);
-        Ok(Some((Bytes::from(buf), file)))
-    }))
 }

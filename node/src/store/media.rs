@@ -133,13 +133,6 @@ impl lease::Leased for MediaJob {
     }
 }
 
-/// What [`Store::media_source`] found.
-pub enum SourceState {
-    Current(Box<FileInfo>),
-    Pending,
-    Gone,
-}
-
 /// Whether a Content-Type is a video's (`video/*`).
 pub fn is_video(content_type: &str) -> bool {
     content_type
@@ -158,6 +151,12 @@ impl Guard for OutputGuard {
             Some(m) => (m.generation, m.token) <= (self.0.generation, self.0.token),
         }
     }
+}
+
+/// Matches the job while it runs under our lease: the proof every change of a running job
+/// makes in the same update.
+fn ours(file_id: ObjectId, token: i64) -> Document {
+    doc! {"_id": file_id, "lease_token": token, "state": "running"}
 }
 
 /// The state after which a job is over: nothing claims it again.
@@ -219,24 +218,6 @@ impl Store {
         Ok(self.media.find_one(doc! {"_id": file_id}).await?)
     }
 
-    /// The job of `source` (the current revision of its name), recorded now if it has
-    /// none (a video published before jobs existed) and queued again if it was cancelled
-    /// while its source stayed current (a cancellation whose replacement lost its race).
-    pub async fn media_job_of(&self, source: &FileInfo) -> Result<Option<MediaJob>> {
-        self.media_enqueue(source.file_id, &source.name).await?;
-        let requeued = self
-            .media
-            .update_one(
-                doc! {"_id": source.file_id, "state": "cancelled"},
-                doc! {"$set": {"state": "queued", "due_at": DateTime::now(), "attempts": 0_i64}},
-            )
-            .await?;
-        if requeued.modified_count > 0 {
-            tracing::info!(name = %source.name, "cancelled job of a current video queued again");
-        }
-        self.media_job(source.file_id).await
-    }
-
     /// Claims a due job for this node, with a lease of `ttl`: `(job, token)`, or `None`
     /// when none is due. Its `attempts` already counts this one.
     pub async fn media_claim(&self, ttl: Duration) -> Result<Option<(MediaJob, i64)>> {
@@ -284,10 +265,7 @@ impl Store {
         }
         let renewed = self
             .media
-            .update_one(
-                doc! {"_id": file_id, "lease_token": token, "state": "running"},
-                doc! {"$set": set},
-            )
+            .update_one(ours(file_id, token), doc! {"$set": set})
             .await?;
         Ok(renewed.matched_count == 1)
     }
@@ -309,13 +287,7 @@ impl Store {
             set.insert("outputs", bson::to_bson(outputs).unwrap_or_default());
             set.insert("error", bson::Bson::Null);
         }
-        let done = self
-            .media
-            .update_one(
-                doc! {"_id": file_id, "lease_token": token, "state": "running"},
-                update,
-            )
-            .await?;
+        let done = self.media.update_one(ours(file_id, token), update).await?;
         Ok(done.matched_count == 1)
     }
 
@@ -336,13 +308,7 @@ impl Store {
             }},
             None => over(JobState::Failed, Some(error.to_string())),
         };
-        let ended = self
-            .media
-            .update_one(
-                doc! {"_id": file_id, "lease_token": token, "state": "running"},
-                update,
-            )
-            .await?;
+        let ended = self.media.update_one(ours(file_id, token), update).await?;
         Ok(ended.matched_count == 1)
     }
 
@@ -351,7 +317,7 @@ impl Store {
     pub async fn media_release(&self, file_id: ObjectId, token: i64, at: DateTime) -> Result<()> {
         self.media
             .update_one(
-                doc! {"_id": file_id, "lease_token": token, "state": "running"},
+                ours(file_id, token),
                 doc! {
                     "$set": {"state": "queued", "due_at": at, "lease_until": null, "lease_node": null},
                     "$inc": {"attempts": -1_i64},
@@ -359,30 +325,6 @@ impl Store {
             )
             .await?;
         Ok(())
-    }
-
-    /// Where the job's source stands: still current under its name, not yet published
-    /// (its upload is committing), or gone (replaced, deleted, or never published).
-    pub async fn media_source(&self, job: &MediaJob) -> Result<SourceState> {
-        let current = self.lookup(&job.name).await?;
-        if let Some(current) = current.filter(|c| c.file_id == job.file_id) {
-            return Ok(SourceState::Current(Box::new(current)));
-        }
-        // `publish` writes the files document before it records the job, and `retire`
-        // marks a revision before its name moves away.
-        let file = self
-            .files
-            .find_one(doc! {"_id": job.file_id})
-            .projection(doc! {"metadata.retired_at": 1})
-            .await?;
-        let retired = |f: &Document| {
-            f.get_document("metadata")
-                .is_ok_and(|m| m.contains_key("retired_at"))
-        };
-        Ok(match file {
-            Some(f) if !retired(&f) => SourceState::Pending,
-            _ => SourceState::Gone,
-        })
     }
 
     /// Cancels the job of a revision that is being replaced or deleted (its worker sees
@@ -396,124 +338,8 @@ impl Store {
             .await?;
         Ok(())
     }
-
-    /// Removes what the job of a revision gone for good left: the names of its outputs
-    /// (each removal conditional on the name still being that output, so a newer job's
-    /// output under the same name stays; their content goes with the next sweeps) and
-    /// the job itself. Called by the sweep before it deletes the revision.
-    pub(super) async fn media_forget(&self, file_id: ObjectId) -> Result<u64> {
-        let mut removed = 0;
-        loop {
-            let outputs: Vec<FileInfo> = self
-                .names
-                .find(doc! {"media.source": file_id})
-                .limit(500)
-                .await?
-                .try_collect()
-                .await?;
-            if outputs.is_empty() {
-                break;
-            }
-            for output in outputs {
-                self.retire(output.file_id).await?;
-                let gone = self
-                    .names
-                    .delete_one(doc! {"_id": &output.name, "version": output.version})
-                    .await?;
-                removed += gone.deleted_count;
-            }
-        }
-        self.media.delete_one(doc! {"_id": file_id}).await?;
-        Ok(removed)
-    }
-
-    /// Records jobs for published videos that have none (published before this node
-    /// version, or by one with jobs off); at most `limit` per call. How many it recorded.
-    pub async fn media_backfill(&self, limit: i64) -> Result<u64> {
-        let _timer = self.metrics.time("media_backfill");
-        // `$lookup` with localField/foreignField: uses the jobs' `_id` index on both
-        // database servers (the `$expr` pipeline form scans).
-        let pipeline = vec![
-            doc! {"$match": {
-                "content_type": {"$gte": "video/", "$lt": "video0"},
-                "media": {"$exists": false},
-            }},
-            doc! {"$lookup": {
-                "from": self.media.name(), "localField": "file_id",
-                "foreignField": "_id", "as": "job",
-            }},
-            doc! {"$match": {"job": {"$size": 0}}},
-            doc! {"$project": {"file_id": 1}},
-            doc! {"$limit": limit},
-        ];
-        let missing: Vec<Document> = self.names.aggregate(pipeline).await?.try_collect().await?;
-        let mut recorded = 0;
-        for name in missing {
-            if let (Ok(name_), Ok(file_id)) = (name.get_str("_id"), name.get_object_id("file_id")) {
-                self.media_enqueue(file_id, name_).await?;
-                recorded += 1;
-            }
-        }
-        Ok(recorded)
-    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn output(generation: i64, token: i64) -> FileInfo {
-        FileInfo {
-            name: "a.mp4.media/master.m3u8".into(),
-            key: "a.mp4.media/master.m3u8".into(),
-            file_id: ObjectId::new(),
-            length: 1,
-            chunk_size: 1,
-            content_type: "application/vnd.apple.mpegurl".into(),
-            md5: String::new(),
-            sha256: String::new(),
-            uploaded_at: DateTime::now(),
-            version: 1,
-            media: Some(MediaOutput {
-                source: ObjectId::new(),
-                generation,
-                token,
-            }),
-        }
-    }
-
-    #[test]
-    fn an_output_never_replaces_a_newer_jobs_or_leases() {
-        let guard = |generation, token| {
-            OutputGuard(MediaOutput {
-                source: ObjectId::new(),
-                generation,
-                token,
-            })
-        };
-        let current = output(3, 5);
-        // A retry under the same lease, or a later lease, or a later upload: allowed.
-        assert!(guard(3, 5).allows(Some(&current)));
-        assert!(guard(3, 6).allows(Some(&current)));
-        assert!(guard(4, 1).allows(Some(&current)));
-        // A worker whose lease was taken over, or the job of a replaced revision: refused.
-        assert!(!guard(3, 4).allows(Some(&current)));
-        assert!(!guard(2, 9).allows(Some(&current)));
-        // Nothing there, or an ordinary file: allowed.
-        assert!(guard(1, 1).allows(None));
-        let plain = FileInfo {
-            media: None,
-            ..output(0, 0)
-        };
-        assert!(guard(1, 1).allows(Some(&plain)));
-    }
-
-    #[test]
-    fn videos_are_known_by_their_type() {
-        assert!(is_video("video/mp4"));
-        assert!(is_video("Video/QuickTime"));
-        assert!(!is_video("video"));
-        assert!(!is_video("image/jpeg"));
-        assert!(!is_video("application/vnd.apple.mpegurl"));
-    }
-}
+#[path = "media_tests.rs"]
+mod tests;

@@ -37,6 +37,7 @@ mod chunker;
 mod chunks;
 mod lease;
 mod media;
+mod media_upkeep;
 mod metrics;
 mod names;
 mod revoked;
@@ -49,8 +50,9 @@ mod writer;
 pub use chunker::Chunker;
 pub use media::{
     is_video, JobState, MediaFacts, MediaJob, MediaOutput, OutputGuard, Outputs, Rendition,
-    SourceState, MEDIA_LEASE_TTL,
+    MEDIA_LEASE_TTL,
 };
+pub use media_upkeep::SourceState;
 pub use metrics::StoreMetrics;
 pub use names::{Guard, ListQuery};
 pub use tus::{Acquired, Created, NewUpload, TusUpload, LEASE_TTL};

@@ -55,7 +55,7 @@ impl Store {
         let retired: Vec<Document> = self
             .files
             .find(doc! {"metadata.retired_at": {"$lt": cutoff}})
-            .projection(doc! {"_id": 1})
+            .projection(doc! {"_id": 1, "metadata.contentType": 1})
             .limit(100)
             .await?
             .try_collect()
@@ -77,7 +77,13 @@ impl Store {
             }
             // A video's outputs go with it (before its files document, so a sweep cut short
             // here finds it again).
-            swept.media_outputs += self.media_forget(id).await?;
+            let content_type = file
+                .get_document("metadata")
+                .and_then(|m| m.get_str("contentType"))
+                .unwrap_or_default();
+            if super::is_video(content_type) {
+                swept.media_outputs += self.media_forget(id).await?;
+            }
             // The files document goes only if it is still retired long enough, in the same
             // step: another node may have found it referenced and unmarked it meanwhile.
             let gone = self
