@@ -575,3 +575,47 @@ async fn a_signed_prefix_link_plays_the_renditions_under_access_control() {
     assert_eq!(poster.status(), 200);
     assert_eq!(poster.headers()["content-type"], "image/jpeg");
 }
+
+#[tokio::test]
+async fn a_failing_encoder_is_retried_with_backoff_then_the_job_fails() {
+    use std::os::unix::fs::PermissionsExt;
+    // An ffmpeg that runs (`-version`) but fails every job, as a broken install would.
+    let tools = tempfile::tempdir().unwrap();
+    let fake = tools.path().join("ffmpeg");
+    std::fs::write(
+        &fake,
+        "#!/bin/sh\n[ \"$1\" = -version ] && exit 0\necho 'Encoder libx264 exploded' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let c = cluster()
+        .media_toml(&format!(
+            "ffmpeg = {:?}\nmax_attempts = 3\n",
+            fake.display().to_string()
+        ))
+        .start()
+        .await;
+    let clip = std::fs::read(make(c.dir(), "d.mp4", 2, 160, 120, false)).unwrap();
+    put_video(&c, "d.mp4", clip.clone()).await;
+    let job = wait_ended(&c, &c.balancer_url(), "d.mp4", Duration::from_secs(60)).await;
+    assert_eq!(job["state"], "failed", "{job}");
+    assert_eq!(job["attempts"], 3, "{job}");
+    assert!(
+        job["error"]
+            .as_str()
+            .unwrap()
+            .contains("Encoder libx264 exploded"),
+        "{job}"
+    );
+    assert_eq!(attempts_counted(&c, "retried").await, 2.0);
+    assert_eq!(attempts_counted(&c, "failed").await, 1.0);
+    // Every attempt ran and was logged (the backoff between them is 1 s, then 2 s).
+    let logs = c.log("node-1") + &c.log("node-2");
+    assert_eq!(
+        logs.matches("video job attempt failed").count(),
+        3,
+        "{logs}"
+    );
+    assert_eq!(fetch_bytes(&c, &c.balancer_url(), "d.mp4").await, clip);
+    assert!(outputs(&c, "d.mp4").await.is_empty());
+}
