@@ -5,7 +5,7 @@ use bson::oid::ObjectId;
 use bson::{doc, DateTime, Document};
 use futures::TryStreamExt;
 
-use super::media::MediaJob;
+use super::media::{JobState, MediaJob};
 use super::{FileInfo, Store};
 use crate::error::Result;
 
@@ -20,17 +20,23 @@ impl Store {
     /// The job of `source` (the current revision of its name), recorded now if it has
     /// none (a video published before jobs existed) and queued again if it was cancelled
     /// while its source stayed current (a cancellation whose replacement lost its race).
+    ///
+    /// Reads only, unless the job needs one of those repairs: clients poll this.
     pub async fn media_job_of(&self, source: &FileInfo) -> Result<Option<MediaJob>> {
-        self.media_enqueue(source.file_id, &source.name).await?;
-        let requeued = self
-            .media
-            .update_one(
-                doc! {"_id": source.file_id, "state": "cancelled"},
-                doc! {"$set": {"state": "queued", "due_at": DateTime::now(), "attempts": 0_i64}},
-            )
-            .await?;
-        if requeued.modified_count > 0 {
-            tracing::info!(name = %source.name, "cancelled job of a current video queued again");
+        match self.media_job(source.file_id).await? {
+            None => self.media_enqueue(source.file_id, &source.name).await?,
+            Some(job) if job.state == JobState::Cancelled => {
+                // Harmless if the name is moving on right now: a worker that claims the
+                // job finds its source gone and cancels it again.
+                self.media
+                    .update_one(
+                        doc! {"_id": source.file_id, "state": "cancelled"},
+                        doc! {"$set": {"state": "queued", "due_at": DateTime::now(), "attempts": 0_i64}},
+                    )
+                    .await?;
+                tracing::info!(name = %source.name, "cancelled job of a current video queued again");
+            }
+            job => return Ok(job),
         }
         self.media_job(source.file_id).await
     }
