@@ -18,7 +18,7 @@
 //! - [`health`] (pure rise/fall) and [`probe`] (the active check loop);
 //! - [`reload`]: live `cluster.toml` changes; [`status`]: `GET /_cluster`; [`metrics`]:
 //!   `GET /metrics` (the access log and request counts: [`speedbox_common::observe`]);
-//! - [`page`]: the browser upload page at `/`;
+//! - [`page`]: the browser upload page at `/` and its hls.js;
 //! - [`error`]: every failure mapped to an HTTP answer in one place.
 //!
 //! [`run`] takes a bound listener and a shutdown future, so tests drive it in-process.

@@ -59,8 +59,8 @@ pub async fn handle(
         status::respond(cluster, &auth.current(), &request)
     } else if request.uri().path() == speedbox_common::metrics::PATH {
         metrics::respond(metrics, &auth.current(), &request)
-    } else if request.uri().path() == page::PATH {
-        page::respond(request.method())
+    } else if page::serves(request.uri().path()) {
+        page::respond(request.method(), request.uri().path())
     } else {
         let method = request.method().clone();
         forward(cluster, client, request, &request_id)
