@@ -45,7 +45,8 @@ fn hls_arguments_map_every_rendition_and_its_audio() {
         "{args}"
     );
     assert!(args.contains("-hls_segment_filename %v/%06d.ts"));
-    assert!(args.contains("-threads 1 "));
+    // The limit binds the decoder (before the input) and the encoders (after it).
+    assert_eq!(args.matches("-threads 1 ").count(), 2, "{args}");
     assert!(args.contains("expr:gte(t,n_forced*4)"));
     let silent = facts(1280, 720, false);
     let args = hls_args(&cfg, "in", &silent, &plan(&cfg, &silent)).join(" ");
