@@ -1,9 +1,10 @@
 //! Background work of a node: create indexes once the database answers, then sweep garbage
 //! (abandoned uploads, retired revisions) every `sweep_interval_secs`, and now and then
-//! record the jobs of videos published without one. Every node sweeps;
+//! record the jobs of videos published without one, and measure what the chunks take
+//! every `size_interval_secs`. Every node sweeps;
 //! the deletes are idempotent, so nodes racing on the same garbage is harmless.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::store::Store;
 
@@ -40,8 +41,21 @@ pub async fn indexes_at_start(store: &Store) -> bool {
     }
 }
 
+/// How often the maintenance loop does what (`[storage]`).
+#[derive(Debug, Clone, Copy)]
+pub struct Intervals {
+    /// Garbage older than this goes (`gc_grace_secs`).
+    pub grace: Duration,
+    /// Between two sweeps (`sweep_interval_secs`).
+    pub sweep: Duration,
+    /// Between two measurements of the chunks' size (`size_interval_secs`), each at a
+    /// sweep: `collStats` reads every stored byte on the embedded `secantusd-py`, which
+    /// once every second on 3 nodes took half of its time under a small-PUT load.
+    pub size: Duration,
+}
+
 /// Spawns the maintenance loop; it creates the indexes first unless `indexes_ready`.
-pub fn spawn(store: Store, grace: Duration, interval: Duration, indexes_ready: bool) {
+pub fn spawn(store: Store, every: Intervals, indexes_ready: bool) {
     tokio::spawn(async move {
         if !indexes_ready {
             while let Err(e) = store.ensure_indexes().await {
@@ -50,7 +64,8 @@ pub fn spawn(store: Store, grace: Duration, interval: Duration, indexes_ready: b
             }
             tracing::info!("indexes in place");
         }
-        let mut ticker = tokio::time::interval(interval);
+        let mut ticker = tokio::time::interval(every.sweep);
+        let mut measured: Option<Instant> = None;
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         for tick in 0u64.. {
             ticker.tick().await;
@@ -61,7 +76,11 @@ pub fn spawn(store: Store, grace: Duration, interval: Duration, indexes_ready: b
                     Err(e) => tracing::warn!(error = %e, "cannot look for videos without a job"),
                 }
             }
-            match store.sweep(grace).await {
+            if measured.is_none_or(|at| at.elapsed() >= every.size) {
+                measured = Some(Instant::now());
+                store.measure_stored().await;
+            }
+            match store.sweep(every.grace).await {
                 Ok(swept) if swept == Default::default() => {}
                 Ok(swept) => tracing::info!(
                     abandoned_uploads = swept.abandoned_uploads,

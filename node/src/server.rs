@@ -62,8 +62,11 @@ impl AppState {
         let indexes_ready = maintenance::indexes_at_start(&store).await;
         maintenance::spawn(
             store.clone(),
-            Duration::from_secs(storage.gc_grace_secs),
-            Duration::from_secs(storage.sweep_interval_secs),
+            maintenance::Intervals {
+                grace: Duration::from_secs(storage.gc_grace_secs),
+                sweep: Duration::from_secs(storage.sweep_interval_secs),
+                size: Duration::from_secs(storage.size_interval_secs),
+            },
             indexes_ready,
         );
         let idle = Duration::from_secs(storage.body_idle_timeout_secs);

@@ -10,6 +10,7 @@ pub struct ClusterBuilder {
     storage_toml: String,
     media_toml: String,
     extra_toml: String,
+    uri_options: String,
     files: Vec<(String, Vec<u8>)>,
 }
 
@@ -22,6 +23,7 @@ impl Cluster {
             storage_toml: String::new(),
             media_toml: String::new(),
             extra_toml: String::new(),
+            uri_options: String::new(),
             files: Vec::new(),
         }
     }
@@ -58,6 +60,12 @@ impl ClusterBuilder {
         self.media_toml.push_str(lines);
         self
     }
+    /// Options the nodes' `mongodb.uri` carries, e.g. `"retryWrites=true"` (the URI is
+    /// `mongodb://127.0.0.1:PORT/?OPTIONS`).
+    pub fn uri_options(mut self, options: &str) -> Self {
+        self.uri_options = options.to_string();
+        self
+    }
     /// Lines added to `[storage]`, e.g. `"gc_grace_secs = 2\n"`.
     pub fn storage_toml(mut self, lines: &str) -> Self {
         self.storage_toml.push_str(lines);
@@ -87,6 +95,7 @@ impl ClusterBuilder {
             storage_toml: self.storage_toml,
             media_toml: self.media_toml,
             extra_toml: self.extra_toml,
+            uri_options: self.uri_options,
             http: reqwest::Client::builder()
                 .no_proxy()
                 .pool_max_idle_per_host(0)

@@ -46,6 +46,8 @@ pub struct Cluster {
     media_toml: String,
     /// Sections after `[storage]`, e.g. `[auth]`.
     extra_toml: String,
+    /// Appended to the nodes' `mongodb.uri` after `/?` (see [`ClusterBuilder::uri_options`]).
+    uri_options: String,
     /// A client for the tests' requests (no proxy, no timeouts that would cut big bodies).
     pub http: reqwest::Client,
 }
@@ -104,11 +106,16 @@ impl Cluster {
     pub fn write_config(&self, nodes: &[usize]) {
         let mut text = format!(
             "[balancer]\nlisten = \"127.0.0.1:{}\"\nhealth_interval_ms = 200\nhealth_timeout_ms = 1000\n{}\n\
-             [mongodb]\nuri = \"mongodb://127.0.0.1:{}\"\ndatabase = \"speedbox\"\nembedded = true\n\n\
+             [mongodb]\nuri = \"mongodb://127.0.0.1:{}{}\"\ndatabase = \"speedbox\"\nembedded = true\n\n\
              [storage]\n{}\n[media]\nscratch_dir = {:?}\n{}\n{}\n",
             self.balancer_port,
             self.balancer_toml,
             self.db_port,
+            if self.uri_options.is_empty() {
+                String::new()
+            } else {
+                format!("/?{}", self.uri_options)
+            },
             self.storage_toml,
             self.dir().join("media-scratch").display().to_string(),
             self.media_toml,

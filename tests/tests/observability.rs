@@ -63,7 +63,7 @@ async fn metrics_count_every_request_exactly_on_the_balancer_and_the_nodes() {
     let c = Cluster::builder()
         .nodes(nodes)
         .balancer(true)
-        .storage_toml("sweep_interval_secs = 1\n")
+        .storage_toml("sweep_interval_secs = 1\nsize_interval_secs = 1\n")
         .start()
         .await;
     let base = c.balancer_url();
@@ -154,7 +154,7 @@ async fn metrics_count_every_request_exactly_on_the_balancer_and_the_nodes() {
     );
     let uploading = r#"speedbox_uploads_in_progress{kind="put"}"#;
     assert_eq!(sum(&on_nodes, uploading), 0.0);
-    // The database's own figure, measured at each sweep (every second here).
+    // The database's own figure, measured every second here.
     eventually(Duration::from_secs(5), "chunks_size measured", || async {
         let node = scrape(&c, &c.node_url(0), None).await;
         node.get("speedbox_store_chunks_size_bytes")

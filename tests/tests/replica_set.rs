@@ -96,8 +96,13 @@ async fn uploads_under(c: &Cluster, times: i32, commands: &[&str], error: Docume
     refused
 }
 
+/// Retryable writes on, as a node has them against a real deployment (the embedded
+/// server's default is off: it has no failover).
 fn cluster() -> speedbox_tests::ClusterBuilder {
-    Cluster::builder().nodes(1).balancer(true)
+    Cluster::builder()
+        .nodes(1)
+        .balancer(true)
+        .uri_options("retryWrites=true")
 }
 
 /// A primary stepping down under a write: the driver finds the new one at its next

@@ -244,6 +244,10 @@ pub struct StorageConfig {
     pub gc_grace_secs: u64,
     /// How often each node looks for garbage.
     pub sweep_interval_secs: u64,
+    /// How often each node asks the database for the chunks collection's size (`collStats`,
+    /// the `speedbox_store_chunks_size_bytes` gauge). Cheap on MongoDB; the embedded
+    /// `secantusd-py` reads every stored byte to answer it.
+    pub size_interval_secs: u64,
     /// A request body that sends nothing for this long is abandoned.
     pub body_idle_timeout_secs: u64,
     /// Largest file accepted, in bytes (advertised to tus clients as `Tus-Max-Size`).
@@ -283,6 +287,7 @@ impl Default for StorageConfig {
             chunks_per_read: 8,
             gc_grace_secs: 600,
             sweep_interval_secs: 60,
+            size_interval_secs: 600,
             body_idle_timeout_secs: 120,
             max_file_size: 1 << 40,
             tus_expiry_secs: 24 * 3600,
@@ -543,6 +548,9 @@ impl ClusterConfig {
         }
         if s.sweep_interval_secs == 0 {
             problems.push("storage.sweep_interval_secs must be more than 0".into());
+        }
+        if s.size_interval_secs == 0 {
+            problems.push("storage.size_interval_secs must be more than 0".into());
         }
         if s.tus_expiry_secs == 0 {
             problems.push("storage.tus_expiry_secs must be more than 0".into());

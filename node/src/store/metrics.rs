@@ -99,7 +99,7 @@ impl StoreMetrics {
         store.register_with_unit(
             "chunks_size",
             "Size of the GridFS chunks collection as the database reports it (collStats), \
-             measured at each sweep; the same cluster-wide figure on every node",
+             measured every size_interval_secs; the same cluster-wide figure on every node",
             Unit::Bytes,
             self.stored.clone(),
         );

@@ -114,6 +114,12 @@ pub struct Finished {
     pub media: Option<MediaOutput>,
 }
 
+/// Whether the driver makes writes retryable (`txnNumber` on each): as the URI's
+/// `retryWrites=` says, else on except for the embedded server (see [`Store::connect`]).
+fn retryable_writes(uri_says: Option<bool>, embedded: bool) -> bool {
+    uri_says.unwrap_or(!embedded)
+}
+
 /// Handle to the database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -149,8 +155,12 @@ impl Store {
         opts.heartbeat_freq = Some(Duration::from_millis(cfg.heartbeat_ms));
         opts.app_name = Some(format!("speedbox-node/{node_id}"));
         // A write that failed over is retried once by the driver (the server's writes are
-        // idempotent by our unique indexes and compare-and-sets); so is a read.
-        opts.retry_writes = Some(true);
+        // idempotent by our unique indexes and compare-and-sets); so is a read. Not on the
+        // embedded server unless its URI asks: one server has no failover to ride out, and
+        // secantusd-py keeps every retryable write's reply for 30 minutes and prunes them
+        // by a scan (and, past 10,000, a sort) on every write, which made small PUTs
+        // slower with every write since the start. A URI's `retryWrites=` always wins.
+        opts.retry_writes = Some(retryable_writes(opts.retry_writes, cfg.embedded));
         opts.retry_reads = Some(true);
         let uri_w = opts.write_concern.take().and_then(|wc| wc.w);
         let w = match (&cfg.write_concern, uri_w) {
@@ -293,5 +303,14 @@ mod tests {
         );
         sorted.dedup();
         assert_eq!(sorted.len(), 64);
+    }
+
+    #[test]
+    fn writes_are_retryable_except_on_the_embedded_server_unless_the_uri_says() {
+        use super::retryable_writes;
+        assert!(retryable_writes(None, false), "a real deployment");
+        assert!(!retryable_writes(None, true), "the embedded server");
+        assert!(retryable_writes(Some(true), true));
+        assert!(!retryable_writes(Some(false), false));
     }
 }

@@ -97,13 +97,12 @@ impl Store {
         }
         swept.expired_tus_uploads = self.sweep_tus().await?;
         self.metrics.swept(&swept);
-        self.measure_stored().await;
         Ok(swept)
     }
 
     /// Updates `speedbox_store_chunks_size_bytes` from the database's `collStats` of the
-    /// chunks collection (one command per sweep, so a scrape never asks the database).
-    async fn measure_stored(&self) {
+    /// chunks collection (so a scrape never asks the database). Errors leave the last figure.
+    pub async fn measure_stored(&self) {
         let stats = self
             .db
             .run_command(doc! {"collStats": self.chunks.name()})
