@@ -307,3 +307,47 @@ async fn an_early_refusal_reaches_a_client_that_sends_its_body_anyway() {
     let answer = put_raw(&balancer, 32 * MIB, false).await;
     assert!(answer.starts_with("http/1.1 503"), "{answer}");
 }
+
+/// A PUT that pauses past the grace period: the sweep takes its upload for abandoned and
+/// removes its chunks, so the rest of its body must not publish a file (its chunks are
+/// gone). The client gets a 5xx; nothing is visible or left behind.
+#[tokio::test]
+async fn an_upload_the_sweep_took_for_abandoned_is_never_published() {
+    let c = Cluster::builder()
+        .storage_toml("gc_grace_secs = 1\nsweep_interval_secs = 1\n")
+        .start()
+        .await;
+    let node = c.node_url(0);
+    let (mut tx, rx) = futures::channel::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(1);
+    let url = file_url(&node, "paused.bin");
+    let upload = tokio::spawn(c.http.put(&url).body(reqwest::Body::wrap_stream(rx)).send());
+    use futures::SinkExt;
+    let content = data::bytes(9, 2 * MIB + 10);
+    let (head, tail) = content.split_at(2 * MIB as usize);
+    tx.send(Ok(bytes::Bytes::copy_from_slice(head)))
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), "chunks written", || async {
+        count(&c, "fs.chunks", doc! {}).await > 0
+    })
+    .await;
+    // The sweep claims the silent upload and removes its chunks.
+    eventually(Duration::from_secs(10), "upload swept", || async {
+        count(&c, "fs.uploads", doc! {}).await == 0 && count(&c, "fs.chunks", doc! {}).await == 0
+    })
+    .await;
+    tx.send(Ok(bytes::Bytes::copy_from_slice(tail)))
+        .await
+        .unwrap();
+    drop(tx);
+    let resp = upload.await.unwrap().unwrap();
+    let status = resp.status();
+    let text = resp.text().await.unwrap_or_default();
+    assert!(status.is_server_error(), "{status}: {text}");
+    assert_eq!(
+        get(&c, &node, "paused.bin").await.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(count(&c, "fs.names", doc! {}).await, 0);
+    nothing_left_behind(&c, Duration::from_secs(10), "nothing left").await;
+}
