@@ -4,11 +4,12 @@
 //! binaries load and validate it through [`config::ClusterConfig::load`]. The rest is small:
 //! header names ([`headers`]), the `X-Request-Id` rule ([`request_id`]), trusted proxies and
 //! RFC 7239 `Forwarded` ([`forwarded`]), JSON responses ([`respond`]), the accept-and-drain
-//! loop ([`serve`]), metrics ([`metrics`]) and the access log ([`observe`]), the lingering close of an answer given before the request body's end
+//! loop ([`serve`]), metrics ([`metrics`]) and the access log ([`observe`], [`access_log`]), the lingering close of an answer given before the request body's end
 //! ([`linger`]), the shutdown signal ([`shutdown`]), logging ([`telemetry`]) and access
 //! control ([`auth`]: tokens, scopes, keys).
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod auth;
 pub mod config;
 pub mod forwarded;

@@ -9,9 +9,10 @@
 //! duration, time to first byte. A request whose client left before any answer is logged
 //! with nginx's 499.
 //!
-//! The log line is a `tracing` event with target `access` and message `access`, so it goes
-//! where every other line goes (stdout, rotated by the supervisor), in text or JSON
-//! (`SPEEDBOX_LOG_FORMAT=json`), and `RUST_LOG=info,access=off` turns it off. Successful
+//! The log line ([`crate::access_log`], formatted by hand for speed, in the shape of a
+//! `tracing` event with target `access` and message `access`) goes where every other line
+//! goes (stdout, rotated by the supervisor), in text or JSON (`SPEEDBOX_LOG_FORMAT=json`),
+//! and `RUST_LOG=info,access=off` turns it off. Successful
 //! health checks and scrapes are logged at debug (`RUST_LOG=info,access=debug` shows them).
 //! Credentials in the URL (a `token=` or `sig=` query value, a `/s/<sig>/` path segment)
 //! are redacted.
@@ -28,6 +29,7 @@ use bytes::Buf;
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body::{Body, Frame, SizeHint};
 
+use crate::access_log::{self, AccessLine};
 use crate::headers::{X_REQUEST_ID, X_SPEEDBOX_NODE};
 use crate::metrics::{HttpMetrics, MethodLabel, RequestLabels, RouteClass, StatusClass};
 
@@ -199,46 +201,34 @@ impl Record {
         series.first_byte.observe(first_byte.as_secs_f64());
         series.received.inc_by(received);
         series.sent.inc_by(sent);
-        let text =
-            |v: Option<&HeaderValue>| v.and_then(|v| v.to_str().ok()).unwrap_or("-").to_owned();
-        macro_rules! access {
-            ($level:expr) => {
-                tracing::event!(
-                    target: "access",
-                    $level,
-                    client = %self.client,
-                    principal = self.principal.get().map_or("-", |p| p),
-                    method = %self.method,
-                    path = %redact(&self.uri),
-                    status = status.as_u16(),
-                    bytes_in = received,
-                    bytes_out = sent,
-                    duration_ms = millis(duration),
-                    first_byte_ms = millis(first_byte),
-                    node = text(node),
-                    request_id = text(request_id),
-                    "access"
-                )
-            };
+        fn text(v: Option<&HeaderValue>) -> &str {
+            v.and_then(|v| v.to_str().ok()).unwrap_or("-")
         }
         // Health checks and scrapes come every second from the balancer and Prometheus:
         // their successes would drown the log, so they are logged at debug.
-        if status.is_success() && is_routine(self.uri.path()) {
-            access!(tracing::Level::DEBUG);
-        } else {
-            access!(tracing::Level::INFO);
-        }
+        let routine = status.is_success() && is_routine(self.uri.path());
+        access_log::write(
+            routine,
+            &AccessLine {
+                client: self.client,
+                principal: self.principal.get().map_or("-", |p| p),
+                method: self.method.as_str(),
+                path: &redact(&self.uri),
+                status: status.as_u16(),
+                bytes_in: received,
+                bytes_out: sent,
+                duration_ms: duration,
+                first_byte_ms: first_byte,
+                node: text(node),
+                request_id: text(request_id),
+            },
+        );
     }
 }
 
 /// Paths polled by machines: `/healthz` and `/metrics`.
 fn is_routine(path: &str) -> bool {
     path == "/healthz" || path == crate::metrics::PATH
-}
-
-/// Milliseconds with microsecond precision, for log fields.
-fn millis(d: Duration) -> f64 {
-    (d.as_micros() as f64) / 1000.0
 }
 
 /// `uri`'s path and query with credentials replaced by `REDACTED`: a signed link's path

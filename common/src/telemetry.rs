@@ -27,11 +27,12 @@ pub fn init() -> WorkerGuard {
     let stdout = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
     let (writer, guard) = tracing_appender::non_blocking(stdout);
     let _ = DROPPED.set(writer.error_counter());
+    let json = std::env::var("SPEEDBOX_LOG_FORMAT").is_ok_and(|v| v == "json");
+    crate::access_log::install(writer.clone(), json);
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(writer)
         .with_target(false);
-    let json = std::env::var("SPEEDBOX_LOG_FORMAT").is_ok_and(|v| v == "json");
     // try_init: a second call (tests) keeps the first subscriber instead of panicking.
     let _ = if json {
         builder.json().try_init()
