@@ -4,7 +4,8 @@
 //! the chunk that holds the first requested byte, and hands them to hyper through a channel one
 //! window deep: the next window is fetched while the previous one is being sent, and memory
 //! stays at about two windows per download. A client that goes away closes the channel and
-//! the task stops.
+//! the task stops. A small file's chunks come with its name's lookup ([`Store::lookup_whole`])
+//! and are sent from memory.
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
@@ -19,10 +20,12 @@ use crate::respond::{self, empty_body};
 use crate::store::{FileInfo, Store};
 use crate::Body;
 
-/// The response to GET or HEAD of `file`.
+/// The response to GET or HEAD of `file`; `whole`: its every chunk, when the lookup read
+/// them already ([`Store::lookup_whole`]), else they are read in windows.
 pub fn respond(
     store: &Store,
     file: FileInfo,
+    whole: Option<Vec<Bytes>>,
     headers: &HeaderMap,
     head: bool,
     chunks_per_read: u64,
@@ -63,7 +66,14 @@ pub fn respond(
     let body = if head || count == 0 {
         empty_body()
     } else {
-        stream_chunks(store.clone(), file.clone(), start, count, chunks_per_read)
+        stream_chunks(
+            store.clone(),
+            file.clone(),
+            whole,
+            start,
+            count,
+            chunks_per_read,
+        )
     };
     respond::body(
         builder
@@ -98,7 +108,14 @@ async fn read_window(store: &Store, file: &FileInfo, from: u64, to: u64) -> Resu
     store.read_chunks(file.layout(), from, to).await
 }
 
-fn stream_chunks(store: Store, file: FileInfo, start: u64, count: u64, window: u64) -> Body {
+fn stream_chunks(
+    store: Store,
+    file: FileInfo,
+    whole: Option<Vec<Bytes>>,
+    start: u64,
+    count: u64,
+    window: u64,
+) -> Body {
     let (tx, rx) = mpsc::channel::<std::io::Result<Frame<Bytes>>>(window as usize);
     tokio::spawn(async move {
         let chunk_size = file.chunk_size as u64;
@@ -107,7 +124,11 @@ fn stream_chunks(store: Store, file: FileInfo, start: u64, count: u64, window: u
         let mut n = first;
         while n <= last {
             let to = (n + window).min(last + 1);
-            let chunks = match read_window(&store, &file, n, to).await {
+            let read = match &whole {
+                Some(all) => Ok(all[n as usize..to as usize].to_vec()),
+                None => read_window(&store, &file, n, to).await,
+            };
+            let chunks = match read {
                 Ok(chunks) => chunks,
                 Err(e) => {
                     tracing::error!(file = %file.name, chunk = n, error = %e, "download cut short");

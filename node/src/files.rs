@@ -30,14 +30,17 @@ pub async fn get(
     head: bool,
     req: &Request<ReqBody>,
 ) -> Result<Response<Body>> {
-    let file = state
-        .store
-        .lookup(&name)
-        .await?
-        .ok_or(NodeError::NotFound(name))?;
+    // A GET of a small file reads it with its name, in one round trip; a HEAD reads the name.
+    let found = if head {
+        state.store.lookup(&name).await?.map(|f| (f, None))
+    } else {
+        state.store.lookup_whole(&name).await?
+    };
+    let (file, whole) = found.ok_or(NodeError::NotFound(name))?;
     download::respond(
         &state.store,
         file,
+        whole,
         req.headers(),
         head,
         state.chunks_per_read,

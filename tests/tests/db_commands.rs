@@ -1,5 +1,6 @@
-//! What the nodes send the embedded database. Writes carry no `txnNumber` (retryable
-//! writes off): `secantusd-py` keeps the reply of every retryable write for 30 minutes and
+//! What the nodes send the database, seen by its profiler. A GET of a small file is one
+//! round trip (its name's document with its chunks joined). Writes to the embedded server
+//! carry no `txnNumber` (retryable writes off): `secantusd-py` keeps the reply of every retryable write for 30 minutes and
 //! scans (past 10,000, sorts) them all on each write, which made small PUTs slower with
 //! every write since the server started (issue 17). One server has no failover for the
 //! retry to ride out; against a replica set they stay on (`tests/tests/replica_set.rs`).
@@ -9,7 +10,7 @@ use std::time::Duration;
 use bson::{doc, Document};
 use futures::TryStreamExt;
 use reqwest::StatusCode;
-use speedbox_tests::client::put;
+use speedbox_tests::client::{fetch_bytes, get_with, put};
 use speedbox_tests::tus::TusClient;
 use speedbox_tests::{data, Cluster};
 
@@ -70,4 +71,75 @@ async fn writes_to_the_embedded_database_are_not_retryable_writes() {
             "a retryable write to the embedded server: {cmd}"
         );
     }
+}
+
+/// The profiled operations on `collection` (`fs.names`, …) since the profiler was reset.
+async fn ops_on(db: &mongodb::Database, collection: &str) -> Vec<Document> {
+    db.collection::<Document>("system.profile")
+        .find(doc! {"ns": format!("speedbox.{collection}")})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap()
+}
+
+async fn profile_afresh(db: &mongodb::Database) {
+    db.run_command(doc! {"profile": 0}).await.unwrap();
+    db.collection::<Document>("system.profile")
+        .drop()
+        .await
+        .unwrap();
+    db.run_command(doc! {"profile": 2}).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_small_file_is_read_with_its_name_in_one_round_trip() {
+    let c = Cluster::builder().nodes(1).start().await;
+    let (db, node) = (c.db().await, c.node_url(0));
+    const CHUNK: u64 = 255 * 1024;
+    let small = data::bytes(1, 3 * CHUNK + 5); // 4 chunks
+    let large = data::bytes(2, 9 * CHUNK); // 9 chunks: more than one reply may hold
+    put(&c, &node, "small.bin", small.clone()).await;
+    put(&c, &node, "large.bin", large.clone()).await;
+
+    profile_afresh(&db).await;
+    assert!(fetch_bytes(&c, &node, "small.bin").await == small);
+    let ranged = get_with(&c, &node, "small.bin", &[("range", "bytes=300000-600000")]).await;
+    assert_eq!(ranged.status(), StatusCode::PARTIAL_CONTENT);
+    assert!(ranged.bytes().await.unwrap()[..] == small[300000..=600000]);
+    let names = ops_on(&db, "fs.names").await;
+    assert_eq!(names.len(), 2, "one lookup per GET: {names:?}");
+    assert!(names.iter().all(|o| o
+        .get_document("command")
+        .is_ok_and(|c| c.contains_key("aggregate"))));
+    assert_eq!(
+        ops_on(&db, "fs.chunks").await.len(),
+        0,
+        "no chunk query of its own"
+    );
+
+    profile_afresh(&db).await;
+    assert!(fetch_bytes(&c, &node, "large.bin").await == large);
+    assert_eq!(ops_on(&db, "fs.names").await.len(), 1);
+    assert_eq!(
+        ops_on(&db, "fs.chunks").await.len(),
+        2,
+        "two windows of 8 chunks"
+    );
+    db.run_command(doc! {"profile": 0}).await.unwrap();
+
+    // A small file missing a chunk is an error, never other bytes.
+    let id = bson::oid::ObjectId::parse_str(
+        put(&c, &node, "damaged.bin", small.clone()).await["id"]
+            .as_str()
+            .unwrap(),
+    )
+    .unwrap();
+    db.collection::<Document>("fs.chunks")
+        .delete_one(doc! {"files_id": id, "n": 2})
+        .await
+        .unwrap();
+    let resp = get_with(&c, &node, "damaged.bin", &[]).await;
+    assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
 }

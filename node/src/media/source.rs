@@ -86,7 +86,7 @@ async fn serve(
         .await?
         .ok_or_else(|| NodeError::NotFound(id.to_hex()))?;
     let head = req.method() == http::Method::HEAD;
-    let mut response = download::respond(store, file, req.headers(), head, chunks_per_read)?;
+    let mut response = download::respond(store, file, None, req.headers(), head, chunks_per_read)?;
     if response.status() == StatusCode::OK {
         // ffmpeg keeps the connection for the next range request.
         response.headers_mut().remove(http::header::CONNECTION);

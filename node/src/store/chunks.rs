@@ -19,35 +19,19 @@ impl Store {
             .chunks
             .find(filter)
             .sort(doc! {"n": 1})
+            // The limit lets the server close the cursor with its one batch; a batch size
+            // alone left it open, and the driver asked again (a getMore) to learn it was
+            // done: one more round trip per window, two of a small file's three.
+            .limit((to - from) as i64)
             .batch_size((to - from) as u32)
             .await?;
         let mut out = Vec::with_capacity((to - from) as usize);
-        let (cs, length) = (file.chunk_size, file.length);
         while let Some(raw) = cursor.try_next().await? {
             let n = from + out.len() as u64;
-            let corrupt =
-                |what: &str| NodeError::Corrupt(format!("file {} chunk {n}: {what}", file.file_id));
-            let got_n = raw.get_i32("n").map_err(|_| corrupt("no n"))?;
-            if got_n as u64 != n {
-                return Err(corrupt(&format!("missing (found chunk {got_n} instead)")));
-            }
-            let data = raw.get_binary("data").map_err(|_| corrupt("no data"))?;
-            let expected = cs.min(length - n * cs);
-            if data.bytes.len() as u64 != expected {
-                return Err(corrupt(&format!(
-                    "{} bytes where {expected} were expected",
-                    data.bytes.len()
-                )));
-            }
+            let data = checked(file, n, raw.get_i32("n").ok(), raw.get_binary("data").ok())?;
             out.push(Bytes::copy_from_slice(data.bytes));
         }
-        if (out.len() as u64) < to - from {
-            let n = from + out.len() as u64;
-            return Err(NodeError::Corrupt(format!(
-                "file {} chunk {n}: missing",
-                file.file_id
-            )));
-        }
+        complete(file, from, to, &out)?;
         self.metrics
             .read(out.len(), out.iter().map(Bytes::len).sum());
         Ok(out)
@@ -156,4 +140,42 @@ fn chunk_docs<'a>(
         );
         doc
     })
+}
+
+/// Chunk `n` of `file` as read (its `n` field and its `data`), if it is that chunk with the
+/// size the layout gives it; else [`NodeError::Corrupt`] naming what is wrong.
+pub(super) fn checked<'a>(
+    file: ChunkLayout,
+    n: u64,
+    got_n: Option<i32>,
+    data: Option<RawBinaryRef<'a>>,
+) -> Result<RawBinaryRef<'a>> {
+    let corrupt =
+        |what: &str| NodeError::Corrupt(format!("file {} chunk {n}: {what}", file.file_id));
+    let got_n = got_n.ok_or_else(|| corrupt("no n"))?;
+    if got_n as u64 != n {
+        return Err(corrupt(&format!("missing (found chunk {got_n} instead)")));
+    }
+    let data = data.ok_or_else(|| corrupt("no data"))?;
+    let cs = file.chunk_size;
+    let expected = cs.min(file.length - n * cs);
+    if data.bytes.len() as u64 != expected {
+        return Err(corrupt(&format!(
+            "{} bytes where {expected} were expected",
+            data.bytes.len()
+        )));
+    }
+    Ok(data)
+}
+
+/// [`NodeError::Corrupt`] unless `got` holds every chunk of `from..to`.
+pub(super) fn complete(file: ChunkLayout, from: u64, to: u64, got: &[Bytes]) -> Result<()> {
+    if (got.len() as u64) < to - from {
+        let n = from + got.len() as u64;
+        return Err(NodeError::Corrupt(format!(
+            "file {} chunk {n}: missing",
+            file.file_id
+        )));
+    }
+    Ok(())
 }

@@ -17,6 +17,7 @@ fn output(generation: i64, token: i64) -> FileInfo {
             generation,
             token,
         }),
+        small: None,
     }
 }
 
@@ -41,6 +42,7 @@ fn an_output_never_replaces_a_newer_jobs_or_leases() {
     assert!(guard(1, 1).allows(None));
     let plain = FileInfo {
         media: None,
+        small: None,
         ..output(0, 0)
     };
     assert!(guard(1, 1).allows(Some(&plain)));

@@ -82,7 +82,17 @@ pub struct FileInfo {
     /// Set when the file is an output of a video job.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media: Option<MediaOutput>,
+    /// `file_id` again, set only when the whole file is at most [`WHOLE_CHUNKS`] chunks: the
+    /// field [`Store::lookup_whole`] joins the chunks on, so that a GET of a small file is
+    /// one database round trip (a large file's chunks are never joined: they would not fit
+    /// in one reply).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub small: Option<ObjectId>,
 }
+
+/// Files of at most this many chunks are read with their name in one round trip (see
+/// [`FileInfo::small`]): at most 8 × 255 KiB (2 MiB) in one reply, far below MongoDB's 16 MiB.
+pub const WHOLE_CHUNKS: u64 = 8;
 
 /// What reading a file's chunks needs to know: where they are and how long each must be.
 #[derive(Debug, Clone, Copy)]

@@ -7,7 +7,8 @@
 //! between, the swap fails and the guard is asked again about the new revision.
 
 use bson::oid::ObjectId;
-use bson::{doc, DateTime, Document};
+use bson::{doc, DateTime, Document, RawBinaryRef, RawDocumentBuf};
+use bytes::Bytes;
 use futures::TryStreamExt;
 
 use super::{is_duplicate_key, is_video, FileInfo, Finished, Store};
@@ -37,6 +38,60 @@ impl Store {
     pub async fn lookup(&self, name: &str) -> Result<Option<FileInfo>> {
         let _timer = self.metrics.time("lookup");
         Ok(self.names.find_one(doc! {"_id": name}).await?)
+    }
+
+    /// The name's current revision and, when it is a small file ([`FileInfo::small`]), its
+    /// whole content, in one round trip: the name's document with its chunks joined
+    /// (`$lookup` on the indexed `files_id`). `None` content for a larger file (or one
+    /// stored before `small` existed), which is read in windows. A small file's chunks that
+    /// are not all there, in order and of their sizes, are [`NodeError::Corrupt`].
+    pub async fn lookup_whole(&self, name: &str) -> Result<Option<(FileInfo, Option<Vec<Bytes>>)>> {
+        let _timer = self.metrics.time("lookup");
+        let pipeline = [
+            doc! {"$match": {"_id": name}},
+            doc! {"$lookup": {
+                "from": self.chunks.name(), "localField": "small",
+                "foreignField": "files_id", "as": "chunks",
+            }},
+        ];
+        let mut cursor = self
+            .names
+            .aggregate(pipeline)
+            .with_type::<RawDocumentBuf>()
+            .await?;
+        let Some(raw) = cursor.try_next().await? else {
+            return Ok(None);
+        };
+        let info: FileInfo = bson::from_slice(raw.as_bytes())
+            .map_err(|e| NodeError::Corrupt(format!("name {name}: {e}")))?;
+        if info.small.is_none() {
+            return Ok(Some((info, None)));
+        }
+        let layout = info.layout();
+        let mut found: Vec<(i32, RawBinaryRef<'_>)> = Vec::new();
+        for chunk in raw
+            .get_array("chunks")
+            .into_iter()
+            .flat_map(|a| a.into_iter())
+        {
+            let Some(chunk) = chunk.ok().and_then(|c| c.as_document()) else {
+                continue;
+            };
+            if let (Ok(n), Ok(data)) = (chunk.get_i32("n"), chunk.get_binary("data")) {
+                found.push((n, data));
+            }
+        }
+        found.sort_by_key(|(n, _)| *n);
+        let count = layout.length.div_ceil(layout.chunk_size.max(1));
+        let mut chunks = Vec::with_capacity(found.len());
+        for (i, (n, data)) in found.into_iter().enumerate().take(count as usize) {
+            let data = super::chunks::checked(layout, i as u64, Some(n), Some(data))?;
+            chunks.push(Bytes::copy_from_slice(data.bytes));
+        }
+        super::chunks::complete(layout, 0, count, &chunks)?;
+        self.metrics
+            .read(chunks.len(), chunks.iter().map(Bytes::len).sum());
+        Ok(Some((info, Some(chunks))))
     }
 
     /// The revision `file_id` was published as under `name`: the name's document while
@@ -71,6 +126,7 @@ impl Store {
                 .unwrap_or(DateTime::MIN),
             version: 0,
             media: None,
+            small: None,
         }))
     }
 
@@ -179,6 +235,7 @@ impl Store {
             uploaded_at: now,
             version: 0,
             media: done.media,
+            small: (done.length <= self.chunk_size as u64 * super::WHOLE_CHUNKS).then_some(file_id),
         };
         self.swap_name(&mut info, first_attempt, guard).await?;
         Ok(info)
