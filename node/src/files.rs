@@ -30,8 +30,12 @@ pub async fn get(
     head: bool,
     req: &Request<ReqBody>,
 ) -> Result<Response<Body>> {
-    // A GET of a small file reads it with its name, in one round trip; a HEAD reads the name.
-    let found = if head {
+    // A GET of a small file reads it with its name, in one round trip. A HEAD, and a
+    // revalidation (usually answered 304), read the name only.
+    let revalidation = [header::IF_NONE_MATCH, header::IF_MODIFIED_SINCE]
+        .iter()
+        .any(|h| req.headers().contains_key(h));
+    let found = if head || revalidation {
         state.store.lookup(&name).await?.map(|f| (f, None))
     } else {
         state.store.lookup_whole(&name).await?

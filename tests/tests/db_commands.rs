@@ -119,6 +119,21 @@ async fn a_small_file_is_read_with_its_name_in_one_round_trip() {
         "no chunk query of its own"
     );
 
+    // A revalidation reads the name only: its answer is usually 304, without the bytes.
+    let etag = get_with(&c, &node, "small.bin", &[]).await.headers()["etag"].clone();
+    profile_afresh(&db).await;
+    let etag = etag.to_str().unwrap();
+    let revalidated = get_with(&c, &node, "small.bin", &[("if-none-match", etag)]).await;
+    assert_eq!(revalidated.status(), StatusCode::NOT_MODIFIED);
+    let names = ops_on(&db, "fs.names").await;
+    assert_eq!(names.len(), 1);
+    assert!(
+        names[0]
+            .get_document("command")
+            .is_ok_and(|c| c.contains_key("find")),
+        "{names:?}"
+    );
+
     profile_afresh(&db).await;
     assert!(fetch_bytes(&c, &node, "large.bin").await == large);
     assert_eq!(ops_on(&db, "fs.names").await.len(), 1);
