@@ -102,6 +102,13 @@ pub struct ChunkLayout {
     pub length: u64,
 }
 
+impl ChunkLayout {
+    /// How many chunks the file has.
+    pub fn count(&self) -> u64 {
+        self.length.div_ceil(self.chunk_size.max(1))
+    }
+}
+
 impl FileInfo {
     pub fn layout(&self) -> ChunkLayout {
         ChunkLayout {

@@ -7,7 +7,7 @@
 //! between, the swap fails and the guard is asked again about the new revision.
 
 use bson::oid::ObjectId;
-use bson::{doc, DateTime, Document, RawBinaryRef, RawDocumentBuf};
+use bson::{doc, DateTime, Document, RawDocument, RawDocumentBuf};
 use bytes::Bytes;
 use futures::TryStreamExt;
 
@@ -68,24 +68,23 @@ impl Store {
             return Ok(Some((info, None)));
         }
         let layout = info.layout();
-        let mut found: Vec<(i32, RawBinaryRef<'_>)> = Vec::new();
-        for chunk in raw
+        let mut found: Vec<&RawDocument> = raw
             .get_array("chunks")
             .into_iter()
             .flat_map(|a| a.into_iter())
-        {
-            let Some(chunk) = chunk.ok().and_then(|c| c.as_document()) else {
-                continue;
-            };
-            if let (Ok(n), Ok(data)) = (chunk.get_i32("n"), chunk.get_binary("data")) {
-                found.push((n, data));
-            }
-        }
-        found.sort_by_key(|(n, _)| *n);
-        let count = layout.length.div_ceil(layout.chunk_size.max(1));
-        let mut chunks = Vec::with_capacity(found.len());
-        for (i, (n, data)) in found.into_iter().enumerate().take(count as usize) {
-            let data = super::chunks::checked(layout, i as u64, Some(n), Some(data))?;
+            .filter_map(|c| c.ok()?.as_document())
+            .collect();
+        // In chunk order (a join's order is the server's); one without `n` goes last.
+        found.sort_by_key(|c| c.get_i32("n").unwrap_or(i32::MAX));
+        let count = layout.count();
+        let mut chunks = Vec::with_capacity(count as usize);
+        for (n, chunk) in (0..count).zip(found) {
+            let data = super::chunks::checked(
+                layout,
+                n,
+                chunk.get_i32("n").ok(),
+                chunk.get_binary("data").ok(),
+            )?;
             chunks.push(Bytes::copy_from_slice(data.bytes));
         }
         super::chunks::complete(layout, 0, count, &chunks)?;

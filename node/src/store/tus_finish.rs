@@ -59,7 +59,7 @@ impl Store {
             length: upload.length as u64,
         };
         let mut hasher = Hasher::default();
-        let total = layout.length.div_ceil(layout.chunk_size);
+        let total = layout.count();
         let mut n = 0;
         let mut renewed = Instant::now();
         while n < total {

@@ -58,14 +58,16 @@ impl Upload {
         let first_n = self.next_n;
         self.next_n += chunks.len() as i64;
         self.writer.write(first_n, chunks).await?;
-        if self.last_beat.elapsed() >= self.store.heartbeat_every {
-            self.heartbeat().await?;
-        }
-        Ok(())
+        self.heartbeat_if_due().await
     }
 
-    /// Proves this upload is still registered (the sweep has not taken it for abandoned).
-    async fn heartbeat(&mut self) -> Result<()> {
+    /// Proves this upload is still registered (the sweep has not taken it for abandoned)
+    /// unless our last beat is recent: within `heartbeat_every`, a quarter of the grace
+    /// period, the sweep cannot have taken it.
+    async fn heartbeat_if_due(&mut self) -> Result<()> {
+        if self.last_beat.elapsed() < self.store.heartbeat_every {
+            return Ok(());
+        }
         let beat = self
             .store
             .uploads
@@ -90,12 +92,8 @@ impl Upload {
         let metrics = std::sync::Arc::clone(&self.store.metrics);
         let _timer = metrics.time("commit");
         self.writer.flush().await?;
-        // Proof that the sweep has not taken the upload for abandoned: a beat of our own
-        // within `heartbeat_every` (a quarter of the grace period, the margin the writes
-        // already rely on), else one now. A small PUT thus costs one journaled write less.
-        if self.last_beat.elapsed() >= self.store.heartbeat_every {
-            self.heartbeat().await?;
-        }
+        // A small PUT, whose only beat was its record's creation, writes no other.
+        self.heartbeat_if_due().await?;
         let store = self.store.clone();
         let info = store
             .publish(self.file_id, std::mem::take(&mut self.name), done, guard)
