@@ -17,12 +17,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import load, report, workloads
+from . import files, load, report, workloads
 from .procs import Procs
 from .stack import ROOT, Stack
 from .workloads import SMALL_FILES, SMALL_SIZE, Ctx
 
-SECTIONS = ["large", "concurrent", "small", "proxy"]  # the default
+SECTIONS = ["large", "concurrent", "small", "files", "proxy"]  # the default
 OPTIONAL = ["tus"]  # run only when --only names them
 LAST_RUN = ROOT / "target" / "bench" / "last-run.json"
 # --quick runs (CI's, the test suite's) keep theirs apart, so they never replace a full run's.
@@ -107,7 +107,7 @@ def run(a: argparse.Namespace, work: Path, procs: Procs) -> str:
     ctx = Ctx(stack, procs, work, big, big_sha, a.size, a.reps, a.large_reps, a.wrk_seconds, a.quick)
     small_path = "/files/small/000.bin"
 
-    if a.sections & {"large", "concurrent", "small", "tus"}:
+    if a.sections & {"large", "concurrent", "small", "files", "tus"}:
         phase("starting SecantusDB, 3 nodes, the balancer, nginx and HAProxy")
         stack.start_cluster()
         node1 = f"http://127.0.0.1:{stack.node_ports[0]}"
@@ -115,6 +115,7 @@ def run(a: argparse.Namespace, work: Path, procs: Procs) -> str:
         load.put_many(node1, [(f"/files/small/{i:03d}.bin", www / "files" / "small" / f"{i:03d}.bin",
                                small_sha[i]) for i in range(SMALL_FILES)])
         targets = stack.cluster_targets()
+        balancer = next(t for t in targets if t.name == "balancer")
         if a.storage_only:
             targets = targets[:1]
         workloads.verify(ctx, targets, "/files/big.bin", small_path, small_sha[0])
@@ -122,12 +123,19 @@ def run(a: argparse.Namespace, work: Path, procs: Procs) -> str:
         if "large" in a.sections:
             phase("through the cluster: large download and upload; the plain driver")
             workloads.cluster_large(ctx, targets)
+            phase("through the cluster: time to the first byte at offset 0 and further on")
+            files.first_byte(ctx, targets)
         if "concurrent" in a.sections:
             phase("through the cluster: concurrent uploads")
             workloads.cluster_concurrent(ctx, targets)
         if "small" in a.sections:
             phase("through the cluster: small downloads")
             workloads.small(ctx, "cluster", targets)
+            phase("through the balancer: small downloads with access control on")
+            files.small_with_auth(ctx, balancer)
+        if "files" in a.sections:
+            phase("through the balancer: many small files (PUT rate, listing and GET as names grow)")
+            files.many_files(ctx, balancer)
         if "tus" in a.sections:
             phase("through the balancer: PUT against tus (curl, tuspy)")
             workloads.cluster_tus(ctx, targets)
@@ -142,7 +150,7 @@ def run(a: argparse.Namespace, work: Path, procs: Procs) -> str:
         workloads.small(ctx, "proxy", targets)
         procs.stop_all()
 
-    meta = report.meta(machine=machine, size=a.size, reps=a.reps, large_reps=a.large_reps, wrk_seconds=a.wrk_seconds,
+    meta = report.meta(machine=machine, db=stack.db_label, size=a.size, reps=a.reps, large_reps=a.large_reps, wrk_seconds=a.wrk_seconds,
                        command=shlex.join(["scripts/bench", *sys.argv[1:]]),
                        seconds=time.monotonic() - started, full=a.full)
     saved = LAST_QUICK_RUN if a.quick else LAST_RUN

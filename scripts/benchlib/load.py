@@ -193,14 +193,16 @@ end
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
-def wrk(base: str, prefix: str, count: int, script_dir: Path, seconds: int, conns: int, threads: int) -> dict:
-    """wrk over `count` small files; requests/s and p50/p99 latency (ms). Non-2xx answers,
-    socket errors or timeouts make the run wrong."""
+def wrk(base: str, prefix: str, count: int, script_dir: Path, seconds: int, conns: int, threads: int,
+        headers: dict[str, str] | None = None) -> dict:
+    """wrk over `count` small files, sending `headers` on every request; requests/s and
+    p50/p99 latency (ms). Non-2xx answers, socket errors or timeouts make the run wrong."""
     script = script_dir / "small.lua"
     script.write_text(WRK_SCRIPT % {"count": count, "prefix": prefix})
+    extra = [arg for k, v in (headers or {}).items() for arg in ("-H", f"{k}: {v}")]
     out = subprocess.run(
         ["wrk", f"-t{threads}", f"-c{conns}", f"-d{seconds}s", "--timeout", "10s", "--latency",
-         "-s", script, base],
+         *extra, "-s", script, base],
         capture_output=True, text=True, timeout=seconds + 60,
     )
     text = out.stdout
@@ -213,3 +215,25 @@ def wrk(base: str, prefix: str, count: int, script_dir: Path, seconds: int, conn
     requests = int(re.search(r"^\s+(\d+) requests in", text, re.M).group(1))
     rps = float(re.search(r"^Requests/sec:\s+([\d.]+)", text, re.M).group(1))
     return {"rps": rps, "requests": requests, "p50_ms": lat["50"], "p99_ms": lat["99"]}
+
+
+def first_byte_ms(url: str, offset: int, size: int) -> float:
+    """Milliseconds from sending `GET url` with `Range: bytes=offset-` on a fresh connection to
+    the first body byte (what a video player waits for when it seeks). Checks the 206 and its
+    Content-Range against `size`, then drops the connection without reading the rest."""
+    parsed = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=60)
+    try:
+        conn.connect()
+        started = time.perf_counter()
+        conn.request("GET", parsed.path, headers={"Range": f"bytes={offset}-"})
+        r = conn.getresponse()
+        first = r.read(1)
+        elapsed = (time.perf_counter() - started) * 1000
+        want = f"bytes {offset}-{size - 1}/{size}"
+        if r.status != 206 or r.getheader("Content-Range") != want or len(first) != 1:
+            raise TransferError(f"GET {url} from {offset}: status {r.status}, Content-Range "
+                                f"{r.getheader('Content-Range')}, expected 206 and {want}")
+        return elapsed
+    finally:
+        conn.close()

@@ -1,5 +1,5 @@
 """The markdown report: the machine, the exact command, one table per section, and where
-we stand against the targets of issue 5. Cells are median [min–max] over the runs; a ratio
+we stand against the targets of issues 5 and 17. Cells are median [min–max] over the runs; a ratio
 is the median of the per-round ratios (each round measures every target once), so that
 drift between rounds cancels; peak RSS is the maximum over the runs."""
 
@@ -8,10 +8,11 @@ from __future__ import annotations
 import os
 import platform
 import re
-import statistics
 import subprocess
 from datetime import datetime, timezone
 
+from . import targets17
+from .cells import cell, fmt_mib, med, multi, peak, ratio, row, size_label, verdict
 from .stack import ROOT
 from .workloads import CONCURRENT, SMALL_SIZE, WRK_CONNS, WRK_THREADS
 
@@ -21,61 +22,6 @@ HEAD = {
     "cluster": "| workload | direct (node-1) | speedbox-balancer | nginx | HAProxy |",
     "proxy": "| workload | direct (origin / sink) | speedbox-balancer | nginx | HAProxy |",
 }
-
-
-def values(results, sec, wl, target, key) -> list[float]:
-    return [s[key] for s in results.get(sec, {}).get(wl, {}).get(target, []) if key in s]
-
-
-def med(results, sec, wl, target, key) -> float | None:
-    v = values(results, sec, wl, target, key)
-    return statistics.median(v) if v else None
-
-
-def ratio(results, sec, wl, target, base, key="mbps") -> float | None:
-    """Median over the rounds of target / base in the same round (ratio of the medians when
-    the two were not measured in the same rounds)."""
-    a, b = values(results, sec, wl, target, key), values(results, sec, wl, base, key)
-    if not a or not b:
-        return None
-    if len(a) == len(b):
-        return statistics.median(x / y for x, y in zip(a, b))
-    return statistics.median(a) / statistics.median(b)
-
-
-def cell(results, sec, wl, target, key, ratio_to: str | None = "direct", digits=0) -> str:
-    v = values(results, sec, wl, target, key)
-    if not v:
-        return "–"
-    m = statistics.median(v)
-    text = f"{m:.{digits}f}"
-    if len(v) > 1:
-        text += f" [{min(v):.{digits}f}–{max(v):.{digits}f}]"
-    x = ratio(results, sec, wl, target, ratio_to, key) if ratio_to and target != ratio_to else None
-    if x:
-        text += f" ×{x:.2f}"
-    return text
-
-
-def peak(results, sec, wl, target, key) -> float | None:
-    v = values(results, sec, wl, target, key)
-    return max(v) if v else None
-
-
-def size_label(size: int) -> str:
-    return "1 GiB" if size == 1 << 30 else f"{size >> 20} MiB"
-
-
-def row(label: str, cells: list[str]) -> str:
-    return f"| {label} | " + " | ".join(cells) + " |"
-
-
-def multi(results, sec, target, parts, digits=2) -> str:
-    """Several medians in one cell, e.g. CPU s/GiB for download / upload."""
-    got = [med(results, sec, wl, target, key) for wl, key in parts]
-    if all(g is None for g in got):
-        return "–"
-    return " / ".join("–" if g is None else f"{g:.{digits}f}" for g in got)
 
 
 def cluster_table(r, size: int, wrk_seconds: int) -> list[str]:
@@ -96,8 +42,20 @@ def cluster_table(r, size: int, wrk_seconds: int) -> list[str]:
         lines.append(row(
             "peak RSS of each node during them, MiB (" + " / ".join(n[4:] for n in nodes) + ")",
             [" / ".join(fmt_mib(peak(r, sec, "upload5", t, n)) for n in nodes) for t in COLUMNS]))
+    if "first_byte" in r.get(sec, {}):
+        seek = next(iter(r[sec]["first_byte"].values()))[0]["seek_mib"]
+        lines.append(row(f"time to first byte of the {s} file from offset 0 / {seek} MiB "
+                         "(`Range: bytes=N-`, fresh connection), ms",
+                         [multi(r, sec, t, [("first_byte", "ms_at_0"), ("first_byte", "ms_at_seek")], 1)
+                          for t in COLUMNS]))
     if "small" in r.get(sec, {}):
         lines += small_rows(r, sec, wrk_seconds)
+    if "small_auth" in r.get(sec, {}):
+        on = cell(r, sec, "small_auth", "balancer", "rps", None)
+        x = (med(r, sec, "small_auth", "balancer", "rps") or 0) / (med(r, sec, "small", "balancer", "rps") or 1)
+        cpu = multi(r, sec, "balancer", [("small_auth", "cpu_us_per_req")], 1)
+        lines.append(row("4 KiB GET with access control on (a bearer token, checked by the node), "
+                         "req/s (× off) / proxy CPU µs", ["–", f"{on} ×{x:.2f} / {cpu}", "–", "–"]))
     lines.append(row("proxy CPU s/GiB: download / upload / 5× upload",
                      ["–"] + [multi(r, sec, t, [("download", "cpu_s_per_gib"), ("upload", "cpu_s_per_gib"),
                                                  ("upload5", "cpu_s_per_gib")]) for t in PROXIES]))
@@ -152,16 +110,8 @@ def tus_table(r, size: int) -> list[str]:
                 [cell(r, sec, "upload", c, "mbps", "put") for c in ("put", "tus", "tuspy")])]
 
 
-def fmt_mib(v: float | None) -> str:
-    return "–" if v is None else f"{v:.1f}"
-
-
 LABEL = {"download": "download", "upload": "upload", "download5": f"{CONCURRENT}× download",
          "upload5": f"{CONCURRENT}× upload"}
-
-
-def verdict(ok: bool, close: bool = False) -> str:
-    return "**met**" if ok else ("missed (within 3 %, noise level)" if close else "**missed**")
 
 
 def targets(r) -> list[str]:
@@ -283,6 +233,14 @@ MB/s as a lower bound; the ratios carry over better. MB = 10^6 bytes.
   100 files. Every target is checked first: the large file and a small one arrive with the
   right SHA-256 through it. The storage row's driver is `speedbox-bench gridfs` (the plain
   `mongodb` crate, GridFS, journaled, 1 MiB writes and reads) on the same database server.
+- **Seeking:** time to the first byte is a GET of the large file with `Range: bytes=N-` on a
+  fresh connection (opened before the clock starts), from the request to its first body byte,
+  median of 7; the connection is dropped after that byte, as a player does when it seeks.
+- **Access control on:** the same wrk run through the balancer after `[auth]` is turned on
+  in the running cluster's file (reloaded live, then checked: a GET without a token gets 401
+  from the balancer and from every node), with a bearer token (`speedbox-token`, scope
+  `read`) on every request; the node checks it. Turned off again after.
+- **Many small files:** see its section; listing and the 1 KiB GET go through the balancer.
 - **CPU and memory from the OS:** proxy CPU is utime+stime from `/proc/PID/stat` (10 ms
   ticks) summed over the proxy's processes; peak RSS is `VmHWM` from `/proc/PID/status`
   (summed over nginx's master and workers), reset through `clear_refs` before each run.
@@ -293,13 +251,13 @@ MB/s as a lower bound; the ratios carry over better. MB = 10^6 bytes.
 """
 
 
-def meta(*, machine: list[str], size: int, reps: int, large_reps: int, wrk_seconds: int, command: str,
+def meta(*, machine: list[str], db: str, size: int, reps: int, large_reps: int, wrk_seconds: int, command: str,
          seconds: float, full: bool) -> dict:
     """What the report says about the run besides the results (`machine` taken as it started:
     the code measured is the code built then, whatever changed while it ran)."""
     return {
         "size": size, "reps": reps, "large_reps": large_reps, "wrk_seconds": wrk_seconds,
-        "command": command, "seconds": seconds, "full": full, "machine": machine,
+        "command": command, "seconds": seconds, "full": full, "machine": machine, "db": db,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
 
@@ -332,8 +290,16 @@ def render(results, m: dict) -> str:
                 "one PATCH of the whole file; the time is the PATCH's) and by tuspy in 16 MiB PATCHes "
                 "(the time includes its interpreter's start); each stored file's SHA-256 is checked.", "",
                 *tus_table(results, size), ""]
+    if "files" in results:
+        out += ["## Many small files through the balancer", "",
+                "1 KiB PUTs by 8 clients on keep-alive connections (each answered 201), then "
+                "listing and GET latency through the balancer (one keep-alive connection, median) as "
+                "the store grows: names beyond the PUTs are added straight into `fs.names`, shaped "
+                "like the PUTs' (the PUT rate is measured by the PUTs).", "",
+                *targets17.files_table(results), ""]
     if "proxy" in results:
         out += ["## Proxy only (static origin and upload sinks, no database)", "",
                 *proxy_table(results, size, wrk_seconds), ""]
-    out += ["## Targets (issue 5)", "", *targets(results), "", SETUP]
+    out += ["## Targets (issue 17)", "", *targets17.targets(results, m.get("db", "")), "",
+            "## Targets (issue 5)", "", *targets(results), "", SETUP]
     return "\n".join(out)
