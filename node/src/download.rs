@@ -2,9 +2,9 @@
 //!
 //! The body is produced by a task that reads `chunks_per_read` chunks per query (the first
 //! query one chunk, [`FIRST_WINDOW`]), starting at the chunk that holds the first requested
-//! byte, and hands them to hyper through a channel one
-//! window deep: the next window is fetched while the previous one is being sent, and memory
-//! stays at about two windows per download. A client that goes away closes the channel and
+//! byte, and hands them to hyper through a channel one window deep: the next window is
+//! fetched while the previous one is being sent, and memory stays at about two windows per
+//! download. A client that goes away closes the channel and
 //! the task stops. A small file's chunks come with its name's lookup ([`Store::lookup_whole`])
 //! and are sent from memory.
 

@@ -14,10 +14,9 @@ import time
 import urllib.error
 import urllib.request
 
-from . import load
-from .procs import cpu_seconds
+from . import load, workloads
 from .stack import Stack, Target
-from .workloads import SMALL_FILES, WRK_CONNS, WRK_THREADS, Ctx, rotated
+from .workloads import Ctx, rotated
 
 SEEK_MIB = 900  # the second offset of the time-to-first-byte rows (scaled down with --size-mib)
 FIRST_BYTE_TRIES = 7  # fresh connections per offset, target and round; the median is kept
@@ -93,13 +92,7 @@ def small_with_auth(ctx: Ctx, balancer: Target) -> None:
     bases = [balancer.down_url, *(f"http://127.0.0.1:{p}" for p in ctx.stack.node_ports)]
     headers = set_auth(ctx.stack, bases, True)
     try:
-        for _ in range(ctx.reps):
-            cpu = cpu_seconds(balancer.pids(False))
-            r = load.wrk(f"{balancer.down_url}/", "/files/small/", SMALL_FILES, ctx.work,
-                         ctx.wrk_seconds, WRK_CONNS, WRK_THREADS, headers)
-            r["cpu_us_per_req"] = (cpu_seconds(balancer.pids(False)) - cpu) / r.pop("requests") * 1e6
-            ctx.record("cluster", "small_auth", "balancer", **r)
-            ctx.settle(False)
+        workloads.small(ctx, "cluster", [balancer], "small_auth", headers)
     finally:
         set_auth(ctx.stack, bases, False)
 
@@ -158,25 +151,26 @@ def median_ms(port: int, path: str, reps: int) -> float:
     return statistics.median(times)
 
 
-def fill_names(ctx: Ctx, like: str, upto: int) -> None:
-    """Adds name documents shaped like `like`'s (each pointing at a file of its own, absent)
-    straight into fs.names until it holds `upto`: what a listing or a lookup sees of a big store,
-    without hours of PUTs (the PUT rate is measured separately)."""
-    import bson
-    names = names_collection(ctx)
+def fill_names(names, like: str, upto: int, prefix: str = "fill/") -> None:
+    """Adds name documents shaped like `like`'s (each pointing at a file of its own, absent),
+    named `{prefix}userNN/file-NNNNNNN.bin`, straight into `names` (a pymongo fs.names) until
+    it holds `upto`: what a listing or a lookup sees of a big store, without hours of PUTs
+    (the PUT rate is measured separately)."""
+    import bson  # the project's virtualenv has it (pymongo's)
     template = names.find_one({"_id": like})
     template.pop("small", None)  # the one-round-trip GET's join key: these files have no chunks
     have = names.count_documents({})
     for start in range(have, upto, 1000):
         names.insert_many([dict(template, _id=n, name=n, file_id=bson.ObjectId())
-                           for n in (f"fill/user{i % 100:02d}/file-{i:07d}.bin"
+                           for n in (f"{prefix}user{i % 100:02d}/file-{i:07d}.bin"
                                      for i in range(start, min(upto, start + 1000)))])
 
 
-def names_collection(ctx: Ctx):
-    """The cluster's fs.names (the database the cluster file names by default)."""
-    import pymongo  # the project's virtualenv has it (SecantusDB's dependency)
-    return pymongo.MongoClient(ctx.stack.db_uri + "/?directConnection=true").speedbox["fs.names"]
+def names_collection(db_uri: str):
+    """fs.names of the database the cluster file names by default, through pymongo (the
+    project's virtualenv has it: SecantusDB's dependency)."""
+    import pymongo
+    return pymongo.MongoClient(db_uri + "/?directConnection=true").speedbox["fs.names"]
 
 
 def many_files(ctx: Ctx, balancer: Target) -> None:
@@ -184,6 +178,7 @@ def many_files(ctx: Ctx, balancer: Target) -> None:
     4,000 more (200); listing (`limit=10`) and a 1 KiB GET's latency through the balancer at
     about 1,000 names, then at 20,000 and 100,000 (2,000 with --quick)."""
     port = int(balancer.down_url.rsplit(":", 1)[1])
+    names = names_collection(ctx.stack.db_uri)
     body = os.urandom(PUT_SIZE)
     first, more = (200, 200) if ctx.quick else (1000, 4000)
     ctx.record("files", "put", "first", names=first, **put_many_small(port, "put/a", first, PUT_CLIENTS, body))
@@ -194,9 +189,9 @@ def many_files(ctx: Ctx, balancer: Target) -> None:
             ctx.settle(False)
             ctx.record("files", "put", "more", names=first + more,
                        **put_many_small(port, "put/b", more, PUT_CLIENTS, body))
-        fill_names(ctx, probe.removeprefix("/files/"), size)
+        fill_names(names, probe.removeprefix("/files/"), size)
         ctx.settle(False)
         reps = 5 if size >= 100_000 else 15
-        ctx.record("files", "at_size", str(size), names=names_collection(ctx).count_documents({}),
+        ctx.record("files", "at_size", str(size), names=names.count_documents({}),
                    list_ms=median_ms(port, "/files?limit=10", reps),
                    get_ms=median_ms(port, probe, 51))

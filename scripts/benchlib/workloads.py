@@ -147,18 +147,20 @@ def cluster_concurrent(ctx: Ctx, targets: list[Target]) -> None:
             ctx.settle(True)
 
 
-def small(ctx: Ctx, section: str, targets: list[Target]) -> None:
-    """wrk over the 4 KiB files: requests/s, p50/p99, and proxy CPU per request."""
+def small(ctx: Ctx, section: str, targets: list[Target], workload: str = "small",
+          headers: dict[str, str] | None = None) -> None:
+    """wrk over the 4 KiB files, `headers` on every request: requests/s, p50/p99, and proxy
+    CPU per request, recorded as `workload`."""
     for rep in range(ctx.reps):
         for t in rotated(targets, rep):
             cpu = cpu_seconds(t.pids(False))
             r = load.wrk(f"{t.down_url}/", "/files/small/", SMALL_FILES, ctx.work,
-                         ctx.wrk_seconds, WRK_CONNS, WRK_THREADS)
+                         ctx.wrk_seconds, WRK_CONNS, WRK_THREADS, headers)
             cpu = cpu_seconds(t.pids(False)) - cpu
             if t.name != "direct":
                 r["cpu_us_per_req"] = cpu / r["requests"] * 1e6
             del r["requests"]
-            ctx.record(section, "small", t.name, **r)
+            ctx.record(section, workload, t.name, **r)
             if section == "cluster":
                 ctx.settle(False)
 
