@@ -297,7 +297,8 @@ def render(results, m: dict) -> str:
                 "1 KiB PUTs by 8 clients on keep-alive connections (each answered 201), then "
                 "listing and GET latency through the balancer (one keep-alive connection, median) as "
                 "the store grows: names beyond the PUTs are added straight into `fs.names`, shaped "
-                "like the PUTs' (the PUT rate is measured by the PUTs).", "",
+                "like the PUTs' (the PUT rate is measured by the PUTs). The slowest listing is one "
+                "a node served before its listing fences had caught up with the grown store.", "",
                 *targets17.files_table(results), ""]
     if "proxy" in results:
         out += ["## Proxy only (static origin and upload sinks, no database)", "",

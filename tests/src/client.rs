@@ -13,6 +13,19 @@ use serde_json::Value;
 
 use crate::{data, eventually, Cluster};
 
+/// `s` with every byte but RFC 3986's unreserved characters (§2.3) percent-encoded: a query
+/// value, or one segment of a path.
+pub fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// `{base}/files/{name}`.
 pub fn file_url(base: &str, name: &str) -> String {
     format!("{base}/files/{name}")

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use bson::doc;
-use speedbox_tests::client::{count, fetch_bytes, list, put_with};
+use speedbox_tests::client::{count, fetch_bytes, list, percent_encode, put_with};
 use speedbox_tests::video::{make, probe, status, wait_ended, wait_ended_as};
 use speedbox_tests::{data, eventually, Cluster};
 
@@ -36,20 +36,11 @@ async fn put_video(c: &Cluster, name: &str, bytes: Vec<u8>) {
 /// Every name under `NAME.media/`.
 async fn outputs(c: &Cluster, name: &str) -> BTreeSet<String> {
     let prefix = format!("{name}.media/");
-    let query = format!("prefix={}&limit=1000", urlencode(&prefix));
+    let query = format!("prefix={}&limit=1000", percent_encode(&prefix));
     list(c, &c.balancer_url(), &query)
         .await
         .names
         .into_iter()
-        .collect()
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
         .collect()
 }
 
@@ -220,7 +211,10 @@ async fn an_uploaded_video_gets_a_poster_and_hls_renditions() {
 }
 
 fn urlencode_path(name: &str) -> String {
-    name.split('/').map(urlencode).collect::<Vec<_>>().join("/")
+    name.split('/')
+        .map(percent_encode)
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 /// The job document of the current revision of `name`.

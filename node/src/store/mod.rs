@@ -35,7 +35,9 @@ use crate::error::Result;
 
 mod chunker;
 mod chunks;
+mod fences;
 mod lease;
+mod listing;
 mod media;
 mod media_upkeep;
 mod metrics;
@@ -48,13 +50,15 @@ mod upload;
 mod writer;
 
 pub use chunker::Chunker;
+use fences::Fences;
+pub use listing::ListQuery;
 pub use media::{
     is_video, JobState, MediaFacts, MediaJob, MediaOutput, OutputGuard, Outputs, Rendition,
     MEDIA_LEASE_TTL,
 };
 pub use media_upkeep::SourceState;
 pub use metrics::StoreMetrics;
-pub use names::{Guard, ListQuery};
+pub use names::Guard;
 pub use tus::{Acquired, Created, NewUpload, TusUpload, LEASE_TTL};
 pub use tus_finish::{Recoverer, Terminated};
 pub use upload::Upload;
@@ -156,6 +160,8 @@ pub struct Store {
     /// Chunk writes in flight on this node, across all uploads (see [`writer`]).
     background_writes: Arc<Semaphore>,
     metrics: Arc<StoreMetrics>,
+    /// This node's listing fences (see [`fences`]).
+    fences: Arc<Fences>,
     db: mongodb::Database,
 }
 
@@ -209,6 +215,7 @@ impl Store {
             heartbeat_every: Duration::from_secs(storage.gc_grace_secs.max(1)).div_f64(4.0),
             background_writes: Arc::new(Semaphore::new(writer::NODE_WRITES_IN_FLIGHT)),
             metrics: Arc::new(StoreMetrics::default()),
+            fences: Arc::new(Fences::default()),
             db,
         })
     }

@@ -1,4 +1,4 @@
-//! The name → revision pointer (`<bucket>.names`): lookup, listing, publication and
+//! The name → revision pointer (`<bucket>.names`): lookup, publication and
 //! deletion, each swap a compare-and-set on the pointer's `version`.
 //!
 //! A write's preconditions (a [`Guard`]) are evaluated against the revision read in the same
@@ -18,20 +18,6 @@ use crate::error::{NodeError, Result};
 /// may the write go on? False becomes [`NodeError::PreconditionFailed`] (412).
 pub trait Guard: Sync {
     fn allows(&self, current: Option<&FileInfo>) -> bool;
-}
-
-/// Greater than every valid name (at most 1024 bytes of UTF-8): 257 × U+10FFFF is 1028
-/// bytes and sorts after any shorter string of U+10FFFF and after every other string.
-fn past_every_name() -> String {
-    char::MAX.to_string().repeat(257)
-}
-
-/// `GET /files?prefix=&limit=&after=`: which names, and how many.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ListQuery {
-    pub prefix: String,
-    pub after: Option<String>,
-    pub limit: u32,
 }
 
 impl Store {
@@ -127,33 +113,6 @@ impl Store {
             media: None,
             small: None,
         }))
-    }
-
-    /// One page of names in order, and whether more follow.
-    ///
-    /// The range is on the indexed `name` field with both bounds always given: on the
-    /// embedded database a range on `_id`, or one without an upper bound, scans the whole
-    /// collection even for `limit=10` (1.4 s at 20,000 names). A real MongoDB uses either.
-    pub async fn list(&self, q: &ListQuery) -> Result<(Vec<FileInfo>, bool)> {
-        let _timer = self.metrics.time("list");
-        let lower = match &q.after {
-            Some(after) if *after >= q.prefix => doc! {"$gt": after},
-            _ => doc! {"$gte": &q.prefix},
-        };
-        let upper = prefix_upper_bound(&q.prefix).unwrap_or_else(past_every_name);
-        let mut range = lower;
-        range.insert("$lt", upper);
-        let mut page: Vec<FileInfo> = self
-            .names
-            .find(doc! {"name": range})
-            .sort(doc! {"name": 1})
-            .limit(i64::from(q.limit) + 1)
-            .await?
-            .try_collect()
-            .await?;
-        let more = page.len() > q.limit as usize;
-        page.truncate(q.limit as usize);
-        Ok((page, more))
     }
 
     /// Removes a name if `guard` allows; its content goes after the grace period.
@@ -334,36 +293,5 @@ impl Store {
             .update_many(doc! {"name": {"$exists": false}}, pipeline)
             .await?;
         Ok(())
-    }
-}
-
-/// The smallest string greater than every string starting with `prefix`, if one exists.
-fn prefix_upper_bound(prefix: &str) -> Option<String> {
-    let mut chars: Vec<char> = prefix.chars().collect();
-    while let Some(last) = chars.pop() {
-        let mut next = last as u32 + 1;
-        if (0xD800..=0xDFFF).contains(&next) {
-            next = 0xE000;
-        }
-        if let Some(c) = char::from_u32(next) {
-            chars.push(c);
-            return Some(chars.into_iter().collect());
-        }
-    }
-    None
-}
-
-#[cfg(test)]
-mod tests {
-    use super::prefix_upper_bound;
-
-    #[test]
-    fn prefix_bounds() {
-        assert_eq!(prefix_upper_bound("user07/").as_deref(), Some("user070"));
-        assert_eq!(prefix_upper_bound("a").as_deref(), Some("b"));
-        assert_eq!(prefix_upper_bound("\u{D7FF}").as_deref(), Some("\u{E000}"));
-        assert_eq!(prefix_upper_bound("a\u{10FFFF}").as_deref(), Some("b"));
-        assert_eq!(prefix_upper_bound("\u{10FFFF}"), None);
-        assert_eq!(prefix_upper_bound(""), None);
     }
 }
