@@ -55,8 +55,9 @@ pub type Body = UnsyncBoxBody<Bytes, std::io::Error>;
 pub(crate) type ReqBody =
     speedbox_common::linger::Held<speedbox_common::observe::Metered<hyper::body::Incoming>>;
 
-/// Largest request head (line and headers) read, in bytes.
-const MAX_HEAD_BYTES: usize = 1024 * 1024;
+/// Largest request head (line and headers) read, in bytes: hyper's read buffer grows up to
+/// this, which an upload's balancer window counts on (see `IN_TRANSIT_BYTES` in the config).
+const MAX_HEAD_BYTES: usize = speedbox_common::config::NODE_READ_BUFFER_BYTES;
 
 /// The receive buffer of the node's connections (Linux doubles it). Linux grows it up to
 /// 6 MiB on its own; every byte in it is one an upload's balancer window must hold until
