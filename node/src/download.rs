@@ -6,7 +6,7 @@
 //! fetched while the previous one is being sent, and memory stays at about two windows per
 //! download. A client that goes away closes the channel and
 //! the task stops. A small file's chunks come with its name's lookup ([`Store::lookup_whole`])
-//! and are sent from memory.
+//! and are sent from memory, by no task of their own.
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Response, StatusCode};
@@ -124,21 +124,30 @@ fn stream_chunks(
     count: u64,
     window: u64,
 ) -> Body {
+    let chunk_size = file.chunk_size as u64;
+    let (first, last, skip) = chunk_span(start, start + count - 1, chunk_size);
+    let mut cut = Cut {
+        skip,
+        remaining: count,
+    };
+    if let Some(all) = whole {
+        // In memory already: no task, no channel.
+        let frames: Vec<std::io::Result<Frame<Bytes>>> = all
+            .into_iter()
+            .skip(first as usize)
+            .take((last - first + 1) as usize)
+            .map(|chunk| Ok(Frame::data(cut.next(chunk))))
+            .collect();
+        return StreamBody::new(futures::stream::iter(frames)).boxed_unsync();
+    }
     let (tx, rx) = mpsc::channel::<std::io::Result<Frame<Bytes>>>(window as usize);
     tokio::spawn(async move {
-        let chunk_size = file.chunk_size as u64;
-        let (first, last, mut skip) = chunk_span(start, start + count - 1, chunk_size);
-        let mut remaining = count;
         let mut n = first;
         let mut reading = FIRST_WINDOW.min(window);
         while n <= last {
             let to = (n + reading).min(last + 1);
             reading = window;
-            let read = match &whole {
-                Some(all) => Ok(all[n as usize..to as usize].to_vec()),
-                None => read_window(&store, &file, n, to).await,
-            };
-            let chunks = match read {
+            let chunks = match read_window(&store, &file, n, to).await {
                 Ok(chunks) => chunks,
                 Err(e) => {
                     tracing::error!(file = %file.name, chunk = n, error = %e, "download cut short");
@@ -148,16 +157,8 @@ fn stream_chunks(
                     return;
                 }
             };
-            for mut chunk in chunks {
-                if skip > 0 {
-                    chunk = chunk.slice(skip..);
-                    skip = 0;
-                }
-                if chunk.len() as u64 > remaining {
-                    chunk.truncate(remaining as usize);
-                }
-                remaining -= chunk.len() as u64;
-                if tx.send(Ok(Frame::data(chunk))).await.is_err() {
+            for chunk in chunks {
+                if tx.send(Ok(Frame::data(cut.next(chunk)))).await.is_err() {
                     return; // client went away
                 }
             }
@@ -168,4 +169,48 @@ fn stream_chunks(
         rx.recv().await.map(|frame| (frame, rx))
     });
     StreamBody::new(frames).boxed_unsync()
+}
+
+/// What of each chunk, in order from the range's first, the response carries: the first
+/// loses the bytes before the range's start, the last those after its end.
+struct Cut {
+    skip: usize,
+    remaining: u64,
+}
+
+impl Cut {
+    fn next(&mut self, mut chunk: Bytes) -> Bytes {
+        if self.skip > 0 {
+            chunk = chunk.slice(self.skip.min(chunk.len())..);
+            self.skip = 0;
+        }
+        if chunk.len() as u64 > self.remaining {
+            chunk.truncate(self.remaining as usize);
+        }
+        self.remaining -= chunk.len() as u64;
+        chunk
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_range_cuts_its_first_and_last_chunk() {
+        let chunks = [&b"0123"[..], b"4567", b"89ab"].map(Bytes::from_static);
+        // bytes 2..=8 of 12 in chunks of 4: chunk 0 from offset 2, chunk 2 up to offset 0
+        let (first, last, skip) = chunk_span(2, 8, 4);
+        assert_eq!((first, last, skip), (0, 2, 2));
+        let mut cut = Cut { skip, remaining: 7 };
+        let got: Vec<Bytes> = chunks.into_iter().map(|c| cut.next(c)).collect();
+        assert_eq!(got, [&b"23"[..], b"4567", b"8"]);
+        assert_eq!(cut.remaining, 0);
+        // One chunk, cut at both ends.
+        let mut cut = Cut {
+            skip: 1,
+            remaining: 2,
+        };
+        assert_eq!(cut.next(Bytes::from_static(b"0123")), &b"12"[..]);
+    }
 }
