@@ -354,3 +354,51 @@ async fn connections_to_nodes_are_reused() {
         .load(std::sync::atomic::Ordering::SeqCst);
     assert!(connections <= 3, "{connections} connections");
 }
+
+/// A node closes a keep-alive connection it finds idle (its header timeout): the
+/// balancer's next request on that connection must find it closed before sending, and go
+/// on another connection, neither failing nor taking the node down nor sending twice.
+#[tokio::test]
+async fn a_node_closing_idle_connections_costs_no_request() {
+    let a = FakeNode::start("a").await;
+    a.behaviour
+        .conn_lifetime_ms
+        .store(300, std::sync::atomic::Ordering::SeqCst);
+    let balancer = Balancer::start(&[&a], "health_interval_ms = 60000\n").await;
+    let client = client();
+    let mut sent = 0;
+    for round in 0..3 {
+        for method in ["GET", "HEAD", "GET"] {
+            let response = client
+                .request(request(method, &balancer.url("/bytes/5000"), empty()))
+                .await
+                .unwrap();
+            sent += 1;
+            assert_eq!(response.status(), 200, "{method} in round {round}");
+            let want = match method {
+                "HEAD" => Digest::default(),
+                _ => Digest::of_pattern(5000),
+            };
+            assert_eq!(digest(response).await.unwrap(), want);
+        }
+        // past the node's lifetime of every connection the balancer holds
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let requests = a
+        .behaviour
+        .requests
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(requests, sent, "each request reached the node once");
+    let connections = a
+        .behaviour
+        .connections
+        .load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        connections >= 4,
+        "the node closed them: {connections} connections"
+    );
+    let status = balancer.status().await;
+    let node = &status["nodes"][0];
+    assert_eq!(node["state"], "up", "{node}");
+    assert_eq!(node["last_error"], serde_json::Value::Null, "{node}");
+}

@@ -112,6 +112,9 @@ pub struct Behaviour {
     /// New connections: a request (other than a health check) is answered by a reset
     /// (RST) after this many ms, as a node that dies with it does. 0: off.
     pub reset_after_ms: AtomicU64,
+    /// New connections are closed (FIN) this many ms after they were accepted, whatever
+    /// they are doing, as a node closes keep-alive connections it finds idle. 0: off.
+    pub conn_lifetime_ms: AtomicU64,
 }
 
 pub struct FakeNode {
@@ -141,11 +144,17 @@ impl FakeNode {
                     continue;
                 }
                 let (b, node_id) = (Arc::clone(&b), node_id.clone());
+                let lifetime = Duration::from_millis(b.conn_lifetime_ms.load(Ordering::SeqCst));
                 let service = service_fn(move |req| serve(Arc::clone(&b), node_id.clone(), req));
-                tokio::spawn(
-                    hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service),
-                );
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service);
+                tokio::spawn(async move {
+                    if lifetime.is_zero() {
+                        let _ = conn.await;
+                    } else {
+                        let _ = tokio::time::timeout(lifetime, conn).await;
+                    }
+                });
             }
         });
         FakeNode {
