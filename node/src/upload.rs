@@ -58,6 +58,9 @@ pub struct Received {
     /// Bytes.
     pub length: u64,
     pub digests: Digests,
+    /// The whole content, when it is at most [`crate::store::INLINE_MAX_BYTES`] and one
+    /// chunk (see [`crate::store::FileInfo::inline`]).
+    pub inline: Option<Bytes>,
 }
 
 impl Received {
@@ -69,6 +72,7 @@ impl Received {
             md5: hex::encode(&self.digests.md5),
             sha256: hex::encode(&self.digests.sha256),
             media,
+            inline: self.inline.clone(),
         }
     }
 }
@@ -103,6 +107,9 @@ where
     }
     // The file is complete: its tail is its last chunk.
     let (mut batch, tail) = chunker.finish();
+    // All of a file no longer than a chunk is its tail.
+    let whole = length <= crate::store::INLINE_MAX_BYTES && length == tail.len() as u64;
+    let inline = whole.then(|| tail.clone());
     if !tail.is_empty() {
         batch.push(tail);
     }
@@ -111,6 +118,7 @@ where
         upload,
         length,
         digests: hasher.finish(),
+        inline,
     })
 }
 

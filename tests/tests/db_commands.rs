@@ -1,5 +1,6 @@
 //! What the nodes send the database, seen by its profiler. A GET of a small file is one
-//! round trip (its name's document with its chunks joined). Writes to the embedded server
+//! round trip (its name's document with its chunks joined, or with its content inline:
+//! `inline.rs`). Writes to the embedded server
 //! carry no `txnNumber` (retryable writes off): `secantusd-py` keeps the reply of every retryable write for 30 minutes and
 //! scans (past 10,000, sorts) them all on each write, which made small PUTs slower with
 //! every write since the server started (issue 17). One server has no failover for the
@@ -102,6 +103,9 @@ async fn a_small_file_is_read_with_its_name_in_one_round_trip() {
     let large = data::bytes(2, 9 * CHUNK); // 9 chunks: more than one reply may hold
     put(&c, &node, "small.bin", small.clone()).await;
     put(&c, &node, "large.bin", large.clone()).await;
+    // A node first tries the name's document alone (files of up to 16 KiB carry their
+    // content there); one GET of a file whose chunks it had to read teaches it to join them.
+    assert!(fetch_bytes(&c, &node, "small.bin").await == small);
 
     profile_afresh(&db).await;
     assert!(fetch_bytes(&c, &node, "small.bin").await == small);

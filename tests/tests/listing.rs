@@ -35,6 +35,7 @@ async fn add_names(names: &mongodb::Collection<Document>, template: &Document, n
         .map(|n| {
             let mut d = template.clone();
             d.remove("small");
+            d.remove("inline");
             d.insert("_id", n);
             d.insert("name", n);
             d.insert("file_id", bson::oid::ObjectId::new());

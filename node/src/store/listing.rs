@@ -74,6 +74,7 @@ impl Store {
         Ok(self
             .names
             .find(doc! {"name": lower})
+            .projection(doc! {"inline": 0})
             .sort(doc! {"name": 1})
             .limit(limit as i64)
             .await?

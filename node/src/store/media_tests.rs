@@ -18,6 +18,7 @@ fn output(generation: i64, token: i64) -> FileInfo {
             token,
         }),
         small: None,
+        inline: None,
     }
 }
 

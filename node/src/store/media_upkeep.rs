@@ -75,6 +75,7 @@ impl Store {
             let outputs: Vec<FileInfo> = self
                 .names
                 .find(doc! {"media.source": file_id})
+                .projection(doc! {"inline": 0})
                 .limit(500)
                 .await?
                 .try_collect()

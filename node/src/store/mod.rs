@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use bson::oid::ObjectId;
 use bson::{doc, DateTime, Document, RawDocumentBuf};
+use bytes::Bytes;
 use mongodb::error::{ErrorKind, WriteFailure};
 use mongodb::options::{Acknowledgment, ClientOptions, IndexOptions, ReadConcern, WriteConcern};
 use mongodb::{Client, Collection, IndexModel};
@@ -47,6 +48,7 @@ mod sweep;
 mod tus;
 mod tus_finish;
 mod upload;
+mod whole;
 mod writer;
 
 pub use chunker::Chunker;
@@ -92,7 +94,17 @@ pub struct FileInfo {
     /// in one reply).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub small: Option<ObjectId>,
+    /// The whole content of a file of at most [`INLINE_MAX_BYTES`] (and one chunk), set by
+    /// the swap that publishes it; its GridFS chunks hold it too, so GridFS readers see a
+    /// whole file. [`Store::lookup_whole`] takes it out; every other read leaves it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub inline: Option<bson::Binary>,
 }
+
+/// Files of at most this many bytes carry their content in their name's document too: a
+/// GET of one is one `find` by `_id` (see [`whole`]). Stored twice, so kept small: the
+/// bytes a document of a name and its metadata costs anyway are of this order.
+pub const INLINE_MAX_BYTES: u64 = 16 * 1024;
 
 /// Files of at most this many chunks are read with their name in one round trip (see
 /// [`FileInfo::small`]): at most 8 × 255 KiB (2 MiB) in one reply, far below MongoDB's 16 MiB.
@@ -133,6 +145,9 @@ pub struct Finished {
     /// Set when the file is an output of a video job (which then records no job of its
     /// own, whatever its type).
     pub media: Option<MediaOutput>,
+    /// The whole content, for a file of at most [`INLINE_MAX_BYTES`] and one chunk (see
+    /// [`FileInfo::inline`]); `None` publishes it without.
+    pub inline: Option<Bytes>,
 }
 
 /// Whether the driver makes writes retryable (`txnNumber` on each): as the URI's
@@ -162,6 +177,8 @@ pub struct Store {
     metrics: Arc<StoreMetrics>,
     /// This node's listing fences (see [`fences`]).
     fences: Arc<Fences>,
+    /// Which read a GET tries first (see [`whole`]).
+    first_read: Arc<whole::FirstRead>,
     db: mongodb::Database,
 }
 
@@ -216,6 +233,7 @@ impl Store {
             background_writes: Arc::new(Semaphore::new(writer::NODE_WRITES_IN_FLIGHT)),
             metrics: Arc::new(StoreMetrics::default()),
             fences: Arc::new(Fences::default()),
+            first_read: Arc::default(),
             db,
         })
     }

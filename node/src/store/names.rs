@@ -7,9 +7,7 @@
 //! between, the swap fails and the guard is asked again about the new revision.
 
 use bson::oid::ObjectId;
-use bson::{doc, DateTime, Document, RawDocument, RawDocumentBuf};
-use bytes::Bytes;
-use futures::TryStreamExt;
+use bson::{doc, DateTime, Document};
 
 use super::{is_duplicate_key, is_video, FileInfo, Finished, Store};
 use crate::error::{NodeError, Result};
@@ -23,60 +21,11 @@ pub trait Guard: Sync {
 impl Store {
     pub async fn lookup(&self, name: &str) -> Result<Option<FileInfo>> {
         let _timer = self.metrics.time("lookup");
-        Ok(self.names.find_one(doc! {"_id": name}).await?)
-    }
-
-    /// The name's current revision and, when it is a small file ([`FileInfo::small`]), its
-    /// whole content, in one round trip: the name's document with its chunks joined
-    /// (`$lookup` on the indexed `files_id`). `None` content for a larger file (or one
-    /// stored before `small` existed), which is read in windows. A small file's chunks that
-    /// are not all there, in order and of their sizes, are [`NodeError::Corrupt`].
-    pub async fn lookup_whole(&self, name: &str) -> Result<Option<(FileInfo, Option<Vec<Bytes>>)>> {
-        let _timer = self.metrics.time("lookup");
-        let pipeline = [
-            doc! {"$match": {"_id": name}},
-            doc! {"$lookup": {
-                "from": self.chunks.name(), "localField": "small",
-                "foreignField": "files_id", "as": "chunks",
-            }},
-        ];
-        let mut cursor = self
+        Ok(self
             .names
-            .aggregate(pipeline)
-            .with_type::<RawDocumentBuf>()
-            .await?;
-        let Some(raw) = cursor.try_next().await? else {
-            return Ok(None);
-        };
-        let info: FileInfo = bson::from_slice(raw.as_bytes())
-            .map_err(|e| NodeError::Corrupt(format!("name {name}: {e}")))?;
-        if info.small.is_none() {
-            return Ok(Some((info, None)));
-        }
-        let layout = info.layout();
-        let mut found: Vec<&RawDocument> = raw
-            .get_array("chunks")
-            .into_iter()
-            .flat_map(|a| a.into_iter())
-            .filter_map(|c| c.ok()?.as_document())
-            .collect();
-        // In chunk order (a join's order is the server's); one without `n` goes last.
-        found.sort_by_key(|c| c.get_i32("n").unwrap_or(i32::MAX));
-        let count = layout.count();
-        let mut chunks = Vec::with_capacity(count as usize);
-        for (n, chunk) in (0..count).zip(found) {
-            let data = super::chunks::checked(
-                layout,
-                n,
-                chunk.get_i32("n").ok(),
-                chunk.get_binary("data").ok(),
-            )?;
-            chunks.push(Bytes::copy_from_slice(data.bytes));
-        }
-        super::chunks::complete(layout, 0, count, &chunks)?;
-        self.metrics
-            .read(chunks.len(), chunks.iter().map(Bytes::len).sum());
-        Ok(Some((info, Some(chunks))))
+            .find_one(doc! {"_id": name})
+            .projection(doc! {"inline": 0})
+            .await?)
     }
 
     /// The revision `file_id` was published as under `name`: the name's document while
@@ -112,6 +61,7 @@ impl Store {
             version: 0,
             media: None,
             small: None,
+            inline: None,
         }))
     }
 
@@ -193,7 +143,13 @@ impl Store {
             uploaded_at: now,
             version: 0,
             media: done.media,
-            small: (done.length <= self.chunk_size as u64 * super::WHOLE_CHUNKS).then_some(file_id),
+            small: (done.inline.is_none()
+                && done.length <= self.chunk_size as u64 * super::WHOLE_CHUNKS)
+                .then_some(file_id),
+            inline: done.inline.map(|b| bson::Binary {
+                subtype: bson::spec::BinarySubtype::Generic,
+                bytes: b.to_vec(),
+            }),
         };
         self.swap_name(&mut info, first_attempt, guard).await?;
         Ok(info)
@@ -281,7 +237,9 @@ impl Store {
     pub(super) async fn is_referenced(&self, file_id: ObjectId) -> Result<bool> {
         Ok(self
             .names
+            .clone_with_type::<Document>()
             .find_one(doc! {"file_id": file_id})
+            .projection(doc! {"_id": 1})
             .await?
             .is_some())
     }

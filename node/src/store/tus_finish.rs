@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use bson::spec::BinarySubtype;
 use bson::{doc, Binary, DateTime};
+use bytes::Bytes;
 use futures::TryStreamExt;
 
 use super::lease::{after, lease_free, Taken};
@@ -81,13 +82,15 @@ impl Store {
     /// Publishes a complete upload under its name like a PUT, then marks its state done.
     /// `token` is the lease the caller holds. Without `digests` they come from the state
     /// the last PATCH recorded, or, if it recorded none at the final offset, from the
-    /// stored chunks. `guard` is a PUT's preconditions: if they fail, the upload is
-    /// discarded and the answer is [`NodeError::PreconditionFailed`].
+    /// stored chunks. `inline`: the whole content, when the caller holds it and it may go
+    /// with the name ([`FileInfo::inline`]). `guard` is a PUT's preconditions: if they
+    /// fail, the upload is discarded and the answer is [`NodeError::PreconditionFailed`].
     pub async fn tus_finish(
         &self,
         upload: &TusUpload,
         token: i64,
         digests: Option<Digests>,
+        inline: Option<Bytes>,
         guard: Option<&dyn Guard>,
     ) -> Result<FileInfo> {
         let _timer = self.metrics.time("tus_finish");
@@ -105,6 +108,7 @@ impl Store {
             md5: hex::encode(&digests.md5),
             sha256: hex::encode(&digests.sha256),
             media: None,
+            inline: inline.filter(|b| b.len() as i64 == upload.length),
         };
         let info = match self
             .publish(upload.file_id, upload.name.clone(), done, guard)
@@ -158,7 +162,7 @@ impl Store {
         filter.extend(only);
         match self.take_lease(id, filter, LEASE_TTL).await? {
             Taken::Ours(upload, token) => {
-                self.tus_finish(&upload, token, None, guard).await?;
+                self.tus_finish(&upload, token, None, None, guard).await?;
                 tracing::info!(upload = %id, file = %upload.name, "tus upload published by recovery");
                 Ok(true)
             }

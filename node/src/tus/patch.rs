@@ -134,6 +134,9 @@ struct Patch<'a> {
     advanced: i64,
     writer: ChunkWriter,
     put: Option<&'a PutTerms<'a>>,
+    /// The whole file, when this PATCH completed one of at most
+    /// [`crate::store::INLINE_MAX_BYTES`] in one chunk (see [`crate::store::FileInfo::inline`]).
+    inline: Option<Bytes>,
 }
 
 impl<'a> Patch<'a> {
@@ -164,6 +167,7 @@ impl<'a> Patch<'a> {
             advanced: upload.offset,
             writer: store.chunk_writer(upload.file_id, Some(token)),
             put,
+            inline: None,
             upload,
             token,
             chunk_size,
@@ -306,6 +310,13 @@ impl<'a> Patch<'a> {
         if self.complete() && !tail.is_empty() {
             batch.push(std::mem::take(&mut tail));
         }
+        // Nothing was written before a file's one chunk: it is all here.
+        if let ([whole], true) = (batch.as_slice(), self.complete()) {
+            let small = self.received as u64 <= crate::store::INLINE_MAX_BYTES;
+            if small && self.next_n == 0 && whole.len() as i64 == self.received {
+                self.inline = Some(whole.clone());
+            }
+        }
         self.hash_committed(&batch);
         self.hash_committed(std::slice::from_ref(&tail));
         if let (Some(put), true) = (self.put, self.complete()) {
@@ -337,7 +348,7 @@ impl<'a> Patch<'a> {
         let digests = self.whole.map(Hasher::finish);
         let info = self
             .store
-            .tus_finish(&done, self.token, digests, guard)
+            .tus_finish(&done, self.token, digests, self.inline, guard)
             .await?;
         tracing::info!(upload = %done.id, file = %info.name, length = info.length, "upload complete");
         Ok(Some(info))
