@@ -85,6 +85,11 @@ pub async fn get(c: &Cluster, base: &str, name: &str) -> Response {
     get_with(c, base, name, &[]).await
 }
 
+/// The text of `GET url` (any route: `/metrics`, a listing), whatever its status.
+pub async fn text(c: &Cluster, url: &str) -> String {
+    c.http.get(url).send().await.unwrap().text().await.unwrap()
+}
+
 /// A whole-file `GET` that was checked: `200`, and the ETag the node recorded is the
 /// SHA-256 of the bytes that arrived.
 pub struct Fetched {

@@ -7,7 +7,7 @@ use bson::{doc, Document};
 use futures::future::join_all;
 use futures::TryStreamExt;
 use speedbox_common::config::DEFAULT_CHUNK_SIZE;
-use speedbox_tests::client::{assert_intact, fetch_bytes, get_with, list, put};
+use speedbox_tests::client::{assert_intact, fetch_bytes, get_with, list, put, text};
 use speedbox_tests::{data, Cluster};
 
 /// `speedbox_node::store::INLINE_MAX_BYTES`.
@@ -97,15 +97,7 @@ async fn small_files_carry_their_content_with_their_name() {
     assert!(fetch_bytes(&c, &node, "raced").await == inline);
 
     // Listings and HEAD carry no content.
-    let page = c
-        .http
-        .get(format!("{node}/files?prefix=node%2F"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = text(&c, &format!("{node}/files?prefix=node%2F")).await;
     assert!(!page.contains("inline"), "{page}");
     assert_eq!(list(&c, &node, "prefix=node%2F").await.names.len(), 6);
     let head = c

@@ -7,22 +7,15 @@ use std::time::Duration;
 
 use bson::{doc, Document};
 use futures::TryStreamExt;
-use speedbox_tests::client::{list, percent_encode, put};
+use speedbox_tests::client::{list, percent_encode, put, text};
 use speedbox_tests::{eventually, Cluster};
 
 /// How many fence rebuilds the node has finished, from its `/metrics`.
 async fn rebuilds(c: &Cluster, node: &str) -> f64 {
     const SERIES: &str = r#"speedbox_store_operation_duration_seconds_count{operation="fences"}"#;
-    let text = c
-        .http
-        .get(format!("{node}/metrics"))
-        .send()
+    text(c, &format!("{node}/metrics"))
         .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
+        .lines()
         .find_map(|l| l.strip_prefix(SERIES))
         .map_or(0.0, |v| v.trim().parse().unwrap())
 }
