@@ -58,8 +58,7 @@ pub struct Received {
     /// Bytes.
     pub length: u64,
     pub digests: Digests,
-    /// The whole content, when it is at most [`crate::store::INLINE_MAX_BYTES`] and one
-    /// chunk (see [`crate::store::FileInfo::inline`]).
+    /// The file's last chunk, offered as its whole content (see [`crate::store::Finished::inline`]).
     pub inline: Option<Bytes>,
 }
 
@@ -107,9 +106,7 @@ where
     }
     // The file is complete: its tail is its last chunk.
     let (mut batch, tail) = chunker.finish();
-    // All of a file no longer than a chunk is its tail.
-    let whole = length <= crate::store::INLINE_MAX_BYTES && length == tail.len() as u64;
-    let inline = whole.then(|| tail.clone());
+    let inline = (length <= crate::store::INLINE_MAX_BYTES).then(|| tail.clone());
     if !tail.is_empty() {
         batch.push(tail);
     }

@@ -145,8 +145,9 @@ pub struct Finished {
     /// Set when the file is an output of a video job (which then records no job of its
     /// own, whatever its type).
     pub media: Option<MediaOutput>,
-    /// The whole content, for a file of at most [`INLINE_MAX_BYTES`] and one chunk (see
-    /// [`FileInfo::inline`]); `None` publishes it without.
+    /// The caller's last chunk of the file, if it holds it. Publishing keeps it as the
+    /// file's [`FileInfo::inline`] only if it is the whole file (its length is the file's)
+    /// and at most [`INLINE_MAX_BYTES`]; the callers need not know which it is.
     pub inline: Option<Bytes>,
 }
 

@@ -19,6 +19,8 @@ pub trait Guard: Sync {
 }
 
 impl Store {
+    /// The name's current revision, without an inline file's content (a GET's read with
+    /// it is [`Store::lookup_whole`]).
     pub async fn lookup(&self, name: &str) -> Result<Option<FileInfo>> {
         let _timer = self.metrics.time("lookup");
         Ok(self
@@ -131,6 +133,10 @@ impl Store {
         if done.media.is_none() && is_video(&done.content_type) {
             self.media_enqueue(file_id, &name).await?;
         }
+        // Only the whole file, and only a small one (see [`Finished::inline`]).
+        let inline = done
+            .inline
+            .filter(|b| b.len() as u64 == done.length && done.length <= super::INLINE_MAX_BYTES);
         let mut info = FileInfo {
             key: name.clone(),
             name,
@@ -143,10 +149,10 @@ impl Store {
             uploaded_at: now,
             version: 0,
             media: done.media,
-            small: (done.inline.is_none()
+            small: (inline.is_none()
                 && done.length <= self.chunk_size as u64 * super::WHOLE_CHUNKS)
                 .then_some(file_id),
-            inline: done.inline.map(|b| bson::Binary {
+            inline: inline.map(|b| bson::Binary {
                 subtype: bson::spec::BinarySubtype::Generic,
                 bytes: b.to_vec(),
             }),

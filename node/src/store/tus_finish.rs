@@ -82,8 +82,7 @@ impl Store {
     /// Publishes a complete upload under its name like a PUT, then marks its state done.
     /// `token` is the lease the caller holds. Without `digests` they come from the state
     /// the last PATCH recorded, or, if it recorded none at the final offset, from the
-    /// stored chunks. `inline`: the whole content, when the caller holds it and it may go
-    /// with the name ([`FileInfo::inline`]). `guard` is a PUT's preconditions: if they
+    /// stored chunks. `inline`: see [`Finished::inline`]. `guard` is a PUT's preconditions: if they
     /// fail, the upload is discarded and the answer is [`NodeError::PreconditionFailed`].
     pub async fn tus_finish(
         &self,
@@ -108,7 +107,7 @@ impl Store {
             md5: hex::encode(&digests.md5),
             sha256: hex::encode(&digests.sha256),
             media: None,
-            inline: inline.filter(|b| b.len() as i64 == upload.length),
+            inline,
         };
         let info = match self
             .publish(upload.file_id, upload.name.clone(), done, guard)

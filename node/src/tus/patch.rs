@@ -134,8 +134,8 @@ struct Patch<'a> {
     advanced: i64,
     writer: ChunkWriter,
     put: Option<&'a PutTerms<'a>>,
-    /// The whole file, when this PATCH completed one of at most
-    /// [`crate::store::INLINE_MAX_BYTES`] in one chunk (see [`crate::store::FileInfo::inline`]).
+    /// The last chunk of a file this PATCH completed in one batch of one chunk, offered as
+    /// its whole content (see [`crate::store::Finished::inline`]).
     inline: Option<Bytes>,
 }
 
@@ -310,12 +310,8 @@ impl<'a> Patch<'a> {
         if self.complete() && !tail.is_empty() {
             batch.push(std::mem::take(&mut tail));
         }
-        // Nothing was written before a file's one chunk: it is all here.
-        if let ([whole], true) = (batch.as_slice(), self.complete()) {
-            let small = self.received as u64 <= crate::store::INLINE_MAX_BYTES;
-            if small && self.next_n == 0 && whole.len() as i64 == self.received {
-                self.inline = Some(whole.clone());
-            }
+        if let ([last], true) = (batch.as_slice(), self.complete()) {
+            self.inline = Some(last.clone());
         }
         self.hash_committed(&batch);
         self.hash_committed(std::slice::from_ref(&tail));
