@@ -35,7 +35,7 @@ struct Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let _log = telemetry::init();
+    let _log = telemetry::init().context("cannot start the log writer")?;
     let args = Args::parse();
     let config = ClusterConfig::load(&args.config)?;
     let listen = config.balancer.listen;

@@ -4,7 +4,7 @@
 //! layer it cost the balancer about 6.6 µs of CPU per request (9 % of its samples in
 //! `scripts/bench-observe --perf 10`: the fields' Debug/Display through `core::fmt`, the
 //! timestamp, the event dispatch). Here the line is formatted into a reused buffer by hand
-//! and handed to the same non-blocking writer as every other line ([`crate::telemetry`]), in
+//! and handed to the same batching writer as every other line ([`crate::telemetry`]), in
 //! the same shape as the formatter's: text
 //!
 //! ```text
@@ -16,24 +16,24 @@
 
 use std::cell::RefCell;
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
-use tracing_appender::non_blocking::NonBlocking;
+
+use crate::log_writer::LineWriter;
 
 /// Where access lines go, and in which format; set once by [`crate::telemetry::init`].
 static SINK: OnceLock<Sink> = OnceLock::new();
 
 struct Sink {
-    writer: NonBlocking,
+    writer: LineWriter,
     json: bool,
 }
 
 /// Installs the writer access lines go to (the one every other line goes to).
-pub(crate) fn install(writer: NonBlocking, json: bool) {
+pub(crate) fn install(writer: LineWriter, json: bool) {
     let _ = SINK.set(Sink { writer, json });
 }
 
@@ -87,9 +87,8 @@ pub fn write(debug: bool, line: &AccessLine<'_>) {
         buf.clear();
         let level = if debug { "DEBUG" } else { "INFO" };
         format_line(&mut buf, SystemTime::now(), level, sink.json, line);
-        // One write, one message to the writer's thread: lines never interleave. (A
-        // clone is what the fmt layer takes per event too: a channel sender.)
-        let _ = sink.writer.clone().write_all(buf.as_bytes());
+        // One call, one whole line: lines never interleave.
+        sink.writer.write_line(buf.as_bytes());
     });
 }
 

@@ -5,7 +5,7 @@
 //! header names ([`headers`]), the `X-Request-Id` rule ([`request_id`]), trusted proxies and
 //! RFC 7239 `Forwarded` ([`forwarded`]), JSON responses ([`respond`]), the accept-and-drain
 //! loop ([`serve`]), metrics ([`metrics`]) and the access log ([`observe`], [`access_log`]), the lingering close of an answer given before the request body's end
-//! ([`linger`]), the shutdown signal ([`shutdown`]), logging ([`telemetry`]) and access
+//! ([`linger`]), the shutdown signal ([`shutdown`]), logging ([`telemetry`], written in batches by [`log_writer`]) and access
 //! control ([`auth`]: tokens, scopes, keys).
 #![forbid(unsafe_code)]
 
@@ -15,6 +15,7 @@ pub mod config;
 pub mod forwarded;
 pub mod headers;
 pub mod linger;
+pub mod log_writer;
 pub mod metrics;
 pub mod observe;
 pub mod request_id;

@@ -1,32 +1,35 @@
 //! Tracing set-up: one line per event on stdout, which the supervisor writes to `logs/`.
 //!
-//! Lines are written by a background thread (`tracing-appender`'s non-blocking writer)
-//! through a buffer flushed whenever the queue runs dry: a request never waits for a
-//! `write(2)` to stdout, and a slow reader of stdout (the supervisor's pipe) can never stall
-//! the runtime's threads. Under a backlog of more than 128,000 lines, new ones are dropped
-//! rather than block the proxy.
+//! Lines are written by a background thread in batches ([`crate::log_writer`]): a request
+//! never waits for a `write(2)` to stdout, and a slow reader of stdout (the supervisor's
+//! pipe) can never stall the runtime's threads. Under a backlog of more than 32 MiB (about
+//! 128,000 lines), new ones are dropped rather than block the proxy.
 
 use std::sync::OnceLock;
 
-use tracing_appender::non_blocking::{ErrorCounter, WorkerGuard};
 use tracing_subscriber::EnvFilter;
 
-/// Counts the lines the writer dropped (see the module doc), once [`init`] ran.
-static DROPPED: OnceLock<ErrorCounter> = OnceLock::new();
+use crate::log_writer::{self, FlushGuard, LineWriter};
 
-/// Log lines dropped so far because the writer's queue was full (0 before [`init`]).
+/// The writer every line goes to, once [`init`] ran.
+static WRITER: OnceLock<LineWriter> = OnceLock::new();
+
+/// Log lines dropped so far because too much was waiting (0 before [`init`]).
 pub fn dropped_lines() -> u64 {
-    DROPPED.get().map_or(0, |c| c.dropped_lines() as u64)
+    WRITER.get().map_or(0, LineWriter::dropped_lines)
 }
 
 /// Installs the global subscriber. `RUST_LOG` filters (default `info`);
 /// `SPEEDBOX_LOG_FORMAT=json` switches to one JSON object per line. Keep the returned guard
-/// until the process ends: dropping it flushes the lines still queued.
-pub fn init() -> WorkerGuard {
+/// until the process ends: dropping it writes the lines still waiting.
+///
+/// # Errors
+/// The writing thread could not be started.
+pub fn init() -> std::io::Result<FlushGuard> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let stdout = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout());
-    let (writer, guard) = tracing_appender::non_blocking(stdout);
-    let _ = DROPPED.set(writer.error_counter());
+    // Each batch is one write: stdout itself is unbuffered, its lock taken once per batch.
+    let (writer, guard) = log_writer::spawn(std::io::stdout())?;
+    let _ = WRITER.set(writer.clone());
     let json = std::env::var("SPEEDBOX_LOG_FORMAT").is_ok_and(|v| v == "json");
     crate::access_log::install(writer.clone(), json);
     let builder = tracing_subscriber::fmt()
@@ -39,5 +42,5 @@ pub fn init() -> WorkerGuard {
     } else {
         builder.with_ansi(false).try_init()
     };
-    guard
+    Ok(guard)
 }

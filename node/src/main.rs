@@ -26,7 +26,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let _log = speedbox_common::telemetry::init();
+    let _log = speedbox_common::telemetry::init().context("cannot start the log writer")?;
     let config = ClusterConfig::load(&args.config)?;
     let node = config.node(&args.id).ok_or_else(|| {
         let ids: Vec<_> = config.nodes.iter().map(|n| n.id.as_str()).collect();
