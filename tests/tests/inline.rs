@@ -1,7 +1,8 @@
 //! Small files carry their content in their name's document (issue 17), real processes: a
 //! file of at most 16 KiB, PUT to a node or through the balancer (a protected upload), has
 //! it there as well as in its GridFS chunks, always the same bytes, through replacements
-//! and racing writers; a GET of one is one `find` on the names; listings leave it out.
+//! and racing writers; a GET of one is one `find` on the names; listings leave it out. A
+//! small file stored before names carried content gets it from a GET, never stale.
 
 use bson::{doc, Document};
 use futures::future::join_all;
@@ -136,4 +137,91 @@ async fn small_files_carry_their_content_with_their_name() {
         .filter_map(|cmd| cmd.keys().next().map(|k| k.to_string()))
         .collect();
     assert_eq!(commands, ["find"], "{ops:?}");
+}
+
+/// Turns the name's document into one written before names carried content: no `inline`,
+/// `small` (the join key) set instead, as publishing set it then.
+async fn make_old(names: &mongodb::Collection<Document>, name: &str) {
+    let doc = names.find_one(doc! {"_id": name}).await.unwrap().unwrap();
+    let file_id = doc.get_object_id("file_id").unwrap();
+    names
+        .update_one(
+            doc! {"_id": name},
+            doc! {"$unset": {"inline": ""}, "$set": {"small": file_id}},
+        )
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn small_files_stored_before_get_their_content_from_a_get_and_never_stale_content() {
+    let c = Cluster::builder().nodes(1).start().await;
+    let db = c.db().await;
+    let names = db.collection::<Document>("fs.names");
+    let node = c.node_url(0);
+    let sizes = [1, 4096, INLINE_MAX, INLINE_MAX + 1, 300_000];
+    for (seed, len) in sizes.into_iter().enumerate() {
+        put(
+            &c,
+            &node,
+            &format!("old/{len}"),
+            data::bytes(seed as u64, len),
+        )
+        .await;
+        make_old(&names, &format!("old/{len}")).await;
+    }
+    // Each GET serves the chunks, and offers the eligible files their content.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let mut pending = 0;
+        for (seed, len) in sizes.into_iter().enumerate() {
+            let (name, body) = (format!("old/{len}"), data::bytes(seed as u64, len));
+            assert!(fetch_bytes(&c, &node, &name).await == body, "{name}");
+            let doc = names.find_one(doc! {"_id": &name}).await.unwrap().unwrap();
+            match doc.get_binary_generic("inline").ok() {
+                Some(inline) => {
+                    assert!(len <= INLINE_MAX, "{name} got content");
+                    assert!(*inline == body, "{name}: inline bytes differ");
+                    assert!(!doc.contains_key("small"), "{name}: {doc:?}");
+                }
+                None if len <= INLINE_MAX => pending += 1,
+                None => assert!(doc.contains_key("small"), "{name} keeps its join key"),
+            }
+        }
+        if pending == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{pending} never got content"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+
+    // A GET of an old file racing its replacement: the GET starts later each round, so
+    // that in some its backfill is written after the swap. It must miss the new revision
+    // (whose own content the swap wrote) rather than lay the old bytes on it.
+    for round in 0..60u64 {
+        put(
+            &c,
+            &node,
+            "old/raced",
+            data::bytes(500 + round, 2000 + round),
+        )
+        .await;
+        make_old(&names, "old/raced").await;
+        let last = data::bytes(900 + round, 3000 + round);
+        let late_get = async {
+            tokio::time::sleep(std::time::Duration::from_micros(200 * round)).await;
+            fetch_bytes(&c, &node, "old/raced").await
+        };
+        tokio::join!(late_get, put(&c, &node, "old/raced", last.clone()));
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        let inline = inline_of(&names, "old/raced")
+            .await
+            .expect("the new revision's content");
+        assert!(inline == last, "round {round}: stale inline content");
+        assert!(chunks_of(&db, "old/raced").await == last);
+        assert!(fetch_bytes(&c, &node, "old/raced").await == last);
+    }
 }

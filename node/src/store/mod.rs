@@ -180,6 +180,8 @@ pub struct Store {
     fences: Arc<Fences>,
     /// Which read a GET tries first (see [`whole`]).
     first_read: Arc<whole::FirstRead>,
+    /// Old small files getting their inline content (see [`whole`]).
+    backfill: Arc<whole::Backfill>,
     db: mongodb::Database,
 }
 
@@ -235,6 +237,7 @@ impl Store {
             metrics: Arc::new(StoreMetrics::default()),
             fences: Arc::new(Fences::default()),
             first_read: Arc::default(),
+            backfill: Arc::default(),
             db,
         })
     }

@@ -10,10 +10,15 @@
 //! to need the chunks costs a second round trip. So each node tries first the read its
 //! recent GETs needed ([`FirstRead`]): a store of tiny files, or of larger ones, or of
 //! files stored before their names carried content, each gets its one round trip.
+//!
+//! A file of at most [`INLINE_MAX_BYTES`] stored before names carried content gets it from
+//! the first GET that reads its chunk ([`Backfill`]), so an upgraded store's small files
+//! come to the one `find` too.
 
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
-use bson::{doc, RawDocument, RawDocumentBuf};
+use bson::spec::BinarySubtype;
+use bson::{doc, Binary, RawDocument, RawDocumentBuf};
 use bytes::Bytes;
 use futures::TryStreamExt;
 
@@ -49,6 +54,11 @@ impl FirstRead {
     }
 }
 
+/// At most one inline backfill under way per node: an upgraded store's first GETs of its
+/// old small files each offer one, and the database should not take a write per GET.
+#[derive(Debug, Default)]
+pub struct Backfill(AtomicBool);
+
 impl Store {
     /// The name's current revision and, when it is read whole (see the module doc), its
     /// whole content as chunks; `None` content for a larger file, which is read in windows.
@@ -61,10 +71,42 @@ impl Store {
         } else {
             self.name_joined(name).await?
         };
-        if let Some((info, Some(_))) = &found {
+        if let Some((info, Some(chunks))) = &found {
             self.first_read.learn(info.small.is_none());
+            if info.small.is_some() {
+                self.backfill_inline(info, chunks);
+            }
         }
         Ok(found)
+    }
+
+    /// Gives a small file stored before names carried content its inline content, from the
+    /// chunk a GET just read: in the background, one at a time per node ([`Backfill`]),
+    /// and only while the name still points at that very revision (its `version` and
+    /// `file_id` are in the update's filter: a swap in between wins, and the bytes are
+    /// that revision's own). Adds a copy of bytes the chunk keeps, so it destroys nothing.
+    fn backfill_inline(&self, info: &FileInfo, chunks: &[Bytes]) {
+        let [chunk] = chunks else { return };
+        if chunk.len() as i64 != info.length || info.length as u64 > INLINE_MAX_BYTES {
+            return;
+        }
+        if self.backfill.0.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let store = self.clone();
+        let filter = doc! {"_id": &info.name, "version": info.version, "file_id": info.file_id};
+        let content = Binary {
+            subtype: BinarySubtype::Generic,
+            bytes: chunk.to_vec(),
+        };
+        let update = doc! {"$set": {"inline": content}, "$unset": {"small": ""}};
+        tokio::spawn(async move {
+            if let Err(e) = store.names.update_one(filter, update).await {
+                // Nothing lost: the file is read by its chunks, and the next GET offers again.
+                tracing::warn!(error = %e, "inline content for an old small file not written");
+            }
+            store.backfill.0.store(false, Ordering::Release);
+        });
     }
 
     /// The name's document; a small file's chunks in a second round trip.
