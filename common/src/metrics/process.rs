@@ -2,7 +2,7 @@
 //! (`process_cpu_seconds_total`, `process_resident_memory_bytes`, `process_open_fds`, …),
 //! read from `/proc/self` at each scrape (Linux; elsewhere none are exported).
 //!
-//! With them, `speedbox_log_lines_dropped_total`: lines the non-blocking log writer dropped
+//! With them, `speedbox_log_lines_dropped_total`: lines the log writer dropped
 //! ([`crate::telemetry`]).
 //!
 //! `procfs` parses `/proc` (the crate the TiKV Prometheus client uses for the same job):
@@ -21,7 +21,7 @@ impl Collector for ProcessCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let e = &mut encoder;
         let dropped = ConstCounter::new(crate::telemetry::dropped_lines());
-        let help = "Log lines dropped because the log writer's queue was full";
+        let help = "Log lines dropped because too much was waiting to be written";
         one(e, "speedbox_log_lines_dropped", help, dropped)?;
         let Ok(me) = procfs::process::Process::myself() else {
             return Ok(());
