@@ -12,8 +12,14 @@
 //! for [`FLUSH_EVERY`] (less once [`EARLY_FLUSH_BYTES`] are waiting) and writes it with one
 //! `write(2)`. So a line reaches stdout at most about [`FLUSH_EVERY`] after it was logged,
 //! an idle process never wakes, and a request never waits for stdout: past
-//! [`MAX_PENDING_BYTES`] waiting (a stdout nobody drains) new lines are dropped and counted
-//! ([`LineWriter::dropped_lines`]). Dropping the [`FlushGuard`] writes what is left.
+//! [`MAX_PENDING_BYTES`] waiting or being written (a stdout nobody drains) new lines are
+//! dropped and counted ([`LineWriter::dropped_lines`]), as are the lines of a batch whose
+//! write failed. Dropping the [`FlushGuard`] writes what is left, waiting at most
+//! [`CLOSE_WAIT`] for a stdout that does not drain.
+//!
+//! Each call of [`LineWriter::write_line`] (or `write` through [`tracing_subscriber`]'s
+//! `MakeWriter`, whose fmt layer formats an event whole and writes it once) is one piece:
+//! never wrap the writer in a buffer that could split a line.
 
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,8 +31,12 @@ use std::time::{Duration, Instant};
 pub const FLUSH_EVERY: Duration = Duration::from_millis(20);
 /// A batch this large is written at once (one `write(2)` of at most about this much).
 pub const EARLY_FLUSH_BYTES: usize = 256 * 1024;
-/// Bytes waiting beyond which new lines are dropped: about 128,000 access lines.
+/// Bytes waiting or being written beyond which new lines are dropped: about 128,000
+/// access lines.
 pub const MAX_PENDING_BYTES: usize = 32 * 1024 * 1024;
+/// How long dropping the [`FlushGuard`] waits for the last lines to be written: a process
+/// whose stdout is not drained must still exit (tracing-appender's guard waited ~1.1 s).
+pub const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// The thresholds above; tests use small ones.
 #[derive(Debug, Clone, Copy)]
@@ -44,7 +54,8 @@ const LIMITS: Limits = Limits {
 
 struct Shared {
     pending: Mutex<Pending>,
-    /// Signalled by the line that starts a batch, by one that makes it large, and on close.
+    /// Signalled by the line that starts a batch, by one that makes it large, on close, and
+    /// by the thread when it ends.
     wake: Condvar,
     dropped: AtomicU64,
     limits: Limits,
@@ -53,7 +64,11 @@ struct Shared {
 #[derive(Default)]
 struct Pending {
     bytes: Vec<u8>,
+    /// Bytes of the batch being written: they count against the bound too.
+    writing: usize,
     closing: bool,
+    /// The thread wrote everything after `closing` and ended.
+    closed: bool,
 }
 
 impl Shared {
@@ -61,6 +76,28 @@ impl Shared {
         // A panic while holding the lock cannot leave the bytes half-appended in a way
         // that matters more than losing the log: carry on with what is there.
         self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits (woken by [`Shared::wake`]) until `done` holds or `deadline` passes; returns
+    /// the lock and whether `done` holds.
+    fn wait_until<'a>(
+        &'a self,
+        mut pending: MutexGuard<'a, Pending>,
+        deadline: Instant,
+        done: impl Fn(&Pending) -> bool,
+    ) -> (MutexGuard<'a, Pending>, bool) {
+        while !done(&pending) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return (pending, false);
+            }
+            pending = self
+                .wake
+                .wait_timeout(pending, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        (pending, true)
     }
 }
 
@@ -112,7 +149,7 @@ impl LineWriter {
         let shared = &*self.shared;
         let mut pending = shared.lock();
         let before = pending.bytes.len();
-        if before + line.len() > shared.limits.max_pending_bytes {
+        if pending.writing + before + line.len() > shared.limits.max_pending_bytes {
             drop(pending);
             shared.dropped.fetch_add(1, Ordering::Relaxed);
             return;
@@ -153,8 +190,18 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LineWriter {
 
 impl Drop for FlushGuard {
     fn drop(&mut self) {
-        self.shared.lock().closing = true;
-        self.shared.wake.notify_one();
+        let shared = &*self.shared;
+        let mut pending = shared.lock();
+        pending.closing = true;
+        shared.wake.notify_all();
+        let (pending, closed) =
+            shared.wait_until(pending, Instant::now() + CLOSE_WAIT, |p| p.closed);
+        drop(pending);
+        if !closed {
+            // Stuck in a write to a stdout nobody drains: leave it, and let the process
+            // exit without those lines.
+            return;
+        }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -174,26 +221,26 @@ fn write_batches<W: Write>(shared: &Shared, mut out: W) {
                 .wait(pending)
                 .unwrap_or_else(PoisonError::into_inner);
         }
-        let deadline = Instant::now() + limits.flush_every;
-        while pending.bytes.len() < limits.early_flush_bytes && !pending.closing {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            pending = shared
-                .wake
-                .wait_timeout(pending, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
+        // A batch has begun: let it gather, unless it is large already or we close.
+        let gathered = |p: &Pending| p.bytes.len() >= limits.early_flush_bytes || p.closing;
+        let (mut pending, _) =
+            shared.wait_until(pending, Instant::now() + limits.flush_every, gathered);
         std::mem::swap(&mut pending.bytes, &mut batch);
-        let done = pending.closing && batch.is_empty();
-        drop(pending);
-        if done {
+        pending.writing = batch.len();
+        if pending.closing && batch.is_empty() {
+            pending.closed = true;
+            drop(pending);
+            shared.wake.notify_all();
             return;
         }
-        // A failed write (stdout closed) loses the batch: there is nowhere to report it.
-        let _ = out.write_all(&batch).and_then(|()| out.flush());
+        drop(pending);
+        if out.write_all(&batch).and_then(|()| out.flush()).is_err() {
+            // stdout closed or failing: the batch is lost (some of it may have been
+            // written); count its lines, there is nowhere else to report it.
+            let lines = batch.iter().filter(|&&b| b == b'\n').count() as u64;
+            shared.dropped.fetch_add(lines, Ordering::Relaxed);
+        }
+        shared.lock().writing = 0;
         batch.clear();
         if batch.capacity() > 4 * limits.early_flush_bytes {
             // After a burst, give the memory back rather than keep the largest batch.
@@ -290,6 +337,39 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
+    }
+
+    #[test]
+    fn a_stdout_nobody_drains_does_not_keep_the_process_from_exiting() {
+        let (_go, stuck) = mpsc::channel();
+        let (writer, guard) =
+            spawn_with(Stuck(Mutex::new(stuck), Recorder::default()), limits(1000)).unwrap();
+        writer.write_line(b"a line that is never written\n");
+        std::thread::sleep(Duration::from_millis(20));
+        let dropping = Instant::now();
+        drop(guard);
+        let waited = dropping.elapsed();
+        assert!(waited >= CLOSE_WAIT, "gave up after {waited:?}");
+        assert!(waited < CLOSE_WAIT * 10, "hung for {waited:?}");
+    }
+
+    #[test]
+    fn a_failing_output_counts_the_lines_it_lost() {
+        struct Closed;
+        impl Write for Closed {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::ErrorKind::BrokenPipe.into())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let (writer, guard) = spawn_with(Closed, limits(1 << 30)).unwrap();
+        for _ in 0..10 {
+            writer.write_line(b"lost\n");
+        }
+        drop(guard);
+        assert_eq!(writer.dropped_lines(), 10);
     }
 
     /// An output that blocks until told to go on: stdout nobody drains.

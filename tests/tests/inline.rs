@@ -159,7 +159,7 @@ async fn small_files_stored_before_get_their_content_from_a_get_and_never_stale_
     let db = c.db().await;
     let names = db.collection::<Document>("fs.names");
     let node = c.node_url(0);
-    let sizes = [1, 4096, INLINE_MAX, INLINE_MAX + 1, 300_000];
+    let sizes = [0, 1, 4096, INLINE_MAX, INLINE_MAX + 1, 300_000];
     for (seed, len) in sizes.into_iter().enumerate() {
         put(
             &c,

@@ -15,6 +15,7 @@
 //! the first GET that reads its chunk ([`Backfill`]), so an upgraded store's small files
 //! come to the one `find` too.
 
+use std::future::IntoFuture;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use bson::spec::BinarySubtype;
@@ -59,6 +60,19 @@ impl FirstRead {
 #[derive(Debug, Default)]
 pub struct Backfill(AtomicBool);
 
+/// How long a backfill's write may take before the node gives up on it (and may offer the
+/// next): a database that cannot acknowledge must not switch backfills off for good.
+const BACKFILL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Frees the one backfill slot when the task ends, however it ends.
+struct BackfillSlot(Store);
+
+impl Drop for BackfillSlot {
+    fn drop(&mut self) {
+        self.0.backfill.0.store(false, Ordering::Release);
+    }
+}
+
 impl Store {
     /// The name's current revision and, when it is read whole (see the module doc), its
     /// whole content as chunks; `None` content for a larger file, which is read in windows.
@@ -86,26 +100,37 @@ impl Store {
     /// `file_id` are in the update's filter: a swap in between wins, and the bytes are
     /// that revision's own). Adds a copy of bytes the chunk keeps, so it destroys nothing.
     fn backfill_inline(&self, info: &FileInfo, chunks: &[Bytes]) {
-        let [chunk] = chunks else { return };
-        if chunk.len() as i64 != info.length || info.length as u64 > INLINE_MAX_BYTES {
+        // The chunks were read by the join key; only where it is the revision's own.
+        if info.small != Some(info.file_id) || info.length as u64 > INLINE_MAX_BYTES {
             return;
         }
+        let content = match chunks {
+            [chunk] if chunk.len() as i64 == info.length => chunk.to_vec(),
+            [] if info.length == 0 => Vec::new(),
+            _ => return,
+        };
         if self.backfill.0.swap(true, Ordering::AcqRel) {
             return;
         }
-        let store = self.clone();
+        let slot = BackfillSlot(self.clone());
         let filter = doc! {"_id": &info.name, "version": info.version, "file_id": info.file_id};
         let content = Binary {
             subtype: BinarySubtype::Generic,
-            bytes: chunk.to_vec(),
+            bytes: content,
         };
         let update = doc! {"$set": {"inline": content}, "$unset": {"small": ""}};
         tokio::spawn(async move {
-            if let Err(e) = store.names.update_one(filter, update).await {
-                // Nothing lost: the file is read by its chunks, and the next GET offers again.
-                tracing::warn!(error = %e, "inline content for an old small file not written");
+            let write = slot.0.names.update_one(filter, update);
+            // Nothing is lost either way: the file is read by its chunks, and a later GET
+            // offers again.
+            match tokio::time::timeout(BACKFILL_TIMEOUT, write.into_future()).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "inline content for an old small file not written")
+                }
+                Err(_) => tracing::warn!("inline content for an old small file: no answer in time"),
             }
-            store.backfill.0.store(false, Ordering::Release);
+            drop(slot);
         });
     }
 
