@@ -106,6 +106,21 @@ pub struct FileInfo {
 /// bytes a document of a name and its metadata costs anyway are of this order.
 pub const INLINE_MAX_BYTES: u64 = 16 * 1024;
 
+/// `bytes` as BSON binary data of the generic subtype, as every byte field here is stored.
+fn binary(bytes: Vec<u8>) -> bson::Binary {
+    bson::Binary {
+        subtype: bson::spec::BinarySubtype::Generic,
+        bytes,
+    }
+}
+
+/// Whether `content` bytes may be the inline content ([`FileInfo::inline`]) of a file of
+/// `length` bytes: the whole file, and at most [`INLINE_MAX_BYTES`]. The one rule that
+/// publishing, the reader and the backfill of old files apply.
+fn is_inline_content(content: usize, length: u64) -> bool {
+    content as u64 == length && length <= INLINE_MAX_BYTES
+}
+
 /// Files of at most this many chunks are read with their name in one round trip (see
 /// [`FileInfo::small`]): at most 8 × 255 KiB (2 MiB) in one reply, far below MongoDB's 16 MiB.
 pub const WHOLE_CHUNKS: u64 = 8;

@@ -136,7 +136,7 @@ impl Store {
         // Only the whole file, and only a small one (see [`Finished::inline`]).
         let inline = done
             .inline
-            .filter(|b| b.len() as u64 == done.length && done.length <= super::INLINE_MAX_BYTES);
+            .filter(|b| super::is_inline_content(b.len(), done.length));
         let mut info = FileInfo {
             key: name.clone(),
             name,
@@ -152,10 +152,7 @@ impl Store {
             small: (inline.is_none()
                 && done.length <= self.chunk_size as u64 * super::WHOLE_CHUNKS)
                 .then_some(file_id),
-            inline: inline.map(|b| bson::Binary {
-                subtype: bson::spec::BinarySubtype::Generic,
-                bytes: b.to_vec(),
-            }),
+            inline: inline.map(|b| super::binary(b.to_vec())),
         };
         self.swap_name(&mut info, first_attempt, guard).await?;
         Ok(info)

@@ -21,12 +21,11 @@
 use std::time::Duration;
 
 use bson::oid::ObjectId;
-use bson::spec::BinarySubtype;
 use bson::{doc, Binary, DateTime};
 use serde::{Deserialize, Serialize};
 
 use super::lease::{self, after, lease_free, Taken};
-use super::Store;
+use super::{binary, Store};
 use crate::digest::Hasher;
 use crate::error::Result;
 
@@ -167,10 +166,7 @@ impl Store {
             metadata,
             length,
             offset: 0,
-            tail: Binary {
-                subtype: BinarySubtype::Generic,
-                bytes: Vec::new(),
-            },
+            tail: binary(Vec::new()),
             chunk_size: self.chunk_size as i32,
             created_at: DateTime::now(),
             expires_at: after(expires_in),
@@ -308,10 +304,6 @@ impl Store {
         ttl: Duration,
     ) -> Result<bool> {
         let _timer = self.metrics.time("tus_advance");
-        let binary = |bytes: Vec<u8>| Binary {
-            subtype: BinarySubtype::Generic,
-            bytes,
-        };
         let mut set = doc! {
             "offset": offset, "tail": binary(tail.to_vec()), "complete": offset == length,
             "expires_at": after(expires_in), "lease_until": after(ttl),

@@ -8,8 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use bson::spec::BinarySubtype;
-use bson::{doc, Binary, DateTime};
+use bson::{doc, DateTime};
 use bytes::Bytes;
 use futures::TryStreamExt;
 
@@ -119,10 +118,7 @@ impl Store {
             }
             published => published?,
         };
-        let empty = Binary {
-            subtype: BinarySubtype::Generic,
-            bytes: Vec::new(),
-        };
+        let empty = super::binary(Vec::new());
         let mut set = doc! {
             "done": true, "offset": upload.length, "tail": empty,
             "lease_until": null, "lease_node": null,

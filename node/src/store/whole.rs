@@ -1,6 +1,6 @@
 //! A GET of a small file: its name and its whole content in one database round trip.
 //!
-//! Two kinds of file are read whole. A file of at most [`INLINE_MAX_BYTES`] carries its
+//! Two kinds of file are read whole. A file of at most [`super::INLINE_MAX_BYTES`] carries its
 //! content in its name's document ([`FileInfo::inline`], written by the same swap that
 //! publishes it; its GridFS chunks hold it too), so one `find` by `_id` reads it. A file of
 //! at most [`super::WHOLE_CHUNKS`] chunks has its chunks joined to its name (`$lookup` on
@@ -11,19 +11,18 @@
 //! recent GETs needed ([`FirstRead`]): a store of tiny files, or of larger ones, or of
 //! files stored before their names carried content, each gets its one round trip.
 //!
-//! A file of at most [`INLINE_MAX_BYTES`] stored before names carried content gets it from
+//! A file of at most [`super::INLINE_MAX_BYTES`] stored before names carried content gets it from
 //! the first GET that reads its chunk ([`Backfill`]), so an upgraded store's small files
 //! come to the one `find` too.
 
 use std::future::IntoFuture;
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
-use bson::spec::BinarySubtype;
-use bson::{doc, Binary, RawDocument, RawDocumentBuf};
+use bson::{doc, RawDocument, RawDocumentBuf};
 use bytes::Bytes;
 use futures::TryStreamExt;
 
-use super::{FileInfo, Store, INLINE_MAX_BYTES};
+use super::{binary, is_inline_content, FileInfo, Store};
 use crate::error::{NodeError, Result};
 
 /// A name's current revision and, for a file read whole, its chunks.
@@ -100,25 +99,22 @@ impl Store {
     /// `file_id` are in the update's filter: a swap in between wins, and the bytes are
     /// that revision's own). Adds a copy of bytes the chunk keeps, so it destroys nothing.
     fn backfill_inline(&self, info: &FileInfo, chunks: &[Bytes]) {
-        // The chunks were read by the join key; only where it is the revision's own.
-        if info.small != Some(info.file_id) || info.length as u64 > INLINE_MAX_BYTES {
-            return;
-        }
         let content = match chunks {
-            [chunk] if chunk.len() as i64 == info.length => chunk.to_vec(),
-            [] if info.length == 0 => Vec::new(),
+            [] => &[][..],
+            [chunk] => &chunk[..],
             _ => return,
         };
+        // The chunks were read by the join key; only where it is the revision's own.
+        if info.small != Some(info.file_id) || !is_inline_content(content.len(), info.length as u64)
+        {
+            return;
+        }
         if self.backfill.0.swap(true, Ordering::AcqRel) {
             return;
         }
         let slot = BackfillSlot(self.clone());
         let filter = doc! {"_id": &info.name, "version": info.version, "file_id": info.file_id};
-        let content = Binary {
-            subtype: BinarySubtype::Generic,
-            bytes: content,
-        };
-        let update = doc! {"$set": {"inline": content}, "$unset": {"small": ""}};
+        let update = doc! {"$set": {"inline": binary(content.to_vec())}, "$unset": {"small": ""}};
         tokio::spawn(async move {
             let write = slot.0.names.update_one(filter, update);
             // Nothing is lost either way: the file is read by its chunks, and a later GET
@@ -210,7 +206,7 @@ fn inline(info: &mut FileInfo) -> Result<Option<Vec<Bytes>>> {
     let Some(content) = info.inline.take() else {
         return Ok(None);
     };
-    if content.bytes.len() as i64 != info.length || info.length as u64 > INLINE_MAX_BYTES {
+    if !is_inline_content(content.bytes.len(), info.length as u64) {
         return Err(NodeError::Corrupt(format!(
             "name {}: {} inline bytes for a file of {}",
             info.name,
