@@ -3,7 +3,7 @@
 //! lives on (unlike a SIGSTOP or a kill), its request is fenced by the lease takeover.
 //!
 //! The stall here comes with about 5 MiB forwarded (the balancer's log), below the window
-//! (7.0 MiB): it checks the path, not the window's bound. A full bench run once found the
+//! (8.0 MiB): it checks the path, not the window's bound. A full bench run once found the
 //! old bound (6.0 MiB) 98,304 bytes short under five concurrent uploads (see
 //! `IN_TRANSIT_BYTES` in the config).
 

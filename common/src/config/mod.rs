@@ -132,7 +132,7 @@ pub struct BalancerConfig {
     /// Bytes of a plain `PUT /files/...` kept after they were forwarded, so that when the
     /// node writing it dies another node can continue it from where it durably stands.
     /// Unset (the default): what a node may hold unrecorded with this file's `[storage]`,
-    /// [`StorageConfig::unrecorded_max_bytes`] (7.0 MiB with its defaults), so that a
+    /// [`StorageConfig::unrecorded_max_bytes`] (8.0 MiB with its defaults), so that a
     /// change of `chunks_per_write` cannot leave the window short. Smaller values save
     /// memory and risk a continuation that cannot start (`uploads.cut` in `/_cluster`).
     /// 0 turns the protection off. See [`ClusterConfig::upload_window_bytes`].
@@ -275,13 +275,14 @@ const IN_TRANSIT_BYTES: u64 = 2 * 1024 * 1024 + NODE_READ_BUFFER_BYTES as u64;
 
 impl StorageConfig {
     /// The most bytes of an upload a node may have been sent but not yet recorded as
-    /// durable: the batch being cut, the [`UPLOAD_WRITES_IN_FLIGHT`] batches being written
-    /// and the one waiting for its turn, and what is in transit to the node. What a
-    /// protected PUT's window must hold (7.0 MiB with the defaults; `scripts/bench-failover`
-    /// measured 3.2-5.5 MiB at kills, a node stalled on its database 6.1 MiB).
+    /// durable: the batch being cut, the [`UPLOAD_WRITES_IN_FLIGHT`] batches being written,
+    /// the one waiting for its turn and the one whose record is under way (the node reads
+    /// on while it lands), and what is in transit to the node. What a protected PUT's
+    /// window must hold (8.0 MiB with the defaults; `scripts/bench-failover` measured
+    /// 3.2-5.5 MiB at kills, a node stalled on its database 6.1 MiB).
     pub fn unrecorded_max_bytes(&self) -> u64 {
         let batch = u64::from(self.chunk_size) * u64::from(self.chunks_per_write);
-        (UPLOAD_WRITES_IN_FLIGHT as u64 + 2) * batch + IN_TRANSIT_BYTES
+        (UPLOAD_WRITES_IN_FLIGHT as u64 + 3) * batch + IN_TRANSIT_BYTES
     }
 }
 

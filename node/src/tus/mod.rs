@@ -23,6 +23,7 @@ use crate::store::{
 };
 use crate::{Body, ReqBody};
 
+mod advancing;
 mod checksum;
 mod complete;
 mod headers;

@@ -12,10 +12,12 @@
 //! 4. [`Patch::finish`]: publish the file when the upload is complete.
 
 use std::collections::VecDeque;
+use std::future::Future;
 
 use bytes::Bytes;
 use futures::{Stream, StreamExt};
 
+use super::advancing::Advancing;
 use super::checksum::{check, Checked, PatchHasher};
 use super::headers::Checksum;
 use super::Tus;
@@ -177,8 +179,22 @@ impl<'a> Patch<'a> {
     }
 
     /// Step 1: reads the body to its end (or its failure), writing whole chunks as they
-    /// fill and renewing the lease (also while the body pauses).
+    /// fill and renewing the lease (also while the body pauses). The offset recorded
+    /// meanwhile has landed when this returns, so nothing recorded later is overtaken.
     async fn receive<S>(&mut self, body: S) -> Result<()>
+    where
+        S: Stream<Item = Result<Bytes>>,
+    {
+        let mut advancing = Advancing::default();
+        let received = self.receive_into(body, &mut advancing).await;
+        match (received, advancing.land().await) {
+            (Ok(()), landed) => landed,
+            (Err(_), Err(locked @ NodeError::Locked(_))) => Err(locked),
+            (received, _) => received,
+        }
+    }
+
+    async fn receive_into<S>(&mut self, body: S, advancing: &mut Advancing) -> Result<()>
     where
         S: Stream<Item = Result<Bytes>>,
     {
@@ -194,7 +210,16 @@ impl<'a> Patch<'a> {
         };
         futures::pin_mut!(body);
         loop {
-            let next = match tokio::time::timeout(renew_every.min(idle), body.next()).await {
+            let next = tokio::select! {
+                biased;
+                landed = advancing.landed() => {
+                    landed?;
+                    last_renew = tokio::time::Instant::now();
+                    continue;
+                }
+                next = tokio::time::timeout(renew_every.min(idle), body.next()) => next,
+            };
+            let next = match next {
                 Ok(next) => next,
                 Err(_) if last_byte.elapsed() >= idle => {
                     return Err(NodeError::BodyIdle(idle.as_secs()))
@@ -238,8 +263,12 @@ impl<'a> Patch<'a> {
                     && due
                     && (self.upload.length < 0 || durable < self.upload.length)
                 {
+                    // One record under way at a time, and the body read on meanwhile:
+                    // awaited in line, this round trip stalled every batch of a PUT
+                    // (protected 1 GiB PUTs ~15 % slower than unprotected ones).
                     let state = self.state_at(durable);
-                    self.advance(durable, &[], state).await?;
+                    let advance = self.advance(durable, Bytes::new(), state);
+                    advancing.start(advance).await?;
                     self.advanced = durable;
                     last_renew = tokio::time::Instant::now();
                     last_advance = last_renew;
@@ -328,7 +357,7 @@ impl<'a> Patch<'a> {
         self.writer.write(self.next_n, batch).await?;
         self.writer.flush().await?;
         let hash = self.whole.as_ref().map(Hasher::state);
-        self.advance(self.received, &tail, hash).await?;
+        self.advance(self.received, tail, hash).await?;
         Ok(self.received)
     }
 
@@ -356,26 +385,25 @@ impl<'a> Patch<'a> {
 
     /// Records `offset` (and the unfinished chunk's bytes, and the digests' state after
     /// exactly `offset` bytes if given) as durable under our lease, sliding the expiry;
-    /// `Locked` if the lease was taken over.
-    async fn advance(&self, offset: i64, tail: &[u8], hash: Option<Vec<u8>>) -> Result<()> {
-        let (store, id) = (self.store, &self.upload.id);
-        let expires = self.tus.limits.expires_after;
-        if store
-            .tus_advance(
-                id,
-                self.token,
-                offset,
-                self.upload.length,
-                tail,
-                hash,
-                expires,
-                LEASE_TTL,
-            )
-            .await?
-        {
-            Ok(())
-        } else {
-            Err(NodeError::Locked(format!("upload {id}")))
+    /// `Locked` if the lease was taken over. The future owns what it needs, so that it can
+    /// run while the body is read on ([`Advancing`]).
+    fn advance(
+        &self,
+        offset: i64,
+        tail: Bytes,
+        hash: Option<Vec<u8>>,
+    ) -> impl Future<Output = Result<()>> + Send + 'static {
+        let (store, id, token) = (self.store.clone(), self.upload.id.clone(), self.token);
+        let (length, expires) = (self.upload.length, self.tus.limits.expires_after);
+        async move {
+            let moved = store
+                .tus_advance(&id, token, offset, length, &tail, hash, expires, LEASE_TTL)
+                .await?;
+            if moved {
+                Ok(())
+            } else {
+                Err(NodeError::Locked(format!("upload {id}")))
+            }
         }
     }
 }
