@@ -704,10 +704,11 @@ weight = 3
         };
         let batch = u64::from(DEFAULT_CHUNK_SIZE) * 4;
         let default = with("", "").unwrap();
-        assert_eq!(default.upload_window_bytes(), 4 * batch + IN_TRANSIT_BYTES);
+        // Cut, two being written, one waiting, one whose record is under way.
+        assert_eq!(default.upload_window_bytes(), 5 * batch + IN_TRANSIT_BYTES);
         // Bigger batches at the node: a bigger window, without touching [balancer].
         let big = with("", "chunks_per_write = 16").unwrap();
-        assert_eq!(big.upload_window_bytes(), 4 * 4 * batch + IN_TRANSIT_BYTES);
+        assert_eq!(big.upload_window_bytes(), 5 * 4 * batch + IN_TRANSIT_BYTES);
         let set = with("upload_window_bytes = 1048576", "chunks_per_write = 16").unwrap();
         assert_eq!(set.upload_window_bytes(), 1 << 20);
         let off = with("upload_window_bytes = 0", "").unwrap();
