@@ -11,7 +11,7 @@ use bson::doc;
 use reqwest::StatusCode;
 use serde_json::Value;
 use speedbox_tests::client::{
-    busy_node, cluster_status, count, fetch, file_url, get, strand, wait_state,
+    busy_node, cluster_status, count, fetch, file_url, get, put, strand, wait_state,
 };
 use speedbox_tests::{data, Cluster};
 
@@ -387,4 +387,46 @@ async fn put_stranded(c: &Cluster, name: &str, id: &str, guarded: bool) {
     let answer = put.send().await.unwrap();
     assert_eq!(answer.status(), StatusCode::CREATED, "{name}");
     strand(c, id, name).await;
+}
+
+/// More protected PUTs at once than the node's database pool has connections (the driver's
+/// default, 10) and far more than its chunk-write slots (4): every one ends in 201 with its
+/// own bytes, and the node answers reads meanwhile and after. An offset record parked
+/// unpolled while its request waited for a write slot held a pooled connection; enough of
+/// them took the whole pool from the chunk writes those slots waited for.
+#[tokio::test]
+async fn more_protected_puts_at_once_than_database_connections_all_finish() {
+    let c = Cluster::builder().nodes(1).balancer(true).start().await;
+    let (uploads, len) = (16u64, 6 * MIB);
+    put(&c, &c.balancer_url(), "before.bin", data::bytes(1, 1000)).await;
+    let puts = (0..uploads).map(|i| {
+        let request = c
+            .http
+            .put(file_url(&c.balancer_url(), &format!("many/{i}.bin")))
+            .header("content-length", len)
+            .body(data::body(100 + i, len));
+        async move {
+            let resp = request.send().await.expect("the PUT gets an answer");
+            (
+                resp.status(),
+                resp.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    });
+    // A deadlock detector, not a speed limit: the PUTs take a few seconds.
+    let answers = tokio::time::timeout(Duration::from_secs(180), futures::future::join_all(puts))
+        .await
+        .expect("every PUT is answered");
+    for (i, (status, file)) in answers.into_iter().enumerate() {
+        let seed = 100 + i as u64;
+        assert_eq!(status, StatusCode::CREATED, "PUT {i}: {file}");
+        assert_eq!(file["sha256"], data::sha256(seed, len), "PUT {i}");
+        let got = fetch(&c, &c.balancer_url(), &format!("many/{i}.bin")).await;
+        assert_eq!(
+            (got.len, got.sha256.as_str()),
+            (len, data::sha256(seed, len).as_str())
+        );
+    }
+    let before = fetch(&c, &c.node_url(0), "before.bin").await;
+    assert_eq!(before.sha256, data::sha256(1, 1000));
 }

@@ -279,7 +279,8 @@ impl StorageConfig {
     /// the one waiting for its turn and the one whose record is under way (the node reads
     /// on while it lands), and what is in transit to the node. What a protected PUT's
     /// window must hold (8.0 MiB with the defaults; `scripts/bench-failover` measured
-    /// 3.2-5.5 MiB at kills, a node stalled on its database 6.1 MiB).
+    /// 4.4-5.2 MiB at kills, 3.2-5.5 MiB before the node recorded while reading on, and
+    /// a node stalled on its database 6.1 MiB).
     pub fn unrecorded_max_bytes(&self) -> u64 {
         let batch = u64::from(self.chunk_size) * u64::from(self.chunks_per_write);
         (UPLOAD_WRITES_IN_FLIGHT as u64 + 3) * batch + IN_TRANSIT_BYTES
