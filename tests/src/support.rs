@@ -1,28 +1,49 @@
 //! Small things the harness and the tests share: free ports, the workspace's paths and
 //! binaries, and polling until something holds.
 
-use std::collections::BTreeSet;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-/// A port that was free a moment ago and that this process has not handed out before.
-/// The OS may give the same ephemeral port to two binds in a row once the first is closed,
-/// and a cluster's balancer and node on one port fail to start (seen once in the suite);
-/// ports of other processes can still clash, which shows as a failed start with a clear log.
+/// A port that is free now, below the kernel's ephemeral range, and that this process has
+/// not handed out before.
+///
+/// Below the ephemeral range because a port is only reserved once the process under test
+/// binds it, hundreds of milliseconds later (a node builds its indexes first): a port the
+/// kernel had handed out for `bind(:0)` is also one it hands out to outgoing connections,
+/// and the suite's own clients and database pools took one in that gap (`cannot listen on
+/// 127.0.0.1:44871`, seen in `page`). Ports below the range are never given to a
+/// connection. Each test binary starts at its own place (by process id) and counts up, so
+/// two binaries, or two clusters of one, do not meet on a port.
 pub fn free_port() -> u16 {
-    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
-        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
-        if given.insert(port) {
-            return port;
+    const LOWEST: u16 = 10_000;
+    static NEXT: Mutex<Option<u16>> = Mutex::new(None);
+    let ceiling = ephemeral_low().max(LOWEST + 1_000);
+    let span = u32::from(ceiling - LOWEST);
+    let mut next = NEXT.lock().unwrap_or_else(|e| e.into_inner());
+    let mut port = next.unwrap_or_else(|| LOWEST + (std::process::id() * 97 % span) as u16);
+    for _ in 0..span {
+        let candidate = port;
+        port = if port + 1 >= ceiling {
+            LOWEST
+        } else {
+            port + 1
+        };
+        if TcpListener::bind(("127.0.0.1", candidate)).is_ok() {
+            *next = Some(port);
+            return candidate;
         }
     }
+    panic!("no free port between {LOWEST} and {ceiling}");
+}
+
+/// The lowest port the kernel gives to outgoing connections (Linux; 32768 elsewhere).
+fn ephemeral_low() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
 }
 
 pub fn workspace_root() -> PathBuf {
